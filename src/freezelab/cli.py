@@ -1,0 +1,198 @@
+"""The ``freezelab`` command line: inspect, run, show, report, bench."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from freezelab.errors import FreezelabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Controlled freeze / fine-tune / random-init experiments whose numbers can be trusted.")
+console = Console()
+_debug = {"on": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks.")) -> None:
+    _debug["on"] = debug
+
+
+def _fail(err: Exception) -> None:
+    if _debug["on"]:
+        raise err
+    console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _csv(text: Optional[str], cast=str) -> Optional[list]:
+    return None if text is None else [cast(x.strip()) for x in text.split(",") if x.strip()]
+
+
+def _load(study_file: Path, profile: Optional[str], overrides: list[str], seeds: Optional[str]):
+    from freezelab.config.load import load_study
+
+    return load_study(study_file, profile=profile, overrides=overrides, seeds=_csv(seeds, int))
+
+
+def _fmt_int(n: Optional[int]) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+@app.command()
+def inspect(
+    study_file: Path = typer.Argument(..., help="Study YAML, e.g. examples/embedding-freeze.yaml."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile from the study file (e.g. quick)."),
+    set_: list[str] = typer.Option([], "--set", help="Override for every arm: dotted.key=value (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Resolve every arm without training: its diff from the base and its parameter accounting.
+
+    Example: freezelab inspect examples/embedding-freeze.yaml --set embedding.source=random
+    """
+    from freezelab.tasks.base import get_task
+
+    try:
+        study = _load(study_file, profile, set_, None)
+        task = get_task(study.spec.task)
+        report = {name: {"description": arm.description, "reference": arm.reference,
+                         "diff_from_base": arm.diff_from_base, "params": task.inspect(arm.config)}
+                  for name, arm in study.arms.items()}
+    except FreezelabError as err:
+        _fail(err)
+        return
+    if as_json:
+        print(json.dumps({"study": study.spec.name, "seeds": study.seeds, "arms": report}, indent=2))
+        return
+    table = Table(title=f"{study.spec.name}: {len(report)} arms × seeds {study.seeds}")
+    for col in ("arm", "total", "trainable", "frozen", "tied", "unused", "trainable %"):
+        table.add_column(col, justify="left" if col == "arm" else "right")
+    for name, r in report.items():
+        p = r["params"]
+        share = f"{100 * p['trainable'] / p['total']:.1f}" if p["total"] else "-"
+        table.add_row(name + (" (ref)" if r["reference"] else ""), _fmt_int(p["total"]), _fmt_int(p["trainable"]),
+                      _fmt_int(p["frozen"]), str(p["tied"]), _fmt_int(p["unused"]), share)
+    console.print(table)
+    for name, r in report.items():
+        console.print(f"[bold]{name}[/bold]: {r['description']}", highlight=False)
+        for k, (a, b) in r["diff_from_base"].items():
+            console.print(f"    {k}: {a!r} → {b!r}", highlight=False)
+    console.print(table)
+
+
+@app.command()
+def run(
+    study_file: Path = typer.Argument(..., help="Study YAML."),
+    arms: Optional[str] = typer.Option(None, "--arms", help="Comma-separated arm subset."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (replaces the study's)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the study's output_dir)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile from the study file (e.g. quick)."),
+    set_: list[str] = typer.Option([], "--set", help="Override for every arm: dotted.key=value (repeatable)."),
+    isolation: str = typer.Option("process", help="process: each run in its own process; inline: this one."),
+    retry_failed: bool = typer.Option(True, "--retry-failed/--skip-failed", help="Rerun runs that failed before."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the comparison report at the end."),
+) -> None:
+    """Run arms × seeds; finished runs are skipped, failed and interrupted ones rerun.
+
+    Example: freezelab run examples/embedding-freeze.yaml --profile quick
+    """
+    from freezelab.experiment.plan import make_plan
+    from freezelab.experiment.runner import run_plan
+
+    try:
+        study = _load(study_file, profile, set_, seeds)
+        plan = make_plan(study, arms=_csv(arms))
+        out_dir = out or (study.path.parent / study.spec.output_dir
+                          if not Path(study.spec.output_dir).is_absolute() else Path(study.spec.output_dir))
+        if isolation not in ("process", "inline"):
+            raise FreezelabError(f"--isolation must be process or inline, got {isolation!r}")
+        command = "freezelab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        console.print(f"{study.spec.name}: {len(plan)} runs ({len(set(r.arm for r in plan))} arms × "
+                      f"{len(set(r.seed for r in plan))} seeds) → {out_dir}")
+        outcomes = run_plan(study, plan, out_dir, isolation=isolation, retry_failed=retry_failed,  # type: ignore[arg-type]
+                            command=command)
+    except FreezelabError as err:
+        _fail(err)
+        return
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("succeeded", "skipped", "failed", "locked")}
+    console.print(", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    for o in outcomes:
+        if o.status == "failed":
+            console.print(f"[red]FAILED[/red] {o.run_id}: {o.message}", highlight=False)
+    _print_status(out_dir)
+    if report:
+        _write_report(out_dir, "en", None)
+
+
+def _print_status(out_dir: Path) -> None:
+    from freezelab.experiment.runner import scan_runs
+
+    rows = scan_runs(out_dir)
+    if not rows:
+        console.print(f"no runs under {out_dir}/runs")
+        return
+    metric_names: list[str] = []
+    for r in rows:  # headline metrics only (val at the best epoch, test), to keep the table narrow
+        for h in (r["summary"].get("headline") or [])[:2]:
+            for m in (f"val/{h['name']}", f"test/{h['name']}"):
+                if m not in metric_names:
+                    metric_names.append(m)
+    table = Table(title=str(out_dir))
+    for col in ("arm", "seed", "status", "best epoch", *metric_names, "wall s"):
+        table.add_column(col)
+    for r in rows:
+        s = r["summary"]
+        best = s.get("best") or {}
+        values = {**best.get("metrics", {}), **(s.get("test") or {})}
+        status = r["status"]
+        if status == "failed" and r["error"]:
+            status = f"FAILED ({r['error'].get('class')}: {str(r['error'].get('message'))[:60]})"
+        table.add_row(r["arm"], str(r["seed"]), status, str(best.get("epoch", "-")),
+                      *[f"{values[m]:.4g}" if isinstance(values.get(m), (int, float)) else "-" for m in metric_names],
+                      f"{s['wall_seconds']:.0f}" if s.get("wall_seconds") else "-")
+    console.print(table)
+
+
+@app.command()
+def show(out_dir: Path = typer.Argument(..., help="A study output folder (holds runs/).")) -> None:
+    """Status table of every run with its best metrics."""
+    if not (out_dir / "runs").exists():
+        _fail(FreezelabError(f"{out_dir} has no runs/ folder. Pass the --out folder of `freezelab run`."))
+    _print_status(out_dir)
+
+
+def _write_report(out_dir: Path, lang: str, reference: Optional[str]) -> None:
+    try:
+        from freezelab.report import write_report
+    except ImportError:
+        return
+    try:
+        paths = write_report(out_dir, lang=lang, reference=reference)
+    except FreezelabError as err:
+        _fail(err)
+        return
+    for p in paths.values() if isinstance(paths, dict) else paths:
+        console.print(f"wrote {p}")
+
+
+@app.command()
+def report(
+    out_dir: Path = typer.Argument(..., help="A study output folder (holds runs/)."),
+    lang: str = typer.Option("en", "--lang", help="en or ja."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="Arm to compare against."),
+) -> None:
+    """Write report.md and a self-contained report.html from the run folders."""
+    if lang not in ("en", "ja"):
+        _fail(FreezelabError(f"--lang must be en or ja, got {lang!r}"))
+    _write_report(out_dir, lang, reference)
+
+
+if __name__ == "__main__":
+    app()

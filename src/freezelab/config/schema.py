@@ -1,0 +1,248 @@
+"""Pydantic models for study files (experiment-protocol.md §2).
+
+A study file holds a ``base`` config, named ``arms`` that override it with dotted keys, ``seeds`` and
+optional ``profiles`` (e.g. ``quick``). Every model forbids unknown keys so a typo fails before
+anything trains. Task-specific base configs live next to the study model: ``LMConfig`` here; other
+tasks register theirs in ``TASK_CONFIGS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    """Base model: unknown keys are errors, assignment is validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- LM study (cvfp-lm.md)
+class LMDataConfig(Strict):
+    source: Literal["wiki_excerpt", "text_files", "hf_dataset"] = Field(
+        "wiki_excerpt", description="wiki_excerpt: the English Wikipedia excerpt shipped in gensim's wheel "
+        "(offline); text_files: local files matched by `path`; hf_dataset: a Hugging Face dataset, streamed.")
+    path: Optional[str] = Field(None, description="Glob or directory of text files (source: text_files).")
+    doc_mode: Literal["file", "blank_line"] = Field(
+        "file", description="text_files: one document per file, or per blank-line-separated block.")
+    hf_name: Optional[str] = Field(None, description="Dataset id, e.g. HuggingFaceH4/ultrachat_200k.")
+    hf_config: Optional[str] = Field(None, description="Dataset configuration name, if any.")
+    hf_split: str = Field("train", description="Dataset split to stream, e.g. train_sft.")
+    max_train_docs: Optional[int] = Field(None, ge=1, description="Training documents (N); None = all.")
+    n_val_docs: int = Field(50, ge=1, description="Validation documents (selection).")
+    n_test_docs: int = Field(50, ge=1, description="Test documents (scored once at the best epoch).")
+    max_tokens_per_doc: Optional[int] = Field(512, ge=2, description="Cap per document (seed: 512).")
+    overflow: Literal["truncate", "chunk"] = Field(
+        "truncate", description="truncate: keep the first max_tokens_per_doc tokens; chunk: split a long "
+        "document into pieces that stay in its split.")
+    add_eos: bool = Field(False, description="Append the tokenizer's EOS/SEP token to every document.")
+    data_seed: int = Field(0, description="Fixes the document split; identical for every run of a study.")
+
+
+class EmbeddingConfig(Strict):
+    source: str = Field(
+        "minilm", description="'minilm' (bundled offline all-MiniLM-L6-v2), a Hugging Face model id "
+        "(e.g. gpt2), a local model directory, or 'random' (needs vocab_size and dim).")
+    tokenizer: Optional[str] = Field(
+        None, description="Tokenizer source; only for source=random (default: minilm). Otherwise the "
+        "tokenizer always comes from the embedding's source.")
+    vocab_size: Optional[int] = Field(None, ge=2, description="source=random: number of rows.")
+    dim: Optional[int] = Field(None, ge=1, description="source=random: embedding width.")
+    revision: Optional[str] = Field(None, description="Hub revision of a model id.")
+    freeze: bool = Field(True, description="Freeze the token embedding (wte) in Phase 2.")
+
+    @model_validator(mode="after")
+    def _random_needs_shape(self) -> "EmbeddingConfig":
+        if self.source == "random" and (self.vocab_size is None or self.dim is None):
+            raise ValueError("embedding.source=random needs embedding.vocab_size and embedding.dim")
+        if self.source != "random" and (self.vocab_size is not None or self.dim is not None):
+            raise ValueError("embedding.vocab_size/dim are only for source=random; a pretrained source "
+                             "defines its own shape")
+        if self.source != "random" and self.tokenizer is not None:
+            raise ValueError("embedding.tokenizer is only for source=random: a pretrained embedding "
+                             "always uses its own tokenizer")
+        return self
+
+
+class HeadConfig(Strict):
+    tie: bool = Field(True, description="Tie the output head to wte (logits = h · wteᵀ).")
+    bias: bool = Field(False, description="Untied head: add a bias (the original had one).")
+    init: Literal["copy", "zeros", "normal"] = Field(
+        "copy", description="Untied head init: copy of wte (Welch et al.), zeros (original), N(0,0.02²).")
+    freeze: bool = Field(False, description="Untied head: freeze it in Phase 2.")
+
+
+class LMModelConfig(Strict):
+    num_layers: int = Field(6, ge=1, description="Layers in each of ContextBlock and TokenBlock.")
+    context_multiplier: int = Field(1, ge=1, description="context_dim = embedding dim × this.")
+    num_input_tokens: int = Field(1, ge=1, description="n: tokens concatenated into each input.")
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    embed_norm: Literal["frozen", "trainable_shared"] = Field(
+        "frozen", description="frozen: embed_norm freezes with the ContextBlock (freezelab); "
+        "trainable_shared: trains in Phase 2 as in the original (contexts then drift).")
+    use_context: bool = Field(True, description="False = the no_context ablation (contexts set to 0).")
+
+
+class ContextConfig(Strict):
+    reset: Literal["per_document", "stream"] = Field(
+        "per_document", description="per_document: c = 0 at each document start; stream: one "
+        "continuous stream over all documents (the original).")
+    wraparound: bool = Field(False, description="stream only: Phase-1 input at token 0 is the last context.")
+    cache_dtype: Literal["float32", "bfloat16"] = Field("float32", description="Context cache dtype.")
+
+
+class Phase1Config(Strict):
+    enabled: bool = Field(True, description="False = untrained ContextBlock ablation (no_phase1).")
+    max_iterations: int = Field(10, ge=1, description="Iteration 0 (no learning) counts.")
+    min_iterations: int = Field(3, ge=1)
+    convergence_threshold: float = Field(0.03, gt=0)
+    min_converged_ratio: float = Field(0.95, gt=0, le=1)
+    lr: float = Field(0.002, gt=0)
+    dist_reg_weight: float = Field(0.5, ge=0, le=1, description="Weight w of the diversity loss.")
+    noise_std: float = Field(0.1, ge=0)
+    chunk_rows: int = Field(4096, ge=1)
+    grad_clip: float = Field(1.0, gt=0)
+    diversity_norm: Literal["faithful", "rms"] = "faithful"
+    iter0: Literal["sequential", "jacobi"] = "sequential"
+    er_rows: int = Field(8192, ge=2, description="Rows sampled (seeded, fixed) for effective rank.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> "Phase1Config":
+        if self.min_iterations > self.max_iterations:
+            raise ValueError(f"phase1.min_iterations={self.min_iterations} exceeds "
+                             f"phase1.max_iterations={self.max_iterations}")
+        return self
+
+
+class UnfreezeConfig(Strict):
+    at_epoch: int = Field(..., ge=1, description="Groups become trainable after this many epochs.")
+    groups: list[Literal["embed", "embed_norm", "head"]] = Field(["embed"])
+    lr_scale: float = Field(1.0, gt=0, description="LR scale of the unfrozen groups.")
+    optimizer_state: Literal["reset", "keep"] = "reset"
+    reset_patience: bool = Field(True, description="Early-stopping patience restarts at the boundary.")
+
+
+class Phase2Config(Strict):
+    max_epochs: int = Field(10, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(0.002, gt=0)
+    grad_clip: float = Field(1.0, gt=0)
+    patience: int = Field(2, ge=1, description="Epochs without val improvement before stopping.")
+    order: Literal["shuffled", "contiguous"] = "shuffled"
+    eval_batch_size: int = Field(1024, ge=1)
+    unfreeze: Optional[UnfreezeConfig] = None
+
+    @model_validator(mode="after")
+    def _unfreeze_in_budget(self) -> "Phase2Config":
+        if self.unfreeze is not None and self.unfreeze.at_epoch >= self.max_epochs:
+            raise ValueError(f"phase2.unfreeze.at_epoch={self.unfreeze.at_epoch} must be below "
+                             f"phase2.max_epochs={self.max_epochs}")
+        return self
+
+
+class RuntimeConfig(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = bf16 autocast in Phase 2.")
+    threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads (None = default).")
+
+
+class LMConfig(Strict):
+    """The resolved configuration of one run of the CVFP embedding-freeze study."""
+
+    data: LMDataConfig = Field(default_factory=LMDataConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    model: LMModelConfig = Field(default_factory=LMModelConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)
+    phase1: Phase1Config = Field(default_factory=Phase1Config)
+    phase2: Phase2Config = Field(default_factory=Phase2Config)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    baselines: bool = Field(True, description="Score unigram and Kneser–Ney bigram on the same split.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LMConfig":
+        if self.model.head.tie and self.model.head.freeze != self.embedding.freeze and self.model.head.freeze:
+            raise ValueError("model.head.freeze=true with model.head.tie=true: a tied head is the "
+                             "embedding itself; set embedding.freeze instead, or untie the head")
+        if self.model.head.tie and (self.model.head.bias or self.model.head.init != "copy"):
+            raise ValueError("model.head.bias / model.head.init apply to an untied head only; "
+                             "set model.head.tie=false")
+        if self.context.wraparound and self.context.reset != "stream":
+            raise ValueError("context.wraparound=true needs context.reset=stream")
+        u = self.phase2.unfreeze
+        if u is not None:
+            if "embed" in u.groups and not self.embedding.freeze:
+                raise ValueError("phase2.unfreeze.groups has 'embed' but embedding.freeze=false: "
+                                 "it is trainable from the start")
+            if "head" in u.groups and (self.model.head.tie or not self.model.head.freeze):
+                raise ValueError("phase2.unfreeze.groups has 'head' but the head is tied or not frozen")
+        return self
+
+
+# ----------------------------------------------------------------------------- the study file
+PROTECTED_KEYS: dict[str, tuple[str, ...]] = {
+    # Keys that define comparability (protocol §2); an arm may change them only via allow_confound.
+    "lm": ("data", "phase2.max_epochs", "phase2.batch_size", "phase2.patience", "phase2.eval_batch_size",
+           "phase2.order", "phase1.max_iterations", "phase1.er_rows", "runtime.precision"),
+}
+
+
+class ExpectedParams(Strict):
+    total: Optional[int] = Field(None, ge=0)
+    trainable: Optional[int] = Field(None, ge=0)
+
+
+class ArmConfig(Strict):
+    description: str = Field("", description="What this arm tests, shown in the report.")
+    reference: bool = Field(False, description="The arm every other arm is compared with.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted key → value.")
+    allow_confound: list[str] = Field(default_factory=list, description="Protected keys this arm may change.")
+    expected_params: Optional[ExpectedParams] = Field(
+        None, description="Declared counts (protocol I3); a mismatch fails the run.")
+
+
+class ProfileConfig(Strict):
+    description: str = ""
+    seeds: Optional[list[int]] = None
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted keys applied to base.")
+
+
+class StudyConfig(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Study name (used in run ids).")
+    description: str = ""
+    hypothesis: str = ""
+    task: Literal["lm", "timeseries"] = "lm"
+    output_dir: str = Field("runs", description="Default output folder (relative to the study file).")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    base: dict[str, Any] = Field(default_factory=dict)
+    arms: dict[str, ArmConfig] = Field(..., min_length=1)
+    profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names(cls, arms: dict[str, ArmConfig]) -> dict[str, ArmConfig]:
+        import re
+
+        bad = [a for a in arms if not re.fullmatch(r"[A-Za-z0-9_.-]+", a)]
+        if bad:
+            raise ValueError(f"arm names must be letters, digits, '_', '-' or '.': {bad}")
+        refs = [a for a, c in arms.items() if c.reference]
+        if len(refs) > 1:
+            raise ValueError(f"only one arm may have reference: true, got {refs}")
+        return arms
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be unique, got {seeds}")
+        return seeds
+
+    @property
+    def reference_arm(self) -> str:
+        refs = [a for a, c in self.arms.items() if c.reference]
+        return refs[0] if refs else next(iter(self.arms))
+
+
+TASK_CONFIGS: dict[str, type[BaseModel]] = {"lm": LMConfig}

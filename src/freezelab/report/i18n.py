@@ -1,0 +1,233 @@
+"""Report strings in English and Japanese, the glossary, and the literature context box (protocol §8).
+
+Japanese follows the seed reports' vocabulary (実験概要, 実験条件, 比較分析, 改善率, 結論, 凍結, 解凍,
+学習パラメータ, 最良エポック). Strings hold words only; every number is formatted once by the caller
+with the same function for both languages, so the two reports carry identical numbers.
+"""
+
+from __future__ import annotations
+
+from freezelab.errors import ConfigError
+
+LANGS = ("en", "ja")
+
+GLOSSARY: list[tuple[str, str]] = [
+    ("frozen", "凍結"), ("unfrozen", "解凍"), ("trainable parameters", "学習パラメータ"),
+    ("improvement ratio (Δ%)", "改善率"), ("best epoch", "最良エポック"), ("overview", "実験概要"),
+    ("settings", "実験条件"), ("comparison", "比較分析"), ("conclusion", "結論"), ("arm", "アーム（条件）"),
+    ("seed", "シード"), ("reference arm", "基準アーム"), ("confidence interval", "信頼区間"),
+    ("naive baseline", "単純ベースライン"), ("early stopping", "早期停止"), ("failed", "失敗"),
+]
+
+EN: dict[str, str] = {
+    "title": "freezelab report: {study}",
+    "generated": "Generated {when} from {n_runs} run folders in `{out}` (task `{task}`; {n_arms} arms × {n_seeds} seeds; reference arm `{ref}`).",  # noqa: E501
+    "overview": "Overview", "purpose": "Purpose", "hypothesis": "Hypothesis", "result": "Result",
+    "purpose_auto": "Compare {n_arms} arms of study `{study}` with the reference arm `{ref}` on {metrics}, over seeds {seeds}.",  # noqa: E501
+    "hypothesis_auto": "Each arm differs from `{ref}` on {metric}; H0: no difference (paired over seeds).",
+    "result_sentence": "On {metric}, the best arm is `{best}` ({value}); against `{ref}`: {better} better, {worse} worse, {same} with no detectable difference, {insufficient} with too few seeds.",  # noqa: E501
+    "headline_warnings": "Headline warnings",
+    "context": "Context from the literature", "context_note": "How large, and how contested, published effects are (protocol §8).",  # noqa: E501
+    "ctx_work": "Work", "ctx_setting": "Setting", "ctx_result": "Reported result",
+    "settings": "Settings", "environment": "Environment", "key": "Key", "value": "Value",
+    "base_config": "Base configuration", "arms": "Arms", "arm": "Arm", "description": "Description",
+    "diff_base": "Resolved diff from base", "frozen_groups": "Frozen groups", "seeds_ok": "Seeds (ok/all)",
+    "full_diff": "Full resolved diff of `{arm}` (key: base → arm)", "base_value": "Base", "arm_value": "Arm",
+    "no_diff": "(identical to base)", "reference_mark": "reference", "seeds": "Seeds", "data": "Data and hashes",
+    "hash": "Hash", "equal": "Equal across arms", "yes": "yes", "no": "NO (confound)",
+    "params": "Trainable parameters", "total": "Total", "trainable": "Trainable", "frozen": "Frozen",
+    "tied": "Tied", "unused": "Unused", "share": "Trainable share", "tok_per_param": "Train tokens / trainable param",  # noqa: E501
+    "chinchilla": "Chinchilla-style check: about 20 training tokens per trainable parameter is compute-optimal; below 1 the trainable set is far larger than the data (the seed report's argument for freezing).",  # noqa: E501
+    "epochs": "Per-arm epoch tables", "epochs_note": "Mean ± std over succeeded seeds at each epoch; n = seeds still active; ★k = epoch selected as best by k seeds. Log-scale metrics (PPL) use the geometric mean.",  # noqa: E501
+    "epoch": "Epoch", "n": "n", "phase1": "Phase 1 iterations", "iteration": "Iteration",
+    "best_epoch": "Best epoch", "selection": "Selection rule: {metric} ({mode}) on val; test metrics are scored once with the best-epoch weights.",  # noqa: E501
+    "seed": "Seed", "status": "Status", "epochs_run": "Epochs run / max", "per_seed": "Best epoch and metrics per run",  # noqa: E501
+    "comparison": "Comparison", "comparison_note": "Statistics at the best epoch over succeeded seeds: mean ± sample std, 95 % t-interval; paired Δ against `{ref}` over seeds finished by both, with its paired-t 95 % CI, exact sign-flip p and Holm-adjusted p across arms. † = some seeds did not finish.",  # noqa: E501
+    "mean_std": "Mean ± std", "ci": "95 % CI", "delta": "Paired Δ [95 % CI]", "delta_pct": "Δ % (improvement ratio)",  # noqa: E501
+    "p": "p / p Holm", "verdict": "Verdict", "log_note": "log-scale: geometric mean, Δ from log differences",
+    "best_arm": "Best arm on {metric}: `{arm}` ({value}); {sig} against the runner-up `{runner}` (paired Δ {d} [{lo}, {hi}], n={n}).",  # noqa: E501
+    "best_sig": "separated", "best_nosig": "not separated", "best_only": "Best arm on {metric}: `{arm}` ({value}); no other arm finished.",  # noqa: E501
+    "skill_title": "Skill against naive baselines", "baseline": "Best baseline", "skill": "Skill",
+    "convergence": "Convergence speed (val metrics at epochs 1, 3 and 5)", "metric": "Metric",
+    "paired_details": "Per-seed paired differences on {metric}", "ref_value": "Reference",
+    "runtime": "Runtime", "wall": "Wall time", "s_epoch": "s / epoch", "steps": "Steps",
+    "throughput": "Tokens (or windows) / s", "peak_mem": "Peak memory", "saved": "saved",
+    "plots": "Plots", "tensorboard": "TensorBoard: `{cmd}`",
+    "plot_curves": "Learning curves of {metric} (mean line, ±1 std band, thin per-seed lines)",
+    "plot_final": "{metric} per arm: mean with 95 % CI and per-seed dots (dashed: best naive baseline)",
+    "plot_paired": "Paired differences of {metric} against `{ref}` (dots: seeds; bar: 95 % CI)",
+    "plot_grad": "Gradient norm per parameter group (mean over seeds)",
+    "plot_corr": "Per-timeframe validation correlation at the best epoch",
+    "plot_params": "Trainable parameters vs {metric}", "plot_phase1": "Phase 1 iterations",
+    "failures": "Failures and warnings", "failed_runs": "Failed or incomplete runs", "no_failures": "Every run succeeded.",  # noqa: E501
+    "traceback": "Traceback tail", "log_tail": "Log tail", "last_metrics": "Last metrics",
+    "at": "at epoch {epoch}, step {step}", "signal": "Process", "error_code": "Failure code",
+    "warnings": "Warnings", "no_warnings": "No warning: hashes agree, all seeds finished, no invariant issue.",  # noqa: E501
+    "invariants": "Invariants", "frozen_ok": "Frozen unchanged", "dead": "Dead tensors", "inv_warn": "Invariant warnings",  # noqa: E501
+    "conclusion": "Conclusion", "caveats": "Read with the {n} warning(s) above: {codes}.",
+    "reproduction": "Reproduction", "repro_note": "Commands recorded in run.json, then the report:",
+    "config_hash": "Config hash", "glossary": "Glossary", "failed_cell": "FAILED",
+    "better": "better", "worse": "worse", "no_difference": "no detectable difference at {n} seeds",
+    "insufficient": "not testable (n={n} < 2 paired seeds)", "reference": "reference",
+    "skill_skill": "beats baseline", "skill_no_skill": "no skill", "skill_below_baseline": "below baseline",
+    "conclusion_line": "`{arm}` vs `{ref}`: {metric} {m_a}±{s_a} vs {m_r}±{s_r} (n={n}); paired Δ {d} [{lo}, {hi}] → {verdict}.",  # noqa: E501
+    "w_confound_hash": "CONFOUND: `{hash}` differs across arms ({groups}){budget}; these arms were not given the same data, evaluation or budget.",  # noqa: E501
+    "w_budget": "; budget_hash covers max steps/epochs, batch size, eval cadence and the stopping rule",
+    "w_confound_precision": "CONFOUND: runs used different precisions ({values}).",
+    "w_allow_confound": "CONFOUND: arm `{arm}` overrides protected keys ({keys}) via allow_confound.",
+    "w_single_seed": "Single seed ({seed}): no variance estimate; differences cannot be told from run-to-run noise.",  # noqa: E501
+    "w_failed_seeds": "Arm `{arm}`: only {n}/{total} seeds finished ({runs}); its statistics use n={n}.",
+    "w_no_ci": "Arm `{arm}` has n={n} succeeded seeds: no CI and no paired test.",
+    "w_unequal_n": "Unequal n across arms ({counts}).",
+    "w_best_first": "Arm `{arm}`: best epoch = first epoch for seeds {seeds} (selection noise or immediate overfitting).",  # noqa: E501
+    "w_best_last": "Arm `{arm}`: best epoch = last allowed epoch for seeds {seeds} (budget-limited; more epochs may help).",  # noqa: E501
+    "w_train_val_gap": "Arm `{arm}`: val loss exceeds train loss by {gap} at the best epoch (large train/val gap).",  # noqa: E501
+    "w_non_finite": "Run `{arm}` seed {seed}: non-finite values in {keys}.",
+    "w_skipped_steps": "Run `{arm}` seed {seed}: {count} steps skipped for non-finite gradients.",
+    "w_frozen_changed": "INVARIANT: run `{arm}` seed {seed}: a frozen tensor changed.",
+    "w_dead_tensors": "Run `{arm}` seed {seed}: trainable tensors never changed: {names}.",
+    "w_invariant_warning": "Run `{arm}` seed {seed}: invariant warning: {text}",
+    "w_capacity": "Trainable parameters differ {ratio}× between `{hi}` ({hi_n}) and `{lo}` ({lo_n}): a capacity difference, for information.",  # noqa: E501
+    "w_same_split": "{metric}: no test metric was recorded, so selection and reporting use the same val split (optimistic).",  # noqa: E501
+    "w_no_skill": "Arm `{arm}`: no skill on {metric}; its CI does not clear the `{baseline}` baseline ({value}).",  # noqa: E501
+    "w_below_baseline": "Arm `{arm}`: below baseline on {metric}; its CI lies entirely on the wrong side of `{baseline}` ({value}).",  # noqa: E501
+    "w_superseded": "Run `{run_id}` ({arm}, seed {seed}) is superseded by a newer config and ignored.",
+    "w_problem": "`{where}`: {text}.",
+}
+
+JA: dict[str, str] = {
+    "title": "freezelab 実験レポート: {study}",
+    "generated": "{when} に `{out}` の {n_runs} 個のランフォルダから生成（タスク `{task}`、{n_arms} アーム × {n_seeds} シード、基準アーム `{ref}`）。",  # noqa: E501
+    "overview": "実験概要", "purpose": "目的", "hypothesis": "仮説", "result": "結果",
+    "purpose_auto": "研究 `{study}` の {n_arms} アームを基準アーム `{ref}` と {metrics} で比較する（シード {seeds}）。",  # noqa: E501
+    "hypothesis_auto": "各アームは `{ref}` と {metric} が異なる。帰無仮説: 差なし（シード対応比較）。",
+    "result_sentence": "{metric} の最良アームは `{best}`（{value}）。`{ref}` に対して: 改善 {better}、悪化 {worse}、差の検出なし {same}、シード不足 {insufficient}。",  # noqa: E501
+    "headline_warnings": "重要な警告",
+    "context": "先行研究との関係", "context_note": "公表された効果の大きさと、その議論の余地（プロトコル §8）。",
+    "ctx_work": "文献", "ctx_setting": "設定", "ctx_result": "報告結果",
+    "settings": "実験条件", "environment": "実行環境", "key": "項目", "value": "設定",
+    "base_config": "ベース設定", "arms": "アーム", "arm": "アーム", "description": "説明",
+    "diff_base": "ベースとの差分", "frozen_groups": "凍結グループ", "seeds_ok": "シード（成功/全体）",
+    "full_diff": "`{arm}` の差分（項目: ベース → アーム）", "base_value": "ベース", "arm_value": "アーム",
+    "no_diff": "（ベースと同一）", "reference_mark": "基準", "seeds": "シード", "data": "データとハッシュ",
+    "hash": "ハッシュ", "equal": "アーム間で一致", "yes": "一致", "no": "不一致（交絡）",
+    "params": "学習パラメータ数の比較", "total": "全パラメータ", "trainable": "学習パラメータ", "frozen": "凍結",
+    "tied": "共有（tied）", "unused": "未使用", "share": "割合", "tok_per_param": "訓練トークン / 学習パラメータ",
+    "chinchilla": "Chinchilla則との整合性: 学習パラメータ 1 個あたり約 20 トークンが計算最適。1 未満ではデータに対して学習パラメータが過大（シードレポートが凍結を推す根拠）。",  # noqa: E501
+    "epochs": "アーム別エポック結果", "epochs_note": "各エポックで成功シードの平均 ± 標準偏差。n = そのエポックまで継続したシード数、★k = k シードで最良エポック。対数尺度の指標（PPL）は幾何平均。",  # noqa: E501
+    "epoch": "エポック", "n": "n", "phase1": "Phase 1 イテレーション", "iteration": "イテレーション",
+    "best_epoch": "最良エポック", "selection": "選択規則: val の {metric}（{mode}）。test 指標は最良エポックの重みで 1 回だけ評価。",  # noqa: E501
+    "seed": "シード", "status": "ステータス", "epochs_run": "実行エポック / 最大", "per_seed": "ラン別の最良エポックと指標",  # noqa: E501
+    "comparison": "比較分析", "comparison_note": "成功シードの最良エポックでの統計: 平均 ± 標本標準偏差、95 % t 区間。`{ref}` との対応差 Δ は両方が完了したシードで計算し、対応 t の 95 % CI、厳密符号反転 p、アーム間 Holm 補正 p を示す。† = 一部シード未完了。",  # noqa: E501
+    "mean_std": "平均 ± 標準偏差", "ci": "95 % CI", "delta": "対応差 Δ [95 % CI]", "delta_pct": "改善率 (Δ %)",
+    "p": "p / Holm p", "verdict": "判定", "log_note": "対数尺度: 幾何平均、Δ は対数差から",
+    "best_arm": "{metric} の最良アーム: `{arm}`（{value}）。次点 `{runner}` との差は{sig}（対応差 Δ {d} [{lo}, {hi}]、n={n}）。",  # noqa: E501
+    "best_sig": "有意", "best_nosig": "検出されず", "best_only": "{metric} の最良アーム: `{arm}`（{value}）。他に完了したアームなし。",  # noqa: E501
+    "skill_title": "単純ベースラインとの比較", "baseline": "最良ベースライン", "skill": "スキル",
+    "convergence": "収束速度比較（エポック 1, 3, 5 の val 指標）", "metric": "指標",
+    "paired_details": "{metric} のシード別対応差", "ref_value": "基準",
+    "runtime": "計算効率", "wall": "実行時間", "s_epoch": "秒 / エポック", "steps": "ステップ",
+    "throughput": "トークン（ウィンドウ）/ 秒", "peak_mem": "ピークメモリ", "saved": "早期停止で削減",
+    "plots": "グラフ", "tensorboard": "TensorBoard: `{cmd}`",
+    "plot_curves": "{metric} の学習曲線（平均線、±1 標準偏差の帯、細線は各シード）",
+    "plot_final": "アーム別 {metric}: 平均と 95 % CI、点は各シード（破線: 最良の単純ベースライン）",
+    "plot_paired": "`{ref}` との {metric} の対応差（点: シード、線: 95 % CI）",
+    "plot_grad": "パラメータグループ別の勾配ノルム（シード平均）",
+    "plot_corr": "最良エポックでの時間足別 val 相関",
+    "plot_params": "学習パラメータ数と {metric}", "plot_phase1": "Phase 1 イテレーション",
+    "failures": "失敗と警告", "failed_runs": "失敗・未完了のラン", "no_failures": "すべてのランが成功。",
+    "traceback": "トレースバック末尾", "log_tail": "ログ末尾", "last_metrics": "最後の指標",
+    "at": "エポック {epoch}、ステップ {step} で発生", "signal": "プロセス", "error_code": "失敗コード",
+    "warnings": "警告", "no_warnings": "警告なし: ハッシュ一致、全シード完了、不変条件の問題なし。",
+    "invariants": "不変条件", "frozen_ok": "凍結テンソル不変", "dead": "更新されないテンソル", "inv_warn": "不変条件の警告",  # noqa: E501
+    "conclusion": "結論", "caveats": "上記 {n} 件の警告に留意: {codes}。",
+    "reproduction": "再現方法", "repro_note": "run.json に記録されたコマンドと、レポート生成コマンド:",
+    "config_hash": "設定ハッシュ", "glossary": "用語集", "failed_cell": "FAILED",
+    "better": "改善", "worse": "悪化", "no_difference": "{n} シードでは検出可能な差なし",
+    "insufficient": "検定不可（対応シード n={n} < 2）", "reference": "基準",
+    "skill_skill": "ベースライン超え", "skill_no_skill": "スキルなし", "skill_below_baseline": "ベースライン未満",
+    "conclusion_line": "`{arm}` 対 `{ref}`: {metric} {m_a}±{s_a} vs {m_r}±{s_r} (n={n})、対応差 Δ {d} [{lo}, {hi}] → {verdict}。",  # noqa: E501
+    "w_confound_hash": "交絡: `{hash}` がアーム間で異なる（{groups}）{budget}。同じデータ・評価・予算で比較されていない。",  # noqa: E501
+    "w_budget": "。budget_hash は最大ステップ/エポック、バッチサイズ、評価間隔、停止規則を含む",
+    "w_confound_precision": "交絡: ランごとに精度が異なる（{values}）。",
+    "w_allow_confound": "交絡: アーム `{arm}` が allow_confound で保護キーを上書き（{keys}）。",
+    "w_single_seed": "シード 1 個（{seed}）: 分散を推定できず、差をラン間のばらつきと区別できない。",
+    "w_failed_seeds": "アーム `{arm}`: 完了は {n}/{total} シードのみ（{runs}）。統計は n={n}。",
+    "w_no_ci": "アーム `{arm}` の成功シードは n={n}: CI と対応検定なし。",
+    "w_unequal_n": "アーム間で n が異なる（{counts}）。",
+    "w_best_first": "アーム `{arm}`: シード {seeds} で最良エポック = 最初のエポック（選択ノイズまたは即時の過学習）。",  # noqa: E501
+    "w_best_last": "アーム `{arm}`: シード {seeds} で最良エポック = 最後のエポック（予算で打ち切り、さらに学習の余地あり）。",  # noqa: E501
+    "w_train_val_gap": "アーム `{arm}`: 最良エポックで val loss が train loss を {gap} 上回る（train/val の乖離が大きい）。",  # noqa: E501
+    "w_non_finite": "ラン `{arm}` シード {seed}: 非有限値（{keys}）。",
+    "w_skipped_steps": "ラン `{arm}` シード {seed}: 非有限勾配で {count} ステップをスキップ。",
+    "w_frozen_changed": "不変条件違反: ラン `{arm}` シード {seed} で凍結テンソルが変化。",
+    "w_dead_tensors": "ラン `{arm}` シード {seed}: 更新されない学習テンソル: {names}。",
+    "w_invariant_warning": "ラン `{arm}` シード {seed}: 不変条件の警告: {text}",
+    "w_capacity": "学習パラメータ数が `{hi}`（{hi_n}）と `{lo}`（{lo_n}）で {ratio}× 異なる（容量の差、参考情報）。",  # noqa: E501
+    "w_same_split": "{metric}: test 指標がないため、選択と報告が同じ val 分割（楽観的）。",
+    "w_no_skill": "アーム `{arm}`: {metric} でスキルなし。CI が `{baseline}` ベースライン（{value}）を明確に上回らない。",  # noqa: E501
+    "w_below_baseline": "アーム `{arm}`: {metric} でベースライン未満。CI 全体が `{baseline}`（{value}）より悪い側。",  # noqa: E501
+    "w_superseded": "ラン `{run_id}`（{arm}、シード {seed}）は新しい設定で置き換えられたため除外。",
+    "w_problem": "`{where}`: {text}。",
+}
+
+STRINGS = {"en": EN, "ja": JA}
+
+# Protocol §8. Numbers are written identically in both languages.
+_CONTEXT = {
+    "welch": ("Welch, Mihalcea & Kummerfeld 2020 (EMNLP), arXiv 2009.14109",
+              ("AWD-LSTM on PTB; every combination of tying, freezing and pretrained init",
+               "PTB 上の AWD-LSTM。重み共有・凍結・事前学習初期化の全組合せ"),
+              ("Frozen output embeddings give very poor perplexity; frozen pretrained input embeddings are fine; best: pretrained input, untied, input frozen.",  # noqa: E501
+               "出力 Embedding の凍結は PPL を大きく悪化。事前学習済み入力 Embedding の凍結は問題なし。最良は事前学習入力・非共有・入力凍結。")),  # noqa: E501
+    "ulmfit": ("ULMFiT: Howard & Ruder 2018, arXiv 1801.06146",
+               ("LM pretraining, discriminative LRs (÷2.6 per layer), gradual unfreezing",
+                "LM 事前学習、層別学習率（1 層ごとに ÷2.6）、段階的解凍"),
+               ("Error down 18–24 % on most of 6 datasets; val error with vs without pretraining: IMDb 5.00 vs 5.63, TREC-6 5.69 vs 10.67, AG 5.38 vs 5.52.",  # noqa: E501
+                "6 データセットの大半で誤差 18–24 % 減。事前学習あり/なしの val 誤差: IMDb 5.00 vs 5.63、TREC-6 5.69 vs 10.67、AG 5.38 vs 5.52。")),  # noqa: E501
+    "lpft": ("LP-FT: Kumar et al. 2022 (ICLR), arXiv 2202.10054",
+             ("Linear probe, then full fine-tuning; 10 distribution-shift datasets",
+              "線形プローブの後に全体ファインチューニング。分布シフト 10 データセット"),
+             ("Fine-tuning vs linear probe: +2 % ID, −7 % OOD; LP-FT vs fine-tuning: +1 % ID, +10 % OOD.",
+              "全体 FT 対 線形プローブ: ID +2 %、OOD −7 %。LP-FT 対 全体 FT: ID +1 %、OOD +10 %。")),
+    "tan": ("Tan et al. 2024 (NeurIPS), arXiv 2406.16964",
+            ("Ablations of LLM-based forecasters (OFA/GPT4TS, Time-LLM, CALF)",
+             "LLM ベース予測器（OFA/GPT4TS、Time-LLM、CALF）のアブレーション"),
+            ("Removing the LLM or replacing it by one attention layer does not hurt MSE; random-init LMs do no worse than pretrained ones.",  # noqa: E501
+             "LLM の除去や 1 層 attention への置換で MSE は悪化しない。ランダム初期化 LM も事前学習済みと同等。")),
+    "gpt4ts": ("GPT4TS / One Fits All: Zhou et al. 2023 (NeurIPS), arXiv 2302.11939",
+               ("GPT-2 (6 blocks), attention and FFN frozen; embeddings, norms and head trained",
+                "GPT-2（6 ブロック）、attention と FFN を凍結。埋め込み・正規化・出力層のみ学習"),
+               ("State of the art or comparable across 7 task families; the recipe of the frozen_ln arm.",
+                "7 種のタスク群で最先端または同等。frozen_ln アームのレシピ。")),
+    "riachi": ("Riachi et al. 2025, arXiv 2506.21570",
+               ("LM vs random initialisation for low-data univariate forecasting",
+                "低データ単変量予測での LM 初期化 対 ランダム初期化"),
+               ("LM initialisation wins and the gap does not close with more training: the evidence is contested.",
+                "LM 初期化が優位で、学習を続けても差は縮まらない。証拠は割れている。")),
+}
+CONTEXT_BY_TASK = {"lm": ("welch", "ulmfit", "lpft"), "timeseries": ("tan", "gpt4ts", "riachi")}
+
+
+def check_lang(lang: str) -> str:
+    """Validate a report language.
+
+    Raises:
+        ConfigError: for a language other than ``en`` or ``ja``.
+    """
+    if lang not in LANGS:
+        raise ConfigError(f"Unknown report language {lang!r}; use --lang en or --lang ja.")
+    return lang
+
+
+def t(lang: str, key: str, **params: object) -> str:
+    """The string ``key`` in ``lang``, formatted with ``params`` (falls back to English)."""
+    text = STRINGS[lang].get(key) or EN[key]
+    return text.format(**params) if params else text
+
+
+def context_rows(task: str, lang: str) -> list[tuple[str, str, str]]:
+    """(work, setting, result) rows of the §8 context box for a task; both studies' rows if unknown."""
+    keys = CONTEXT_BY_TASK.get(task) or tuple(_CONTEXT)
+    i = LANGS.index(lang)
+    return [(_CONTEXT[k][0], _CONTEXT[k][1][i], _CONTEXT[k][2][i]) for k in keys]

@@ -1,0 +1,273 @@
+"""The two phases of one CVFP run, wired to logging, freeze checks and checkpoints.
+
+Phase 1 trains the ContextBlock alone by fixed-point iterations (``phase1.train_phase1``); the
+contexts of every split are then computed once with the final parameters, noise-free, and cached.
+Phase 2 trains the TokenBlock (and wte / the head when the arm says so) on shuffled batches of
+cached contexts, with early stopping on val loss, restores the best weights and scores test once.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from freezelab.config.schema import LMConfig
+from freezelab.errors import InvariantViolation, NumericFailure
+from freezelab.freeze.invariants import check_finite, check_frozen_unchanged, dead_tensors, frozen_state, snapshot
+from freezelab.freeze.param_groups import FreezeController
+from freezelab.tasks.lm import phase1 as p1
+from freezelab.tasks.lm.model import CVFPModel
+from freezelab.tracking.checkpoints import save_best
+from freezelab.tracking.tracker import Tracker
+from freezelab.utils.seeding import torch_generator
+
+Splits = dict[str, torch.Tensor]
+
+
+def phase1_config(cfg: LMConfig) -> p1.Phase1Config:
+    """The Phase-1 procedure's settings from a resolved study config."""
+    c = cfg.phase1
+    return p1.Phase1Config(max_iterations=c.max_iterations, min_iterations=c.min_iterations,
+                           convergence_threshold=c.convergence_threshold, min_converged_ratio=c.min_converged_ratio,
+                           lr=c.lr, dist_reg_weight=c.dist_reg_weight, noise_std=c.noise_std,
+                           chunk_rows=c.chunk_rows, grad_clip=c.grad_clip, diversity_norm=c.diversity_norm,
+                           reset=cfg.context.reset, wraparound=cfg.context.wraparound, iter0=c.iter0)
+
+
+@torch.no_grad()
+def token_inputs_all(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """x̃ for every token of a split, as Phase 1 sees it: (N, n*d_e), no gradient."""
+    return model.token_inputs(ids, offsets)
+
+
+@dataclass
+class Phase1Outcome:
+    iterations: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, seed: int, tracker: Tracker,
+               log: Callable[[str], None], progress: bool) -> Phase1Outcome:
+    """Train the ContextBlock; log convergence, both losses and train/val effective rank per iteration."""
+    from freezelab.tasks.lm.rank import effective_rank_centred, effective_rank_legacy
+
+    pcfg = phase1_config(cfg)
+    x_train = token_inputs_all(model, ids["train"], offs["train"])
+    x_val = token_inputs_all(model, ids["val"], offs["val"])
+    rows = min(cfg.phase1.er_rows, x_train.shape[0], x_val.shape[0])  # same rows for train and val
+    model.context_block.requires_grad_(True)
+    bar = tqdm(total=cfg.phase1.max_iterations, desc="phase 1", unit="it", disable=not progress, leave=False)
+
+    def on_contexts(k: int, c_train: torch.Tensor) -> None:
+        c_val, _, _ = p1.exact_contexts(model.context_block, x_val, offs["val"], pcfg, all_layers=False)
+        er_t = effective_rank_centred(c_train, rows=rows, generator=torch_generator(seed, "er", "train"))
+        er_v = effective_rank_centred(c_val, rows=rows, generator=torch_generator(seed, "er", "val"))
+        legacy = effective_rank_legacy(c_train, generator=torch_generator(seed, "er", "legacy"))
+        pending.update({"train/er": er_t["er_frac"], "train/pr": er_t["pr_frac"], "val/er": er_v["er_frac"],
+                        "val/pr": er_v["pr_frac"], "train/er_legacy": legacy / c_train.shape[1], "er_rows": rows})
+
+    def on_iteration(stats: dict[str, Any]) -> None:
+        record = {"kind": "iteration", "phase": "phase1", "iteration": stats["iteration"], **pending,
+                  **{f"phase1/{k}": v for k, v in stats.items() if k not in ("iteration",) and v is not None}}
+        pending.clear()
+        tracker.log(record, step=stats["iteration"])
+        bar.update(1)
+
+    pending: dict[str, Any] = {}
+    # on_iteration runs before on_contexts for the same k inside train_phase1; buffer so one line holds both.
+    records: list[dict[str, Any]] = []
+    result = p1.train_phase1(model.context_block, x_train, offs["train"], pcfg,
+                             generator=torch_generator(seed, "phase1", "noise"),
+                             on_iteration=records.append, on_contexts=lambda k, c: (on_contexts(k, c),
+                                                                                   on_iteration(records.pop(0))))
+    bar.close()
+    model.context_block.requires_grad_(False)
+    summary = {"enabled": True, "iterations": result.iterations, "max_iterations": cfg.phase1.max_iterations,
+               "converged_ratio": result.converged_ratio, "converged_tokens": result.converged_tokens,
+               "converged": result.converged, "stopped_early": result.stopped_early,
+               "seconds": result.seconds, "final_method": result.final_method}
+    log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations, "
+        f"{result.converged_ratio:.1%} converged")
+    return Phase1Outcome(iterations=result.iterations, summary=summary)
+
+
+@torch.no_grad()
+def compute_contexts(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits) -> Splits:
+    """Every split's per-layer contexts (N, L, d_c) from the current ContextBlock, exact and noise-free."""
+    pcfg = phase1_config(cfg)
+    dtype = torch.bfloat16 if cfg.context.cache_dtype == "bfloat16" else torch.float32
+    out = {}
+    for split in ids:
+        x = token_inputs_all(model, ids[split], offs[split])
+        if not cfg.model.use_context:
+            n = x.shape[0]
+            out[split] = torch.zeros(n, cfg.model.num_layers, model.context_dim, dtype=dtype, device=x.device)
+            continue
+        method = "sequential" if cfg.context.reset == "per_document" else "jacobi"
+        c, _, _ = p1.exact_contexts(model.context_block, x, offs[split], pcfg, method=method)
+        out[split] = c.to(dtype)
+    return out
+
+
+def target_positions(offsets: torch.Tensor) -> torch.Tensor:
+    """Flat positions t whose next token ids[t+1] lies in the same document: (n_targets,)."""
+    n = int(offsets[-1])
+    is_last = torch.zeros(n, dtype=torch.bool, device=offsets.device)
+    lengths = offsets[1:] - offsets[:-1]
+    is_last[offsets[1:][lengths > 0] - 1] = True
+    return torch.nonzero(~is_last).flatten()
+
+
+@torch.no_grad()
+def evaluate(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor, contexts: torch.Tensor, *,
+             batch_size: int, autocast: Callable, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
+    """Mean CE (nats), perplexity, top-1 accuracy and bits per byte over a split's next-token positions."""
+    model.eval()
+    positions = target_positions(offsets)
+    total, correct, nbytes = 0.0, 0, 0
+    for s in range(0, len(positions), batch_size):
+        pos = positions[s:s + batch_size]                                      # (B,)
+        with autocast():
+            logits = model(contexts[pos].float(), model.token_inputs(ids, offsets, pos))  # (B, V)
+        targets = ids[pos + 1]
+        total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+        correct += int((logits.argmax(-1) == targets).sum())
+        if token_bytes is not None:
+            nbytes += int(token_bytes[targets].sum())
+    loss = total / len(positions)
+    out = {"loss": loss, "ppl": math.exp(loss), "acc": correct / len(positions)}
+    if nbytes:
+        out["bpb"] = total / (math.log(2) * nbytes)
+    return out
+
+
+def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, ids: Splits, offs: Splits,
+               contexts: Splits, *, seed: int, fabric: Any, tracker: Tracker, log: Callable[[str], None],
+               facts: dict[str, Any], run_dir: Path, token_bytes: torch.Tensor | None, progress: bool,
+               first_step: int = 0) -> dict[str, Any]:
+    """Train with early stopping on val loss; restore the best weights; score test once.
+
+    Freeze invariants are checked after step 1 (I1, I2, I5), at every epoch end (I1) and at the end;
+    parameters are checked finite after every step (I7).
+
+    Raises:
+        InvariantViolation: a frozen tensor changed, an lr was overridden, all trainable tensors are dead.
+        NumericFailure: a non-finite loss or gradient norm.
+    """
+    c2 = cfg.phase2
+    opt = controller.build_optimizer(c2.lr)
+    sched = controller.build_scheduler(opt, c2.lr)
+    train_pos = target_positions(offs["train"])
+    n_batches = math.ceil(len(train_pos) / c2.batch_size)
+    frozen_ids = {id(p) for _, p in controller.frozen_params()}
+    frozen_before = snapshot(frozen_state(model, frozen_ids))
+    trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable_before = snapshot(trainable_named)
+    best = {"loss": math.inf, "epoch": 0, "metrics": {}, "state": None}
+    patience_left, step, tokens_seen, train_seconds = c2.patience, 0, 0, 0.0
+    dead: list[str] = []
+    epoch = 0
+    for epoch in range(1, c2.max_epochs + 1):
+        facts["epoch"] = epoch
+        if c2.unfreeze is not None and epoch == c2.unfreeze.at_epoch + 1:
+            frozen_before, trainable_before, patience_left = _unfreeze(model, controller, opt, cfg, patience_left)
+            frozen_ids = {id(p) for _, p in controller.frozen_params()}
+            trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
+        model.train()
+        order = (torch.randperm(len(train_pos), generator=torch_generator(seed, "phase2", "order", str(epoch)))
+                 if c2.order == "shuffled" else torch.arange(len(train_pos)))
+        loss_sum, correct, seen = 0.0, 0, 0
+        t_epoch = time.time()
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
+        for b in bar:
+            pos = train_pos[order[b * c2.batch_size:(b + 1) * c2.batch_size].to(train_pos.device)]  # (B,)
+            with fabric.autocast():
+                x = model.token_inputs(ids["train"], offs["train"], pos)           # (B, n*d_e)
+                logits = model(contexts["train"][pos].float(), x)                  # (B, V)
+                loss = F.cross_entropy(logits.float(), ids["train"][pos + 1])
+            if not torch.isfinite(loss):
+                raise NumericFailure("non_finite", f"loss is {float(loss)} at epoch {epoch}, step {step + 1}")
+            opt.zero_grad(set_to_none=True)
+            fabric.backward(loss)
+            controller.check_no_frozen_grads()
+            norm = fabric.clip_gradients(model, opt, max_norm=c2.grad_clip, error_if_nonfinite=False)
+            if not torch.isfinite(norm):
+                raise NumericFailure("non_finite", f"gradient norm is {float(norm)} at step {step + 1}")
+            controller.check_lrs(opt, c2.lr)
+            opt.step()
+            sched.step()
+            step += 1
+            facts["step"] = step
+            check_finite([p for _, p in trainable_named])
+            if step == 1:
+                check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when="after step 1")
+                dead = dead_tensors(trainable_before, trainable_named)
+                if dead and len(dead) == len(trainable_named):
+                    raise InvariantViolation("all_trainable_dead", "no trainable tensor changed after step 1")
+                if dead:
+                    log(f"warning: tensors unchanged after step 1 (dead): {dead}")
+            loss_sum += float(loss) * len(pos)
+            correct += int((logits.argmax(-1) == ids["train"][pos + 1]).sum())
+            seen += len(pos)
+        train_seconds += time.time() - t_epoch
+        tokens_seen += seen
+        check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when=f"at the end of epoch {epoch}")
+        val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
+                       autocast=fabric.autocast, token_bytes=token_bytes)
+        train_loss = loss_sum / seen
+        record = {"kind": "epoch", "phase": "phase2", "epoch": epoch, "step": step, "train/loss": train_loss,
+                  "train/ppl": math.exp(train_loss), "train/acc": correct / seen,
+                  **{f"val/{k}": v for k, v in val.items()},
+                  **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
+                  **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()},
+                  "seconds": time.time() - t_epoch}
+        tracker.log(record, step=first_step + epoch)
+        log(f"epoch {epoch}: train loss {train_loss:.4f} | val loss {val['loss']:.4f} ppl {val['ppl']:.2f} "
+            f"acc {val['acc']:.2%}")
+        if val["loss"] < best["loss"]:
+            best = {"loss": val["loss"], "epoch": epoch, "metrics": {f"val/{k}": v for k, v in val.items()},
+                    "state": copy.deepcopy(model.state_dict())}
+            save_best(model, run_dir / "checkpoints" / "best.safetensors",
+                      metadata={"epoch": str(epoch), "val_loss": repr(val["loss"])})
+            patience_left = c2.patience
+        else:
+            patience_left -= 1
+            if patience_left <= 0:
+                log(f"early stop at epoch {epoch} (best epoch {best['epoch']})")
+                break
+    model.load_state_dict(best["state"])
+    check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when="at the end of the run")
+    test = evaluate(model, ids["test"], offs["test"], contexts["test"], batch_size=c2.eval_batch_size,
+                    autocast=fabric.autocast, token_bytes=token_bytes)
+    log(f"test at best epoch {best['epoch']}: loss {test['loss']:.4f} ppl {test['ppl']:.2f} acc {test['acc']:.2%}")
+    return {"best": {"epoch": best["epoch"], "metrics": best["metrics"]},
+            "test": {f"test/{k}": v for k, v in test.items()}, "epochs_run": epoch, "steps": step,
+            "tokens_seen": tokens_seen, "train_seconds": train_seconds,
+            "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": []}}
+
+
+def _unfreeze(model: CVFPModel, controller: FreezeController, opt: torch.optim.Optimizer, cfg: LMConfig,
+              patience_left: int) -> tuple[dict[str, str], dict[str, str], int]:
+    """Phase boundary: flip the listed groups' flags and scales; nothing else in the optimizer changes."""
+    u = cfg.phase2.unfreeze
+    assert u is not None
+    for name in u.groups:
+        controller.groups[name].lr_scale = u.lr_scale
+        controller.set_frozen(name, False)
+        if u.optimizer_state == "reset":
+            controller.reset_state(opt, name)
+    controller.sync_lrs(opt)
+    frozen_ids = {id(p) for _, p in controller.frozen_params()}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return (snapshot(frozen_state(model, frozen_ids)), snapshot(trainable),
+            cfg.phase2.patience if u.reset_patience else patience_left)
+

@@ -1,0 +1,166 @@
+"""The embedding-freeze study of the CVFP language model (spec cvfp-lm.md), as one freezelab task.
+
+One run: load the embedding and its tokenizer → documents split by document → naive baselines →
+Phase 1 (fixed-point training of the ContextBlock) → contexts computed once with the final
+parameters and cached → Phase 2 (TokenBlock, and wte/head when the arm trains them, on shuffled
+batches) with early stopping → best weights restored → test scored once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from freezelab.config.schema import LMConfig
+from freezelab.freeze.invariants import check_expected_counts, count_parameters
+from freezelab.freeze.param_groups import FreezeController, ParamGroup
+from freezelab.pretrained.hf import LoadedEmbedding, load_embedding, resolve_source
+from freezelab.tasks.base import RunContext
+from freezelab.tasks.lm.cache import load_lm_data
+from freezelab.tasks.lm.model import CVFPModel
+from freezelab.utils.hashing import hash_json
+from freezelab.utils.seeding import torch_generator
+
+HEADLINE = [{"name": "ppl", "mode": "min", "log_scale": True}, {"name": "acc", "mode": "max"},
+            {"name": "loss", "mode": "min"}]
+
+
+# ----------------------------------------------------------------------------- model and groups
+def build_model(cfg: LMConfig, vocab_size: int, dim: int, *, seed: int) -> CVFPModel:
+    """The CVFP model of a resolved config; initialisation drawn from (seed, "init")."""
+    return CVFPModel(vocab_size=vocab_size, embed_dim=dim, context_dim=dim * cfg.model.context_multiplier,
+                     num_layers=cfg.model.num_layers, num_input_tokens=cfg.model.num_input_tokens,
+                     tie_head=cfg.model.head.tie, head_bias=cfg.model.head.bias, head_init=cfg.model.head.init,
+                     generator=torch_generator(seed, "init") if vocab_size and seed is not None else None)
+
+
+def phase2_groups(model: CVFPModel, cfg: LMConfig) -> list[ParamGroup]:
+    """Named groups with their Phase-2 frozen flags (spec §5): the ContextBlock is always frozen."""
+    groups = [
+        ParamGroup("embed", [model.wte], frozen=cfg.embedding.freeze),
+        ParamGroup("embed_norm", [model.embed_norm], frozen=cfg.model.embed_norm == "frozen"),
+        ParamGroup("context_block", [model.context_block], frozen=True),
+        ParamGroup("token_block", [model.token_block], frozen=False),
+    ]
+    if model.head is not None:
+        groups.append(ParamGroup("head", [model.head], frozen=cfg.model.head.freeze))
+    return groups
+
+
+def tied_roles(model: CVFPModel) -> dict[str, list[str]]:
+    """The tied head has no tensor of its own: wte.weight also serves as the output projection."""
+    return {"wte.weight": ["head (tied)"]} if model.head is None else {}
+
+
+def embedding_shape(cfg: LMConfig) -> tuple[int, int]:
+    """(vocab_size, dim) of the configured embedding without loading its weights."""
+    if cfg.embedding.source == "random":
+        return int(cfg.embedding.vocab_size), int(cfg.embedding.dim)  # type: ignore[arg-type]
+    from transformers import AutoConfig
+
+    from freezelab.pretrained.hf import _explain
+
+    try:
+        hf = AutoConfig.from_pretrained(resolve_source(cfg.embedding.source), revision=cfg.embedding.revision)
+    except Exception as err:
+        raise _explain(cfg.embedding.source, err) from err
+    dim = next(getattr(hf, k) for k in ("hidden_size", "n_embd", "d_model", "dim") if hasattr(hf, k))
+    return int(hf.vocab_size), int(dim)
+
+
+# ----------------------------------------------------------------------------- the task
+class LMTask:
+    """Task protocol implementation for ``task: lm``."""
+
+    def inspect(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Parameter accounting on the meta device, with Phase-2 flags (nothing allocated)."""
+        cfg = LMConfig.model_validate(config)
+        vocab, dim = embedding_shape(cfg)
+        with torch.device("meta"):
+            model = CVFPModel(vocab_size=vocab, embed_dim=dim, context_dim=dim * cfg.model.context_multiplier,
+                              num_layers=cfg.model.num_layers, num_input_tokens=cfg.model.num_input_tokens,
+                              tie_head=cfg.model.head.tie, head_bias=cfg.model.head.bias,
+                              head_init=cfg.model.head.init)
+        groups = phase2_groups(model, cfg)
+        frozen = {id(p) for g in groups if g.frozen for p in g.params}
+        counts = count_parameters(model, frozen=frozen, roles=tied_roles(model)).as_dict()
+        counts["by_group"] = {g.name: {"numel": g.numel, "frozen": g.frozen} for g in groups}
+        return counts
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        cfg = LMConfig.model_validate(ctx.config)
+        if cfg.runtime.threads:
+            torch.set_num_threads(cfg.runtime.threads)
+        device = torch.device("cuda" if cfg.runtime.device in ("auto", "cuda") and torch.cuda.is_available()
+                              else "cpu")
+        from lightning.fabric import Fabric
+
+        fabric = Fabric(accelerator=device.type, devices=1,
+                        precision="bf16-mixed" if cfg.runtime.precision == "bf16" else "32-true")
+        from freezelab.experiment.run import environment
+
+        facts = ctx.facts
+        facts["environment"] = environment(str(device), cfg.runtime.precision)
+        facts["selection"] = {"metric": "val/loss", "mode": "min"}
+        facts["headline"] = HEADLINE
+        facts["max_epochs"] = cfg.phase2.max_epochs
+
+        # --- embedding, tokenizer, data ------------------------------------------------------
+        t0 = time.time()
+        emb: LoadedEmbedding = load_embedding(cfg.embedding.source, revision=cfg.embedding.revision,
+                                              tokenizer=cfg.embedding.tokenizer, vocab_size=cfg.embedding.vocab_size,
+                                              dim=cfg.embedding.dim)
+        ctx.log(f"embedding {cfg.embedding.source}: V={emb.vocab_size} d={emb.dim} sha256={emb.sha256}")
+        data, baselines = load_lm_data(cfg, emb, ctx.cache_dir, log=ctx.log)
+        budget = {"phase2": cfg.phase2.model_dump(exclude={"unfreeze"}), "phase1_max": cfg.phase1.max_iterations}
+        facts["hashes"] = {"data_hash": data.data_hash, "split_hash": data.split_hash,
+                           "eval_hash": hash_json({"split": data.split_hash, "er_rows": cfg.phase1.er_rows}),
+                           "budget_hash": hash_json(budget), "pretrained_hash": emb.sha256}
+        facts["data"] = {"source": cfg.data.source, "train_docs": data.train.n_docs, "val_docs": data.val.n_docs,
+                         "test_docs": data.test.n_docs, "train_tokens": data.train.n_tokens,
+                         "val_tokens": data.val.n_tokens, "test_tokens": data.test.n_tokens}
+        facts["train_tokens"] = data.train.n_targets
+        facts["baselines"] = baselines
+        ctx.log(f"data: {facts['data']} ({time.time() - t0:.1f}s)")
+
+        # --- model -----------------------------------------------------------------------------
+        model = build_model(cfg, emb.vocab_size, emb.dim, seed=ctx.seed)
+        if emb.weight is not None:
+            model.load_embedding_(emb.weight)
+        model.to(device)
+        splits = {name: getattr(data, name) for name in ("train", "val", "test")}
+        ids = {k: torch.from_numpy(v.ids).to(device) for k, v in splits.items()}
+        offs = {k: torch.from_numpy(v.offsets).to(device) for k, v in splits.items()}
+
+        # --- Phase 1 ---------------------------------------------------------------------------
+        from freezelab.tasks.lm.phases import compute_contexts, run_phase1
+
+        t1 = time.time()
+        model.requires_grad_(False)
+        p1 = run_phase1(model, cfg, ids, offs, seed=ctx.seed, tracker=ctx.tracker, log=ctx.log,
+                        progress=ctx.progress) if cfg.phase1.enabled else None
+        contexts = compute_contexts(model, cfg, ids, offs)
+        phase1_seconds = time.time() - t1
+        facts["phase1"] = p1.summary if p1 is not None else {"enabled": False}
+        ctx.log(f"phase 1: {facts['phase1']} ({phase1_seconds:.1f}s)")
+
+        # --- Phase 2 ---------------------------------------------------------------------------
+        from freezelab.tasks.lm.phases import run_phase2
+
+        t2 = time.time()
+        controller = FreezeController(model, phase2_groups(model, cfg))
+        counts = count_parameters(model, frozen={id(p) for _, p in controller.frozen_params()},
+                                  roles=tied_roles(model))
+        facts["params"] = {**counts.as_dict(), "by_group": controller.describe()}
+        check_expected_counts(counts, ctx.expected_params, ctx.arm)
+        token_bytes = torch.from_numpy(data.token_bytes).to(device) if data.token_bytes is not None else None
+        result = run_phase2(model, controller, cfg, ids, offs, contexts, seed=ctx.seed, fabric=fabric,
+                            tracker=ctx.tracker, log=ctx.log, facts=facts, run_dir=ctx.run_dir,
+                            token_bytes=token_bytes, progress=ctx.progress,
+                            first_step=p1.iterations if p1 is not None else 0)
+        phase2_seconds = time.time() - t2
+        return {**{k: v for k, v in facts.items() if k not in ("epoch", "step")}, **result,
+                "phase_seconds": {"phase1": phase1_seconds, "phase2": phase2_seconds},
+                "tokens_per_second": result["tokens_seen"] / max(result["train_seconds"], 1e-9)}

@@ -1,0 +1,423 @@
+"""Windows as index arithmetic, a chronological split with embargo, and train-only normalisation.
+
+Spec §3. An anchor t is a base-TF bar close time. For every TF f the window is the K_f most recent
+bars with close_time <= t: end_f = searchsorted(close_time_f, t, "right"), rows [end_f - K_f, end_f).
+So only bars closed by t are used and the forming bar is excluded. Windows are never materialised
+per anchor: a `WindowIndex` stores anchors and end indices, `gather_windows` fancy-indexes a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from freezelab.errors import ConfigError, DataError, DataNotFoundError
+from freezelab.tasks.timeseries.bars import NS_PER_MINUTE, TIMEFRAMES, Bars
+
+SPLITS = ("train", "val", "test")
+# Spec §3: reject M1-M30 windows that span a weekend (~48 h); H1/H4/D gaps stay, visible through τ.
+DEFAULT_MAX_GAP_MINUTES: dict[str, float | None] = {
+    "m1": 720, "m5": 720, "m15": 720, "m30": 720, "h1": None, "h4": None, "d": None,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class WindowIndex:
+    """Valid anchors and, per TF, the exclusive end row of each window.
+
+    Window i of TF f is `bars[f].ohlc[end[f][i] - context[f] : end[f][i]]`.
+
+    Attributes:
+        base_tf: timeframe whose close times are the anchors.
+        context: K_f, bars per window for each TF (dict order = TF order everywhere).
+        max_gap_minutes: largest allowed gap between consecutive bars in a window (None = no limit).
+        anchors: (n,) int64 ns UTC, increasing.
+        end: {tf: (n,) int64}.
+        data_hashes: {tf: Bars.content_hash()} of the bars the index was built on.
+        n_candidates: anchors considered before rejection.
+        n_rejected: {"<tf>:short" / "<tf>:gap": anchors rejected for that reason (not exclusive)}.
+    """
+
+    base_tf: str
+    context: dict[str, int]
+    max_gap_minutes: dict[str, float | None]
+    anchors: np.ndarray  # (n,) int64
+    end: dict[str, np.ndarray]  # {tf: (n,) int64}
+    data_hashes: dict[str, str]
+    n_candidates: int
+    n_rejected: dict[str, int]
+
+    @property
+    def tfs(self) -> tuple[str, ...]:
+        return tuple(self.context)
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def select(self, rows: np.ndarray) -> WindowIndex:
+        """The sub-index of the given rows (in the given order)."""
+        return WindowIndex(self.base_tf, self.context, self.max_gap_minutes, self.anchors[rows],
+                           {f: e[rows] for f, e in self.end.items()}, self.data_hashes,
+                           self.n_candidates, self.n_rejected)
+
+
+def build_window_index(
+    bars: Mapping[str, Bars],
+    *,
+    base_tf: str,
+    context: int | Mapping[str, int] = 128,
+    max_gap_minutes: Mapping[str, float | None] | None = None,
+    stride_minutes: int | None = None,
+) -> WindowIndex:
+    """Find every anchor whose windows are complete and gap-free, in O(n) memory and time.
+
+    Args:
+        bars: {tf: Bars}; must contain `base_tf`. Every TF present gets a window.
+        base_tf: the TF whose close times are candidate anchors (the finest TF).
+        context: K_f for all TFs (int) or per TF.
+        max_gap_minutes: per TF limit on open_time[i+1] - close_time[i] inside a window; TFs not
+            listed use `DEFAULT_MAX_GAP_MINUTES`; None means no limit.
+        stride_minutes: keep only anchors whose time is a multiple of this many minutes
+            (UTC-aligned, robust to gaps); None keeps every base bar.
+
+    Returns:
+        The index of valid anchors.
+
+    Raises:
+        ConfigError: missing base TF, K_f < 1, bad stride.
+    """
+    if base_tf not in bars:
+        raise ConfigError(f"base_tf={base_tf!r} is not among the loaded timeframes {list(bars)}.")
+    tfs = list(bars)
+    ctx = {f: int(context if isinstance(context, int) else context[f]) for f in tfs}
+    if min(ctx.values()) < 1:
+        raise ConfigError(f"Window lengths must be >= 1, got {ctx}.")
+    gaps = {f: (max_gap_minutes or {}).get(f, DEFAULT_MAX_GAP_MINUTES.get(f)) for f in tfs}
+
+    anchors = bars[base_tf].close_time  # (N,)
+    if stride_minutes is not None:
+        if stride_minutes < 1 or stride_minutes % TIMEFRAMES[base_tf] != 0:
+            raise ConfigError(f"stride_minutes={stride_minutes} must be a positive multiple of the "
+                              f"{base_tf} interval ({TIMEFRAMES[base_tf]} min).")
+        anchors = anchors[anchors % (stride_minutes * NS_PER_MINUTE) == 0]
+    valid = np.ones(len(anchors), dtype=bool)
+    end: dict[str, np.ndarray] = {}
+    rejected: dict[str, int] = {}
+    for f in tfs:
+        b, k = bars[f], ctx[f]
+        e = np.searchsorted(b.close_time, anchors, side="right").astype(np.int64)  # (n,)
+        start = e - k
+        short = start < 0
+        rejected[f"{f}:short"] = int(short.sum())
+        if gaps[f] is not None and len(b) > 1:
+            # big[i]: gap between bar i and i+1 too large; cum[j] = big gaps among bars 0..j.
+            big = (b.open_time[1:] - b.close_time[:-1]) > gaps[f] * NS_PER_MINUTE  # (len-1,)
+            cum = np.concatenate([[0], np.cumsum(big)])  # (len,)
+            s = np.maximum(start, 0)
+            # Gaps inside rows [s, e) are between pairs s..e-2: cum[e-1] - cum[s].
+            has_gap = ~short & (cum[np.maximum(e - 1, 0)] - cum[s] > 0)
+            rejected[f"{f}:gap"] = int(has_gap.sum())
+            valid &= ~has_gap
+        valid &= ~short
+        end[f] = e
+    return WindowIndex(
+        base_tf=base_tf,
+        context=ctx,
+        max_gap_minutes=gaps,
+        anchors=anchors[valid],
+        end={f: e[valid] for f, e in end.items()},
+        data_hashes={f: bars[f].content_hash() for f in tfs},
+        n_candidates=len(anchors),
+        n_rejected=rejected,
+    )
+
+
+def window_rows(index: WindowIndex, tf: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """Bar rows of TF `tf` used by the windows `rows` (all if None): (B, K_f) int64."""
+    e = index.end[tf] if rows is None else index.end[tf][rows]
+    k = index.context[tf]
+    return e[:, None] - k + np.arange(k)  # (B, K)
+
+
+def gather_windows(bars: Mapping[str, Bars], index: WindowIndex, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """OHLC of a batch of windows by fancy indexing: {tf: (B, K_f, 4) float64}."""
+    return {f: bars[f].ohlc[window_rows(index, f, rows)] for f in index.tfs}
+
+
+def gather_times(
+    bars: Mapping[str, Bars], index: WindowIndex, rows: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Open and close times of a batch of windows: ({tf: (B, K_f)}, {tf: (B, K_f)}) int64 ns."""
+    idx = {f: window_rows(index, f, rows) for f in index.tfs}
+    return ({f: bars[f].open_time[i] for f, i in idx.items()},
+            {f: bars[f].close_time[i] for f, i in idx.items()})
+
+
+# ----------------------------------------------------------------------------- split with embargo
+
+
+@dataclass(frozen=True, eq=False)
+class WindowSplit:
+    """Rows of a `WindowIndex` per split.
+
+    Attributes:
+        index: the index the rows point into.
+        rows: {"train"|"val"|"test": (n_s,) int64 rows, increasing}.
+        n_embargoed: {split: anchors dropped at the start of that period by the embargo}.
+        hash: `split_hash` of this split.
+    """
+
+    index: WindowIndex
+    rows: dict[str, np.ndarray]
+    n_embargoed: dict[str, int]
+    hash: str
+
+    def part(self, name: str) -> WindowIndex:
+        """The sub-index of one split."""
+        return self.index.select(self.rows[name])
+
+
+def make_split(
+    bars: Mapping[str, Bars],
+    index: WindowIndex,
+    *,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    train_stride_minutes: int | None = None,
+    eval_stride_minutes: int | None = None,
+    max_eval_windows: int | None = 20_000,
+    seed: int = 0,
+) -> WindowSplit:
+    """Chronological train/val/test split by anchor, with an embargo between periods.
+
+    The anchors are cut 70/15/15 (by count). Embargo: an anchor at the start of val is dropped
+    unless every bar of its windows, in every TF, opens at or after the latest close of any bar of
+    any train window (the last train anchor); test is embargoed from val the same way. Train keeps
+    anchors on `train_stride_minutes`; val and test keep anchors on `eval_stride_minutes`, then a
+    fixed seeded subset of at most `max_eval_windows`: one random anchor in each of that many
+    equal consecutive slices, so the subset spans the whole period.
+
+    Args:
+        bars: the bars `index` was built on (for bar open/close times).
+        index: all candidate anchors (built at the finest stride wanted).
+        fractions: train, val, test shares of the anchors; must sum to 1.
+        train_stride_minutes / eval_stride_minutes: anchor time multiples (None: every index row).
+        max_eval_windows: cap on val and test windows each (None: no cap).
+        seed: seed of the eval subsets.
+
+    Returns:
+        The split, with its hash.
+
+    Raises:
+        ConfigError: bad fractions or strides.
+        DataError: a split is empty (e.g. after the embargo).
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0):
+        raise ConfigError(f"split fractions must be three non-negative shares summing to 1, got {fractions}.")
+    n = len(index)
+    cut1 = round(fractions[0] * n)
+    cut2 = round((fractions[0] + fractions[1]) * n)
+    periods = {"train": np.arange(0, cut1), "val": np.arange(cut1, cut2), "test": np.arange(cut2, n)}
+    first_open, last_close = _window_extent(bars, index)  # (n,), (n,)
+    rows: dict[str, np.ndarray] = {}
+    embargoed = {"train": 0}
+    prev_close = None
+    for name in SPLITS:
+        r = periods[name]
+        if prev_close is not None:
+            keep = first_open[r] >= prev_close
+            embargoed[name] = int((~keep).sum())
+            r = r[keep]
+        if len(r) == 0:
+            longest = max(index.context[f] * TIMEFRAMES[f] for f in index.tfs) / 1440
+            raise DataError(
+                f"The {name} split is empty ({len(periods[name])} anchors before the embargo). Windows reach "
+                f"back >= {longest:.1f} days; use more data, shorter windows or larger split fractions."
+            )
+        prev_close = last_close[r].max()  # every bar of this period's windows closes by then
+        stride = train_stride_minutes if name == "train" else eval_stride_minutes
+        if stride is not None:
+            r = r[index.anchors[r] % (stride * NS_PER_MINUTE) == 0]
+        if name != "train" and max_eval_windows is not None and len(r) > max_eval_windows:
+            r = _spread_subset(r, max_eval_windows, np.random.default_rng([seed, SPLITS.index(name)]))
+        if len(r) == 0:
+            raise DataError(f"The {name} split has no anchor on its {stride}-minute stride.")
+        rows[name] = r.astype(np.int64)
+    return WindowSplit(index, rows, embargoed, split_hash(index, rows))
+
+
+def _window_extent(bars: Mapping[str, Bars], index: WindowIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Per anchor: earliest open and latest close over all bars of all its windows, (n,) each."""
+    first_open = np.full(len(index), np.iinfo(np.int64).max)
+    last_close = np.full(len(index), np.iinfo(np.int64).min)
+    for f in index.tfs:
+        first_open = np.minimum(first_open, bars[f].open_time[index.end[f] - index.context[f]])
+        last_close = np.maximum(last_close, bars[f].close_time[index.end[f] - 1])
+    return first_open, last_close
+
+
+def _spread_subset(rows: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
+    """One random element from each of m equal consecutive slices of `rows` (sorted output)."""
+    edges = np.linspace(0, len(rows), m + 1).astype(np.int64)  # (m+1,)
+    pick = edges[:-1] + np.floor(rng.random(m) * (edges[1:] - edges[:-1])).astype(np.int64)
+    return rows[pick]
+
+
+def split_hash(index: WindowIndex, rows: Mapping[str, np.ndarray]) -> str:
+    """sha256 (16 hex) of the anchor lists of every split, K_f, gap rules, base TF and data hashes."""
+    meta = {"base_tf": index.base_tf, "context": index.context, "max_gap_minutes": index.max_gap_minutes,
+            "data": index.data_hashes}
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in SPLITS:
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(index.anchors[rows[name]], dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+BP = 1e4  # v = 1e4 * ln(p / ref): basis points
+
+
+def window_reference(
+    ohlc: Mapping[str, np.ndarray],
+    close_times: Mapping[str, np.ndarray],
+    base_tf: str,
+    masks: Mapping[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ref per window: the close of the last visible base-TF bar (spec §3 "Level removal").
+
+    A window whose base-TF bars are all masked (possible with full mask closure) takes the close of
+    its latest-closing visible bar of any TF instead; such windows are flagged so they can be counted.
+
+    Args:
+        ohlc: {tf: (B, K_f, 4)} prices.
+        close_times: {tf: (B, K_f)} int64 ns.
+        base_tf: the anchor TF.
+        masks: {tf: (B, K_f) bool}, True = masked; None = nothing masked.
+
+    Returns:
+        ref (B,) float64 and fallback (B,) bool (True where ref is not from the base TF).
+
+    Raises:
+        DataError: a window has no visible bar in any TF.
+    """
+    base = ohlc[base_tf]  # (B, K, 4)
+    rows = np.arange(len(base))
+    if masks is None:
+        return base[:, -1, 3].copy(), np.zeros(len(base), dtype=bool)
+
+    def last_visible(f: str) -> tuple[np.ndarray, np.ndarray]:
+        visible = ~masks[f]  # (B, K_f)
+        return visible.any(axis=1), visible.shape[1] - 1 - np.argmax(visible[:, ::-1], axis=1)  # (B,), (B,)
+
+    has, last = last_visible(base_tf)
+    ref = np.where(has, base[rows, last, 3], np.nan)  # (B,)
+    fallback = ~has
+    if fallback.any():
+        best_time = np.full(len(base), np.iinfo(np.int64).min)
+        for f in ohlc:
+            if f == base_tf:
+                continue
+            has_f, last_f = last_visible(f)
+            t = np.where(has_f, close_times[f][rows, last_f], np.iinfo(np.int64).min)
+            better = fallback & has_f & (t > best_time)
+            ref = np.where(better, ohlc[f][rows, last_f, 3], ref)
+            best_time = np.where(better, t, best_time)
+    if np.isnan(ref).any():
+        raise DataError(f"{int(np.isnan(ref).sum())} window(s) have no visible bar in any timeframe; "
+                        "lower the mask ratios or span lengths.")
+    return ref, fallback
+
+
+def to_bp(ohlc: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Level removal: 1e4 * ln(p / ref) for (B, K, 4) prices and ref (B,) -> (B, K, 4) bp."""
+    return BP * np.log(ohlc / ref[:, None, None])
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Train-only scale per TF, keyed by the split hash.
+
+    Attributes:
+        split_hash: `WindowSplit.hash` of the split whose train windows were used.
+        base_tf: anchor TF (the ref is its last close).
+        scale_bp: {tf: s_f}, std of v (bp) pooled over O/H/L/C of all train windows.
+        mean_bp: {tf: mean of v} (recorded, not subtracted: the level is removed per window).
+        n_values: {tf: values pooled}.
+    """
+
+    split_hash: str
+    base_tf: str
+    scale_bp: dict[str, float]
+    mean_bp: dict[str, float]
+    n_values: dict[str, int]
+
+
+def fit_norm_stats(bars: Mapping[str, Bars], split: WindowSplit, *, batch_windows: int = 4096) -> NormStats:
+    """Fit s_f on the train windows only, ref = last base close (no mask), in bounded memory.
+
+    Chunks are combined with the parallel-variance formula (Chan et al. 1979), in float64.
+    """
+    index, rows = split.index, split.rows["train"]
+    count = dict.fromkeys(index.tfs, 0)
+    mean = dict.fromkeys(index.tfs, 0.0)
+    m2 = dict.fromkeys(index.tfs, 0.0)
+    for lo in range(0, len(rows), batch_windows):
+        chunk = rows[lo : lo + batch_windows]
+        w = gather_windows(bars, index, chunk)
+        ref = w[index.base_tf][:, -1, 3]  # (B,)
+        for f in index.tfs:
+            v = to_bp(w[f], ref).ravel()
+            n_b, mean_b = v.size, float(v.mean())
+            m2_b = float(((v - mean_b) ** 2).sum())
+            n = count[f] + n_b
+            delta = mean_b - mean[f]
+            m2[f] += m2_b + delta * delta * count[f] * n_b / n
+            mean[f] += delta * n_b / n
+            count[f] = n
+    scale = {f: math.sqrt(m2[f] / count[f]) for f in index.tfs}
+    return NormStats(split.hash, index.base_tf, scale, mean, count)
+
+
+def normalise_windows(
+    ohlc: Mapping[str, np.ndarray], ref: np.ndarray, stats: NormStats
+) -> dict[str, np.ndarray]:
+    """z = 1e4 * ln(p / ref) / s_f for every TF: {tf: (B, K_f, 4)}. bp = z * s_f."""
+    return {f: to_bp(p, ref) / stats.scale_bp[f] for f, p in ohlc.items()}
+
+
+def save_norm_stats(stats: NormStats, path: str | Path) -> None:
+    """Write the stats as JSON."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(stats.__dict__, indent=2, sort_keys=True))
+
+
+def load_norm_stats(path: str | Path, *, split_hash: str, tfs: Sequence[str]) -> NormStats:
+    """Load stats and check them against the current split; never returns partial stats.
+
+    Raises:
+        DataNotFoundError: no file.
+        DataError: unreadable file, hash mismatch, a TF missing, or a non-positive scale.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"Normalisation stats not found: {path}. Fit them on the train split first.")
+    try:
+        raw = json.loads(path.read_text())
+        stats = NormStats(**raw)
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{path}: not a NormStats file ({type(e).__name__}: {e}).") from e
+    if stats.split_hash != split_hash:
+        raise DataError(f"{path}: stats were fitted on split {stats.split_hash}, the current split is "
+                        f"{split_hash}. Refit them (delete the file) or restore the data/split settings.")
+    missing = [f for f in tfs if f not in stats.scale_bp]
+    bad = [f for f in tfs if f in stats.scale_bp and not (stats.scale_bp[f] > 0 and math.isfinite(stats.scale_bp[f]))]
+    if missing or bad:
+        raise DataError(f"{path}: timeframes {missing} missing and {bad} with a non-positive scale; refit the stats.")
+    return stats
