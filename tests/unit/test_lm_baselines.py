@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -124,7 +125,7 @@ def test_vectorised_kn_equals_naive_loop():
     nll, hits, n = 0.0, 0, 0
     for doc in range(val.n_docs):
         ids = val.ids[val.offsets[doc] : val.offsets[doc + 1]].tolist()
-        for v, w in zip(ids[:-1], ids[1:]):
+        for v, w in itertools.pairwise(ids):
             probs = [prob(v, x) for x in range(V)]
             nll -= math.log(probs[w])
             hits += int(max(range(V), key=lambda x: (probs[x], -x)) == w)

@@ -33,13 +33,13 @@ def wiki():
 
 def _texts(n: int) -> list[tuple[str, str]]:
     """n small distinct documents of varying length."""
-    words = "the cat sat on a mat while dogs ran past every house in town".split()
+    words = ["the", "cat", "sat", "on", "a", "mat", "while", "dogs", "ran", "past", "every", "house", "in"]
     return [(f"doc:{i}", " ".join(words[(i + j) % len(words)] for j in range(5 + 3 * i))) for i in range(n)]
 
 
 def _build(texts, tokenizer, **overrides):
-    kwargs = dict(n_val_docs=2, n_test_docs=2, max_train_docs=None, max_tokens_per_doc=None,
-                  overflow="truncate", data_seed=0, shuffle_docs=True)
+    kwargs = {"n_val_docs": 2, "n_test_docs": 2, "max_train_docs": None, "max_tokens_per_doc": None,
+              "overflow": "truncate", "data_seed": 0, "shuffle_docs": True}
     return build_lm_data(texts, tokenizer, **{**kwargs, **overrides})
 
 
@@ -69,8 +69,8 @@ def test_wiki_excerpt_is_many_clean_articles(wiki):
 
 
 def test_wiki_split_is_by_article_and_fixed_by_seed(wiki, tokenizer):
-    common = dict(n_val_docs=10, n_test_docs=10, max_tokens_per_doc=512, overflow="chunk", data_seed=0,
-                  shuffle_docs=True)
+    common = {"n_val_docs": 10, "n_test_docs": 10, "max_tokens_per_doc": 512, "overflow": "chunk",
+              "data_seed": 0, "shuffle_docs": True}
     full = build_lm_data(wiki, tokenizer, max_train_docs=None, **common)
     small = build_lm_data(wiki, tokenizer, max_train_docs=20, **common)
     sources = {s: {_source(n) for n in getattr(full, s).doc_names} for s in ("train", "val", "test")}
@@ -121,7 +121,8 @@ def test_truncate_keeps_the_first_tokens_and_chunk_keeps_all(tokenizer):
     last = full.train.doc_names[-1]
     pieces = [d for d, n in enumerate(chunk.train.doc_names) if _source(n) == last]
     assert [chunk.train.doc_names[d] for d in pieces] == [f"{last}@{k}" for k in range(len(pieces))]
-    assert sum((_doc_ids(chunk.train, d) for d in pieces), []) == _doc_ids(full.train, full.train.n_docs - 1)
+    joined = [t for d in pieces for t in _doc_ids(chunk.train, d)]
+    assert joined == _doc_ids(full.train, full.train.n_docs - 1)
     assert chunk.train.n_tokens == full.train.n_tokens and max(chunk.train.lengths) <= 6
 
 

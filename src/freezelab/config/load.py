@@ -190,14 +190,17 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
     protected = PROTECTED_KEYS.get(spec.task, ())
     for name, arm in spec.arms.items():
         where = f"{path}: arms.{name}.overrides"
-        problems += _check_keys(arm.overrides, task_defaults, where)
+        unknown = _check_keys(arm.overrides, task_defaults, where)
+        problems += unknown
         tree = copy.deepcopy(base_tree)
         for k, v in arm.overrides.items():
             set_dotted(tree, k, v)
         for k, v in cli.items():  # command line wins over the arm
             set_dotted(tree, k, v)
         resolved, errs = _validate_task(spec.task, tree, str(path), f"arms.{name}.overrides→")
-        problems += errs
+        base_tails = {e.split(": base.", 1)[-1] for e in problems}
+        problems += [e for e in errs if e.split("overrides→", 1)[-1] not in base_tails  # not base's again
+                     and not (unknown and "unknown key" in e)]
         for key in arm.overrides:
             hit = [p for p in protected if key == p or key.startswith(p + ".")]
             if hit and key not in arm.allow_confound:

@@ -151,11 +151,23 @@ def nbytes(b: float | None) -> str:
     return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
 
 
+def spread(std: float, ref: float, percent: bool = False) -> str:
+    """A std (or other spread) printed with the decimals of the value it accompanies (5.8100 ± 0.0100)."""
+    if not math.isfinite(std):
+        return "—"
+    if percent:
+        return f"{100 * std:.2f}%"
+    a = abs(ref) if math.isfinite(ref) else 0.0
+    if a >= 100:
+        return f"{std:,.2f}"
+    return f"{std:.4f}" if a >= 0.01 else f"{std:.2g}"
+
+
 def mean_std(mean: float, std: float, percent: bool = False) -> str:
     """``mean ± std`` (std omitted when undefined, i.e. n < 2)."""
     if not math.isfinite(mean):
         return "—"
-    return value(mean, percent) if not math.isfinite(std) else f"{value(mean, percent)} ± {value(std, percent)}"
+    return value(mean, percent) if not math.isfinite(std) else f"{value(mean, percent)} ± {spread(std, mean, percent)}"
 
 
 def interval(lo: float, hi: float, fmt=num) -> str:

@@ -113,7 +113,7 @@ def fit_unigram(train: TokenDocs, vocab_size: int, *, k_grid: tuple[float, ...] 
     if not k_grid or min(k_grid) <= 0:
         raise ValueError(f"k_grid must hold positive values, got {k_grid}")
     perm = np.random.default_rng(seed).permutation(train.n_docs)
-    n_held = max(1, int(round(0.1 * train.n_docs)))
+    n_held = max(1, round(0.1 * train.n_docs))
     fit_counts = _target_counts(_subset(train, np.sort(perm[n_held:])), vocab_size)  # (V,)
     held_counts = _target_counts(_subset(train, np.sort(perm[:n_held])), vocab_size)  # (V,)
     k_losses = {}

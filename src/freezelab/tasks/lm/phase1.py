@@ -302,7 +302,7 @@ def _cvfp_iteration(
             skipped += 1  # the original skips NaN/Inf chunks; they still count in num_chunks
             continue
         (loss / num_chunks).backward()
-        cvfp_sum, div_sum = cvfp_sum + float(cvfp), div_sum + float(div)
+        cvfp_sum, div_sum = cvfp_sum + float(cvfp.detach()), div_sum + float(div.detach())
     if skipped == num_chunks:
         raise NumericFailure("non_finite", f"phase1 iteration {k}: all {num_chunks} chunks had non-finite loss")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))

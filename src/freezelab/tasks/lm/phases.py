@@ -215,7 +215,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                     raise InvariantViolation("all_trainable_dead", "no trainable tensor changed after step 1")
                 if dead:
                     log(f"warning: tensors unchanged after step 1 (dead): {dead}")
-            loss_sum += float(loss) * len(pos)
+            loss_sum += float(loss.detach()) * len(pos)
             correct += int((logits.argmax(-1) == ids["train"][pos + 1]).sum())
             seen += len(pos)
         train_seconds += time.time() - t_epoch

@@ -136,22 +136,23 @@ def load_bars(
     # Row numbers: data row i (0-based) is row i+1, and line i+2 of a CSV with one header line.
     row_no = np.arange(1, len(df) + 1)
     open_ns, bad_time = _parse_times(times, path)
-    reasons, blank = _row_reasons(open_ns, bad_time, prices, timeframe)  # "" = valid
+    reasons, blank = _row_reasons(open_ns, bad_time, prices, timeframe)  # {row index: reason}
     invalid = [
-        InvalidRow(int(row_no[i]), int(row_no[i]) + 1 if is_csv else None, r)
-        for i, r in enumerate(reasons)
-        if r
+        InvalidRow(int(row_no[i]), int(row_no[i]) + 1 if is_csv else None, r) for i, r in reasons.items()
     ]
     if invalid and on_invalid == "reject":
         raise DataError(
             _invalid_summary(path, invalid, timeframe)
-            + " Fix the file, or set data.on_invalid: drop to drop these rows (they are listed in the run "
-            "record)."
+            + "Fix the file, or set data.on_invalid: drop to drop these rows with a warning."
         )
     if invalid:
-        warnings.warn(_invalid_summary(path, invalid, timeframe) + " These rows were dropped.",
-                      InvalidRowsWarning, stacklevel=2)
-    keep = np.array([not r for r in reasons], dtype=bool) & ~blank
+        warnings.warn(
+            _invalid_summary(path, invalid, timeframe) + "These rows were dropped.",
+            InvalidRowsWarning,
+            stacklevel=2,
+        )
+    keep = ~blank
+    keep[list(reasons)] = False
     if not keep.any():
         raise DataError(f"{path}: no valid bars ({len(df)} data rows, {len(invalid)} invalid).")
     open_ns = open_ns[keep]
@@ -236,8 +237,10 @@ def _parse_times(times: pd.Series, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return ns, bad
 
 
-def _row_reasons(open_ns: np.ndarray, bad_time: np.ndarray, p: np.ndarray, tf: str) -> tuple[list[str], np.ndarray]:
-    """Check every row, vectorised. Returns (reason per row, "" = valid; blank (n,) bool).
+def _row_reasons(
+    open_ns: np.ndarray, bad_time: np.ndarray, p: np.ndarray, tf: str
+) -> tuple[dict[int, str], np.ndarray]:
+    """Check every row, vectorised. Returns ({0-based row: reason} for invalid rows, blank (n,) bool).
 
     Blank rows (an empty CSV line: no timestamp, no price) are neither bars nor errors.
     """
@@ -253,8 +256,10 @@ def _row_reasons(open_ns: np.ndarray, bad_time: np.ndarray, p: np.ndarray, tf: s
         (h < c, "high < close"),
         (lo > o, "low > open"),
         (lo > c, "low > close"),
-        (~bad_time & (open_ns % (TIMEFRAMES[tf] * NS_PER_MINUTE) != 0),
-         f"timestamp not on the {tf} grid (multiples of {TIMEFRAMES[tf]} min from UTC midnight)"),
+        (
+            ~bad_time & (open_ns % (TIMEFRAMES[tf] * NS_PER_MINUTE) != 0),
+            f"timestamp not on the {tf} grid (multiples of {TIMEFRAMES[tf]} min from UTC midnight)",
+        ),
     ]
     bad = np.logical_or.reduce([flag for flag, _ in checks])
     # Duplicates and order are judged among the rows that are otherwise valid.
@@ -265,9 +270,10 @@ def _row_reasons(open_ns: np.ndarray, bad_time: np.ndarray, p: np.ndarray, tf: s
     dup[ok] = pd.Series(t).duplicated(keep="first").to_numpy()
     unsorted[ok] = (t < prev_max) & ~dup[ok]
     checks += [(dup, "duplicate timestamp"), (unsorted, "timestamp earlier than a previous row (not sorted)")]
-    reasons = [""] * n
-    for i in np.flatnonzero(bad | dup | unsorted):
-        reasons[i] = "; ".join(msg for flag, msg in checks if flag[i])
+    reasons = {
+        int(i): "; ".join(msg for flag, msg in checks if flag[i])
+        for i in np.flatnonzero(bad | dup | unsorted)
+    }
     return reasons, blank
 
 
@@ -314,8 +320,10 @@ def resample(bars: Bars, tf: str) -> Bars:
         )
     t = bars.open_time  # (n,)
     if np.any(t % bars.interval_ns != 0) or np.any(np.diff(t) <= 0):
-        raise DataError(f"resample({bars.tf} -> {tf}): source open times must be on the {bars.tf} grid "
-                        "and strictly increasing.")
+        raise DataError(
+            f"resample({bars.tf} -> {tf}): source open times must be on the {bars.tf} grid "
+            "and strictly increasing."
+        )
     if len(t) == 0:
         return Bars(tf, t.copy(), t.copy(), bars.ohlc.copy(), bars.n_sub.copy())
     delta = dst * NS_PER_MINUTE
@@ -361,6 +369,50 @@ def load_multi_timeframe(
         _check_timeframe(tf)
     base, _ = load_bars(path, timeframe=base_tf, on_invalid=on_invalid, time_column=time_column)
     return {tf: resample(base, tf) for tf in tfs}
+
+
+def synthetic_bars(
+    n: int,
+    *,
+    tf: str = "m1",
+    start: str = "2020-01-06",
+    seed: int = 0,
+    weekends: bool = True,
+    vol_bp: float = 5.0,
+) -> Bars:
+    """A consistent random-walk series for tests and smoke runs (not for any reported result).
+
+    Args:
+        n: number of bars.
+        tf: timeframe of the bars.
+        start: first candidate open time (UTC).
+        seed: random seed.
+        weekends: leave out FX weekends (Fri 22:00 to Sun 22:00 UTC), so gaps exist.
+        vol_bp: per-bar log-return std in basis points.
+    """
+    _check_timeframe(tf)
+    rng = np.random.default_rng(seed)
+    delta = TIMEFRAMES[tf] * NS_PER_MINUTE
+    t0 = pd.Timestamp(start, tz="UTC").value // delta * delta
+    cand = t0 + delta * np.arange(int(n * (1.6 if weekends else 1.0)) + 10, dtype=np.int64)  # (m,)
+    if weekends:
+        minute_of_week = ((cand // NS_PER_MINUTE) + 3 * 1440) % (7 * 1440)  # epoch was a Thursday
+        closed = (minute_of_week >= 4 * 1440 + 22 * 60) & (minute_of_week < 6 * 1440 + 22 * 60)
+        cand = cand[~closed]
+    open_time = cand[:n]
+    r = rng.normal(0.0, vol_bp * 1e-4, n)  # (n,) log return per bar
+    close = 100.0 * np.exp(np.cumsum(r))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    wick = np.abs(rng.normal(0.0, vol_bp * 0.5e-4, (n, 2)))
+    high = np.maximum(open_, close) * np.exp(wick[:, 0])
+    low = np.minimum(open_, close) * np.exp(-wick[:, 1])
+    return Bars(
+        tf,
+        open_time,
+        open_time + delta,
+        np.stack([open_, high, low, close], axis=1),
+        np.ones(n, dtype=np.int64),
+    )
 
 
 # ----------------------------------------------------------------------------- shipped data files

@@ -49,7 +49,9 @@ class MaskConfig:
             if f not in self.span_min or f not in self.span_max:
                 problems.append(f"{f}: span_min/span_max missing")
             elif not (1 <= self.span_min[f] <= self.span_max[f]):
-                problems.append(f"{f}: need 1 <= span_min <= span_max, got {self.span_min[f]}..{self.span_max[f]}")
+                problems.append(
+                    f"{f}: need 1 <= span_min <= span_max, got {self.span_min[f]}..{self.span_max[f]}"
+                )
             if not 0.0 <= self.ratio[f] < 1.0:
                 problems.append(f"{f}: ratio {self.ratio[f]} not in [0, 1)")
         if self.closure not in ("full", "seed"):
@@ -58,8 +60,9 @@ class MaskConfig:
             raise ConfigError("mask config: " + "; ".join(problems) + ".")
 
 
-def default_mask_config(tfs: list[str] | tuple[str, ...], *, ratio: float = 0.15,
-                        closure: Closure = "full") -> MaskConfig:
+def default_mask_config(
+    tfs: list[str] | tuple[str, ...], *, ratio: float = 0.15, closure: Closure = "full"
+) -> MaskConfig:
     """Spec defaults: ρ = 0.15; spans 3..10 bars for m1-m15, 1..4 for m30, h1, h4 and d."""
     for f in tfs:
         if f not in TIMEFRAMES:
@@ -170,15 +173,23 @@ def close_masks(
     """
     tfs = list(seed)
     n = len(seed[tfs[0]])
+    if n == 0:
+        return {f: seed[f].copy() for f in tfs}
     # Pack (window, time) into one sorted int64 key: key = b * stride + (t - t0_b).
     t0 = np.min([open_times[f][:, 0] for f in tfs], axis=0)  # (B,)
     t1 = np.max([close_times[f][:, -1] for f in tfs], axis=0)  # (B,)
-    stride = int((t1 - t0).max()) + 1 if n else 1
+    stride = int((t1 - t0).max()) + 1
     chunk = max(1, (2**62) // stride // 2)  # windows per chunk so keys stay far below int64 max
     if n > chunk:  # very long windows (years of daily bars): split so packed keys cannot overflow
-        parts = [close_masks({f: open_times[f][s:s + chunk] for f in tfs},
-                             {f: close_times[f][s:s + chunk] for f in tfs},
-                             {f: seed[f][s:s + chunk] for f in tfs}, closure) for s in range(0, n, chunk)]
+        parts = [
+            close_masks(
+                {f: open_times[f][s : s + chunk] for f in tfs},
+                {f: close_times[f][s : s + chunk] for f in tfs},
+                {f: seed[f][s : s + chunk] for f in tfs},
+                closure,
+            )
+            for s in range(0, n, chunk)
+        ]
         return {f: np.concatenate([p[f] for p in parts]) for f in tfs}
     offset = (np.arange(n, dtype=np.int64) * stride - t0)[:, None]  # (B, 1)
     ko = {f: (open_times[f] + offset).ravel() for f in tfs}  # (B*K_f,)
@@ -186,8 +197,10 @@ def close_masks(
     masks = {f: seed[f].ravel().copy() for f in tfs}
     for _ in range(4 * len(tfs) + 4):
         starts = np.concatenate([ko[f][masks[f]] for f in tfs])
-        ends = np.concatenate([kc[f][masks[f]] for f in tfs])
-        new = {f: masks[f] | _intersects_union(starts, ends, ko[f], kc[f]) for f in tfs}
+        if len(starts) == 0:
+            break
+        m_start, m_end = _merge_intervals(starts, np.concatenate([kc[f][masks[f]] for f in tfs]))
+        new = {f: masks[f] | _intersects(m_start, m_end, ko[f], kc[f]) for f in tfs}
         changed = any((new[f] != masks[f]).any() for f in tfs)
         masks = new
         if closure == "seed" or not changed:
@@ -197,16 +210,20 @@ def close_masks(
     return {f: masks[f].reshape(seed[f].shape) for f in tfs}
 
 
-def _intersects_union(starts: np.ndarray, ends: np.ndarray, q_open: np.ndarray, q_close: np.ndarray) -> np.ndarray:
-    """For each query [q_open, q_close): does it intersect the union of [starts, ends)? (N,) bool."""
-    if len(starts) == 0:
-        return np.zeros(len(q_open), dtype=bool)
+def _merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Union of half-open intervals [starts, ends) as sorted disjoint (m_start, m_end), (M',) each."""
     order = np.argsort(starts, kind="stable")
     s, e = starts[order], np.maximum.accumulate(ends[order])  # running max merges overlaps
-    first = np.concatenate([[True], s[1:] > e[:-1]])  # (M,) a merged interval starts here
-    m_start = s[first]
-    m_end = e[np.concatenate([np.flatnonzero(first)[1:] - 1, [len(s) - 1]])]  # sorted, disjoint
-    j = np.searchsorted(m_end, q_open, side="right")  # first merged interval ending after q_open
+    first = np.concatenate([[True], s[1:] > e[:-1]])  # a merged interval starts here
+    last = np.concatenate([np.flatnonzero(first)[1:] - 1, [len(s) - 1]])
+    return s[first], e[last]
+
+
+def _intersects(
+    m_start: np.ndarray, m_end: np.ndarray, q_open: np.ndarray, q_close: np.ndarray
+) -> np.ndarray:
+    """Does each query [q_open, q_close) intersect the disjoint sorted intervals? (N,) bool."""
+    j = np.searchsorted(m_end, q_open, side="right")  # first interval ending after q_open
     hit = j < len(m_end)
     hit[hit] = m_start[j[hit]] < q_close[hit]
     return hit
@@ -256,7 +273,9 @@ def apply_mask(
     Returns:
         inputs (B, K, 4) with no masked value left, and flag (B, K) = mask as values' dtype.
     """
-    fill_v = np.zeros(values.shape[-1], dtype=values.dtype) if fill is None else np.asarray(fill, values.dtype)
+    fill_v = (
+        np.zeros(values.shape[-1], dtype=values.dtype) if fill is None else np.asarray(fill, values.dtype)
+    )
     inputs = np.where(mask[..., None], fill_v, values)  # (B, K, 4), a new array
     return inputs, mask.astype(values.dtype)
 

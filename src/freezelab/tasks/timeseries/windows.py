@@ -23,7 +23,13 @@ from freezelab.tasks.timeseries.bars import NS_PER_MINUTE, TIMEFRAMES, Bars
 SPLITS = ("train", "val", "test")
 # Spec §3: reject M1-M30 windows that span a weekend (~48 h); H1/H4/D gaps stay, visible through τ.
 DEFAULT_MAX_GAP_MINUTES: dict[str, float | None] = {
-    "m1": 720, "m5": 720, "m15": 720, "m30": 720, "h1": None, "h4": None, "d": None,
+    "m1": 720,
+    "m5": 720,
+    "m15": 720,
+    "m30": 720,
+    "h1": None,
+    "h4": None,
+    "d": None,
 }
 
 
@@ -62,9 +68,16 @@ class WindowIndex:
 
     def select(self, rows: np.ndarray) -> WindowIndex:
         """The sub-index of the given rows (in the given order)."""
-        return WindowIndex(self.base_tf, self.context, self.max_gap_minutes, self.anchors[rows],
-                           {f: e[rows] for f, e in self.end.items()}, self.data_hashes,
-                           self.n_candidates, self.n_rejected)
+        return WindowIndex(
+            self.base_tf,
+            self.context,
+            self.max_gap_minutes,
+            self.anchors[rows],
+            {f: e[rows] for f, e in self.end.items()},
+            self.data_hashes,
+            self.n_candidates,
+            self.n_rejected,
+        )
 
 
 def build_window_index(
@@ -103,8 +116,10 @@ def build_window_index(
     anchors = bars[base_tf].close_time  # (N,)
     if stride_minutes is not None:
         if stride_minutes < 1 or stride_minutes % TIMEFRAMES[base_tf] != 0:
-            raise ConfigError(f"stride_minutes={stride_minutes} must be a positive multiple of the "
-                              f"{base_tf} interval ({TIMEFRAMES[base_tf]} min).")
+            raise ConfigError(
+                f"stride_minutes={stride_minutes} must be a positive multiple of the "
+                f"{base_tf} interval ({TIMEFRAMES[base_tf]} min)."
+            )
         anchors = anchors[anchors % (stride_minutes * NS_PER_MINUTE) == 0]
     valid = np.ones(len(anchors), dtype=bool)
     end: dict[str, np.ndarray] = {}
@@ -155,8 +170,10 @@ def gather_times(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Open and close times of a batch of windows: ({tf: (B, K_f)}, {tf: (B, K_f)}) int64 ns."""
     idx = {f: window_rows(index, f, rows) for f in index.tfs}
-    return ({f: bars[f].open_time[i] for f, i in idx.items()},
-            {f: bars[f].close_time[i] for f, i in idx.items()})
+    return (
+        {f: bars[f].open_time[i] for f, i in idx.items()},
+        {f: bars[f].close_time[i] for f, i in idx.items()},
+    )
 
 
 # ----------------------------------------------------------------------------- split with embargo
@@ -270,8 +287,12 @@ def _spread_subset(rows: np.ndarray, m: int, rng: np.random.Generator) -> np.nda
 
 def split_hash(index: WindowIndex, rows: Mapping[str, np.ndarray]) -> str:
     """sha256 (16 hex) of the anchor lists of every split, K_f, gap rules, base TF and data hashes."""
-    meta = {"base_tf": index.base_tf, "context": index.context, "max_gap_minutes": index.max_gap_minutes,
-            "data": index.data_hashes}
+    meta = {
+        "base_tf": index.base_tf,
+        "context": index.context,
+        "max_gap_minutes": index.max_gap_minutes,
+        "data": index.data_hashes,
+    }
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for name in SPLITS:
         h.update(name.encode())
@@ -330,8 +351,10 @@ def window_reference(
             ref = np.where(better, ohlc[f][rows, last_f, 3], ref)
             best_time = np.where(better, t, best_time)
     if np.isnan(ref).any():
-        raise DataError(f"{int(np.isnan(ref).sum())} window(s) have no visible bar in any timeframe; "
-                        "lower the mask ratios or span lengths.")
+        raise DataError(
+            f"{int(np.isnan(ref).sum())} window(s) have no visible bar in any timeframe; "
+            "lower the mask ratios or span lengths."
+        )
     return ref, fallback
 
 
@@ -414,10 +437,18 @@ def load_norm_stats(path: str | Path, *, split_hash: str, tfs: Sequence[str]) ->
     except (ValueError, TypeError) as e:
         raise DataError(f"{path}: not a NormStats file ({type(e).__name__}: {e}).") from e
     if stats.split_hash != split_hash:
-        raise DataError(f"{path}: stats were fitted on split {stats.split_hash}, the current split is "
-                        f"{split_hash}. Refit them (delete the file) or restore the data/split settings.")
+        raise DataError(
+            f"{path}: stats were fitted on split {stats.split_hash}, the current split is "
+            f"{split_hash}. Refit them (delete the file) or restore the data/split settings."
+        )
     missing = [f for f in tfs if f not in stats.scale_bp]
-    bad = [f for f in tfs if f in stats.scale_bp and not (stats.scale_bp[f] > 0 and math.isfinite(stats.scale_bp[f]))]
+    bad = [
+        f
+        for f in tfs
+        if f in stats.scale_bp and not (stats.scale_bp[f] > 0 and math.isfinite(stats.scale_bp[f]))
+    ]
     if missing or bad:
-        raise DataError(f"{path}: timeframes {missing} missing and {bad} with a non-positive scale; refit the stats.")
+        raise DataError(
+            f"{path}: timeframes {missing} missing and {bad} with a non-positive scale; refit the stats."
+        )
     return stats

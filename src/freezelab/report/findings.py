@@ -1,0 +1,296 @@
+"""Report sections, part 2: comparison, runtime, plots, failures and warnings, conclusion, reproduction."""
+
+from __future__ import annotations
+
+import math
+import shlex
+
+from freezelab.report import document as doc
+from freezelab.report.aggregate import epoch_values, signal_text
+from freezelab.report.analysis import ArmStat, Metric
+from freezelab.report.i18n import GLOSSARY
+from freezelab.report.plots import Plot
+from freezelab.report.sections import Ctx, arm_label, failed_note, stat_cell, warning_text
+
+CONVERGENCE_EPOCHS = (1, 3, 5)
+
+
+def delta_parts(st: ArmStat) -> tuple[str, str, str]:
+    """(Δ, lo, hi) of the paired comparison as text: Δ % for log-scale metrics (from log differences),
+    points for accuracy-type metrics, metric units otherwise; lo/hi are "—" without a CI."""
+    p, m = st.paired, st.metric
+    if p is None or p.n == 0:
+        return "—", "—", "—"
+    if m.log_scale:
+        vals, fmt = (p.pct, p.pct_lo, p.pct_hi), doc.pct
+    else:
+        vals, fmt = (p.d, p.lo, p.hi), (lambda x: doc.signed(x, m.percent))
+    return tuple(fmt(v) if math.isfinite(v) else "—" for v in vals)  # type: ignore[return-value]
+
+
+def delta_text(st: ArmStat) -> tuple[str, str]:
+    """(paired Δ with its CI, Δ %) cells of the comparison table."""
+    d, lo, hi = delta_parts(st)
+    if d == "—":
+        return "—", "—"
+    ci = f" [{lo}, {hi}]" if lo != "—" else ""
+    return d + ci, doc.pct(st.paired.pct) if st.paired else "—"
+
+
+def verdict_text(ctx: Ctx, st: ArmStat) -> str:
+    n = st.paired.n if st.paired else 0
+    return ctx.t(st.verdict, n=n)
+
+
+def _metric_title(ctx: Ctx, m: Metric) -> str:
+    note = f"; {ctx.t('log_note')}" if m.log_scale else ""
+    return f"{m.key} ({m.mode}{note})"
+
+
+def comparison_section(ctx: Ctx) -> list[doc.Block]:
+    """Per headline metric: mean ± std, CI, paired Δ, Δ %, p / Holm p, verdict; best arm; skill; speed."""
+    s, a = ctx.study, ctx.analysis
+    blocks: list[doc.Block] = [doc.Heading(2, ctx.t("comparison")), doc.Para(ctx.t("comparison_note", ref=s.reference))]
+    for m in a.metrics:
+        rows = []
+        for arm in s.arms:
+            st = a.arm_stat(m, arm)
+            if st.summary.n == 0:
+                label = next((r.label() for r in s.arm_runs(arm) if not r.ok), "—")
+                rows.append([arm_label(ctx, arm), "0", doc.cell(label), "—", "—", "—", "—", "—"])
+                continue
+            d, dp = delta_text(st)
+            p = "—" if st.paired is None else f"{doc.pvalue(st.paired.p)} / {doc.pvalue(st.p_holm)}"
+            n = f"{st.summary.n}/{a.n_total[arm]}" if st.summary.n < a.n_total[arm] else str(st.summary.n)
+            rows.append([arm_label(ctx, arm), n, doc.mean_std(st.summary.mean, st.summary.std, m.percent),
+                         doc.interval(st.summary.lo, st.summary.hi, lambda x: doc.value(x, m.percent)),
+                         d, dp, p, verdict_text(ctx, st)])
+        header = [ctx.t("arm"), ctx.t("n"), ctx.t("mean_std"), ctx.t("ci"), ctx.t("delta"), ctx.t("delta_pct"),
+                  ctx.t("p"), ctx.t("verdict")]
+        blocks += [doc.Heading(3, _metric_title(ctx, m)), doc.Table(header, rows), *failed_note(ctx)]
+        blocks += _best_line(ctx, m)
+        blocks.append(_paired_details(ctx, m))
+    blocks += _skill_table(ctx) + _convergence_table(ctx)
+    return blocks
+
+
+def _best_line(ctx: Ctx, m: Metric) -> list[doc.Block]:
+    best = next((b for b in ctx.analysis.best if b.metric == m), None)
+    if best is None:
+        return []
+    value = doc.value(ctx.analysis.arm_stat(m, best.arm).summary.mean, m.percent)
+    if best.runner_up is None or best.paired is None:
+        return [doc.Para(ctx.t("best_only", metric=m.key, arm=best.arm, value=value))]
+    p = best.paired
+    conv = (lambda x: doc.pct(math.expm1(x) * 100)) if m.log_scale else (lambda x: doc.signed(x, m.percent))
+    return [doc.Para(ctx.t("best_arm", metric=m.key, arm=best.arm, value=value, runner=best.runner_up,
+                           sig=ctx.t("best_sig" if best.significant else "best_nosig"), d=conv(p.d),
+                           lo=conv(p.lo) if math.isfinite(p.lo) else "—",
+                           hi=conv(p.hi) if math.isfinite(p.hi) else "—", n=p.n))]
+
+
+def _paired_details(ctx: Ctx, m: Metric) -> doc.Details:
+    s, a = ctx.study, ctx.analysis
+    ref = a.arm_stat(m, s.reference).values
+    rows = []
+    for arm in s.arms:
+        if arm == s.reference:
+            continue
+        vals = a.arm_stat(m, arm).values
+        for r in s.arm_runs(arm):
+            if not r.ok or r.seed not in vals:
+                rows.append([f"`{arm}`", str(r.seed), doc.cell(r.label()) if not r.ok else "—",
+                             doc.value(ref.get(r.seed, math.nan), m.percent), "—"])
+                continue
+            v, rv = vals[r.seed], ref.get(r.seed, math.nan)
+            d = (doc.pct((v / rv - 1) * 100) if m.log_scale and rv > 0 else doc.signed(v - rv, m.percent))
+            rows.append([f"`{arm}`", str(r.seed), doc.value(v, m.percent), doc.value(rv, m.percent),
+                         d if math.isfinite(rv) else "—"])
+    header = [ctx.t("arm"), ctx.t("seed"), m.key, f"{ctx.t('ref_value')} ({s.reference})", "Δ"]
+    return doc.Details(ctx.t("paired_details", metric=m.key), [doc.Table(header, rows)])
+
+
+def _skill_table(ctx: Ctx) -> list[doc.Block]:
+    s, a = ctx.study, ctx.analysis
+    rows = []
+    for m in a.metrics:
+        for arm in s.arms:
+            st = a.arm_stat(m, arm)
+            if st.baseline is None or st.skill is None:
+                continue
+            ci = doc.interval(st.summary.lo, st.summary.hi, lambda x: doc.value(x, m.percent))
+            rows.append([arm_label(ctx, arm), m.key, st.baseline[0], doc.value(st.baseline[1], m.percent),
+                         ci if ci != "—" else doc.value(st.summary.mean, m.percent), ctx.t(f"skill_{st.skill}")])
+    if not rows:
+        return []
+    header = [ctx.t("arm"), ctx.t("metric"), ctx.t("baseline"), ctx.t("value"), ctx.t("ci"), ctx.t("skill")]
+    return [doc.Heading(3, ctx.t("skill_title")), doc.Table(header, rows)]
+
+
+def _convergence_table(ctx: Ctx) -> list[doc.Block]:
+    s, a = ctx.study, ctx.analysis
+    keys = list(dict.fromkeys(["val/loss"] + [f"val/{m.name.rsplit('/', 1)[-1]}" for m in a.metrics]))
+    rows = []
+    for arm in s.arms:
+        for key in keys:
+            by_epoch = epoch_values(s, arm, key)
+            if not by_epoch:
+                continue
+            cells = []
+            for e in CONVERGENCE_EPOCHS:
+                vals = by_epoch.get(e, {})
+                n_note = f" (n={len(vals)})" if vals and len(vals) < a.n_ok[arm] else ""
+                cells.append(stat_cell(ctx, key, vals) + n_note if vals else "—")
+            rows.append([arm_label(ctx, arm), key, *cells])
+    if not rows:
+        return []
+    header = [ctx.t("arm"), ctx.t("metric"), *(f"{ctx.t('epoch')} {e}" for e in CONVERGENCE_EPOCHS)]
+    return [doc.Heading(3, ctx.t("convergence")), doc.Table(header, rows)]
+
+
+def _mean(values: list) -> float:
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def runtime_section(ctx: Ctx) -> list[doc.Block]:
+    """Wall time, s/epoch, epochs run vs max (what early stopping saved), steps, throughput, memory."""
+    s = ctx.study
+    rows, phase_rows = [], []
+    phases = list(dict.fromkeys(k for r in s.runs if r.ok for k in (r.summary.get("phase_seconds") or {})))
+    for arm in s.arms:
+        runs = s.arm_runs(arm, ok_only=True)
+        sm = [r.summary for r in runs]
+        if not runs:
+            label = next((r.label() for r in s.arm_runs(arm) if not r.ok), "—")
+            rows.append([arm_label(ctx, arm), "0", doc.cell(label), "—", "—", "—", "—", "—"])
+            continue
+        per_epoch = _mean([v for r in runs if "seconds" in r.epochs for v in r.epochs["seconds"].tolist()])
+        ran, top = _mean([x.get("epochs_run") for x in sm]), _mean([x.get("max_epochs") for x in sm])
+        saved = f" ({ctx.t('saved')} {top - ran:.1f})" if math.isfinite(top - ran) and top > ran else ""
+        thr = _mean([x.get("tokens_per_second", x.get("windows_per_second")) for x in sm])
+        rows.append([arm_label(ctx, arm), str(len(runs)), doc.seconds(_mean([x.get("wall_seconds") for x in sm])),
+                     doc.seconds(per_epoch), f"{ran:.1f} / {top:.0f}{saved}" if math.isfinite(ran) else "—",
+                     doc.count(_mean([x.get("steps") for x in sm])), doc.num(thr),
+                     doc.nbytes(_mean([x.get("peak_memory_bytes") for x in sm]))])
+        if phases:
+            phase_rows.append([arm_label(ctx, arm), *(doc.seconds(_mean([(x.get("phase_seconds") or {}).get(p)
+                                                                         for x in sm])) for p in phases)])
+    header = [ctx.t("arm"), ctx.t("n"), ctx.t("wall"), ctx.t("s_epoch"), ctx.t("epochs_run"), ctx.t("steps"),
+              ctx.t("throughput"), ctx.t("peak_mem")]
+    blocks: list[doc.Block] = [doc.Heading(2, ctx.t("runtime")), doc.Table(header, rows), *failed_note(ctx)]
+    if phase_rows:
+        blocks += doc.split_table([ctx.t("arm"), *phases], phase_rows)
+    return blocks
+
+
+def tensorboard_command(ctx: Ctx) -> str:
+    return f"tensorboard --logdir {shlex.quote(str(ctx.study.out_dir / 'runs'))}"
+
+
+def plots_section(ctx: Ctx, plots: list[Plot]) -> list[doc.Block]:
+    """Every figure with its caption, and the TensorBoard command for the run folder."""
+    blocks: list[doc.Block] = [doc.Heading(2, ctx.t("plots")),
+                               doc.Para(ctx.t("tensorboard", cmd=tensorboard_command(ctx)))]
+    for p in plots:
+        caption = ctx.t(p.caption, **p.params)
+        blocks += [doc.Image(f"plots/{p.stem}.png", caption), doc.Para(f"*{caption}*")]
+    return blocks
+
+
+def _tail(lines: object) -> str:
+    if isinstance(lines, str):
+        return lines.rstrip()
+    return "\n".join(str(x).rstrip("\n") for x in lines or [])
+
+
+def failures_section(ctx: Ctx) -> list[doc.Block]:
+    """Each run that did not succeed (class, message, traceback and log tails), warnings, invariants."""
+    s, a = ctx.study, ctx.analysis
+    blocks: list[doc.Block] = [doc.Heading(2, ctx.t("failures")), doc.Heading(3, ctx.t("failed_runs"))]
+    bad = [r for r in s.runs if not r.ok]
+    if not bad:
+        blocks.append(doc.Para(ctx.t("no_failures")))
+    for r in bad:
+        err = r.error
+        blocks.append(doc.Heading(4, f"{r.arm} / seed {r.seed}: {doc.cell(r.label())}"))
+        items = [f"run_id: `{r.run_id}`", f"{ctx.t('status')}: {r.status}"]
+        if err.get("code"):
+            items.append(f"{ctx.t('error_code')}: `{err['code']}`")
+        if err.get("epoch") is not None or err.get("step") is not None:
+            items.append(ctx.t("at", epoch=err.get("epoch", "—"), step=err.get("step", "—")))
+        if signal_text(err):
+            items.append(f"{ctx.t('signal')}: {signal_text(err)}")
+        if err.get("last_metrics"):
+            items.append(f"{ctx.t('last_metrics')}: " + ", ".join(
+                f"{k}={doc.num(v) if isinstance(v, (int, float)) else v}" for k, v in err["last_metrics"].items()))
+        items += [doc.cell(p) for p in r.problems]
+        blocks.append(doc.Bullets(items))
+        for key, title in (("traceback_tail", "traceback"), ("log_tail", "log_tail")):
+            if err.get(key):
+                blocks += [doc.Para(f"**{ctx.t(title)}**"), doc.Code(_tail(err[key]))]
+    texts = [warning_text(ctx, f) for f in a.warnings]
+    blocks += [doc.Heading(3, ctx.t("warnings")), doc.Bullets(texts) if texts else doc.Para(ctx.t("no_warnings"))]
+    rows = []
+    for arm in s.arms:
+        inv = [r.summary.get("invariants") or {} for r in s.arm_runs(arm) if r.summary]
+        if inv:
+            ok = sum(1 for i in inv if i.get("frozen_unchanged") is not False)
+            dead = sorted({str(d) for i in inv for d in i.get("dead_tensors") or []})
+            rows.append([arm_label(ctx, arm), f"{ok}/{len(inv)}", doc.short(", ".join(dead), 80) or "—",
+                         str(sum(len(i.get("warnings") or []) for i in inv))])
+    if rows:
+        blocks += [doc.Heading(3, ctx.t("invariants")), doc.Table(
+            [ctx.t("arm"), ctx.t("frozen_ok"), ctx.t("dead"), ctx.t("inv_warn")], rows)]
+    return blocks
+
+
+def conclusion_lines(ctx: Ctx) -> list[str]:
+    """The auto-written conclusion, one protocol §7 template sentence per (arm, metric)."""
+    s, a = ctx.study, ctx.analysis
+    lines = []
+    for m in a.metrics:
+        ref = a.arm_stat(m, s.reference).summary
+        for arm in s.arms:
+            st = a.arm_stat(m, arm)
+            if arm == s.reference or st.paired is None:
+                continue
+            p = st.paired
+            dval, lo, hi = delta_parts(st)
+            lines.append(ctx.t("conclusion_line", arm=arm, ref=s.reference, metric=m.key,
+                               m_a=doc.value(st.summary.mean, m.percent), s_a=doc.spread(st.summary.std, st.summary.mean, m.percent),
+                               m_r=doc.value(ref.mean, m.percent), s_r=doc.spread(ref.std, ref.mean, m.percent), n=p.n,
+                               d=dval, lo=lo, hi=hi, verdict=verdict_text(ctx, st)))
+        lines += [b.text for b in _best_line(ctx, m) if isinstance(b, doc.Para)]
+    return lines
+
+
+def conclusion_section(ctx: Ctx) -> list[doc.Block]:
+    """Template sentences, skill flags and the warnings the reader must keep in mind."""
+    a = ctx.analysis
+    lines = conclusion_lines(ctx)
+    lines += [warning_text(ctx, f) for f in a.warnings if f.code in ("no_skill", "below_baseline")]
+    if a.warnings:
+        codes = ", ".join(dict.fromkeys(f.code for f in a.warnings))
+        lines.append(ctx.t("caveats", n=len(a.warnings), codes=codes))
+    return [doc.Heading(2, ctx.t("conclusion")), doc.Bullets(lines)]
+
+
+def reproduction_section(ctx: Ctx, lang: str) -> list[doc.Block]:
+    """Recorded commands, the report command, config hashes and versions per arm; the glossary."""
+    s = ctx.study
+    cmds = list(dict.fromkeys(str(r.info["command"]) for r in s.runs if r.info.get("command")))
+    out = shlex.quote(str(s.out_dir))
+    cmds.append(f"freezelab report {out} --lang {lang} --reference {shlex.quote(s.reference)}")
+    cmds.append(tensorboard_command(ctx))
+    rows = []
+    for arm in s.arms:
+        sm = [r.summary for r in s.arm_runs(arm) if r.summary]
+        hashes = ", ".join(dict.fromkeys(str((x.get("hashes") or {}).get("config_hash", "—"))[:12] for x in sm))
+        env = [x.get("environment") or {} for x in sm]
+        rows.append([arm_label(ctx, arm), f"`{hashes or '—'}`",
+                     ", ".join(dict.fromkeys(str(e.get("freezelab", "—")) for e in env)) or "—",
+                     ", ".join(dict.fromkeys(str(e.get("git_commit") or "—") for e in env)) or "—"])
+    return [doc.Heading(2, ctx.t("reproduction")), doc.Para(ctx.t("repro_note")), doc.Code("\n".join(cmds), "bash"),
+            doc.Table([ctx.t("arm"), ctx.t("config_hash"), "freezelab", "git commit"], rows),
+            doc.Heading(2, ctx.t("glossary")), doc.Table(["English", "日本語"], [list(g) for g in GLOSSARY])]

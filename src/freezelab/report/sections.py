@@ -1,0 +1,314 @@
+"""Report sections, part 1: overview, settings, parameters, per-arm epoch tables and the best epoch.
+
+Each ``*_section(ctx)`` returns a list of document blocks; text comes from i18n, numbers from
+``document``'s formatters, so the English and Japanese reports hold the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from freezelab.report import document as doc
+from freezelab.report.aggregate import Study, epoch_metric_keys, epoch_values
+from freezelab.report.analysis import COMPARED_HASHES, Analysis, Finding, Metric
+from freezelab.report.i18n import context_rows, t
+from freezelab.report.stats import describe
+
+HEADLINE_CODES = ("confound_hash", "confound_precision", "allow_confound", "frozen_changed", "single_seed",
+                  "below_baseline")
+ALL_HASHES = (*COMPARED_HASHES, "pretrained_hash", "config_hash")
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What every section builder needs."""
+
+    study: Study
+    analysis: Analysis
+    lang: str
+
+    def t(self, key: str, **params: object) -> str:
+        return t(self.lang, key, **params)
+
+
+def arm_label(ctx: Ctx, arm: str) -> str:
+    """Arm name, marked as reference and with † when some of its seeds did not finish."""
+    label = f"`{arm}`"
+    if arm == ctx.study.reference:
+        label += f" ({ctx.t('reference_mark')})"
+    if ctx.analysis.n_ok.get(arm, 0) < ctx.analysis.n_total.get(arm, 0):
+        label += " †"
+    return label
+
+
+def failed_note(ctx: Ctx, arms: list[str] | None = None) -> list[doc.Block]:
+    """Footnote under an aggregate table naming every run that is not in it."""
+    items = [f"{arm_label(ctx, r.arm)} seed {r.seed}: {doc.cell(r.label())}" for r in ctx.study.runs
+             if not r.ok and (arms is None or r.arm in arms)]
+    return [doc.Bullets(items)] if items else []
+
+
+def warning_text(ctx: Ctx, f: Finding) -> str:
+    """Render one finding in the report language."""
+    p: dict[str, Any] = dict(f.params)
+    if f.code == "confound_hash":
+        p["groups"] = "; ".join(f"{v}: {', '.join(arms)}" for v, arms in p["groups"].items())
+        p["budget"] = ctx.t("w_budget") if p["hash"] == "budget_hash" else ""
+    for key in ("keys", "seeds", "runs", "names", "values"):
+        if isinstance(p.get(key), list):
+            p[key] = ", ".join(doc.cell(x) for x in p[key])
+    if "counts" in p:
+        p["counts"] = ", ".join(f"{a}: n={n}" for a, n in p["counts"].items())
+    if "gap" in p:
+        p["gap"] = f"{p['gap']:.1f}%"
+    if "ratio" in p:
+        p.update(ratio=f"{p['ratio']:.1f}", hi_n=doc.count(p["hi_n"]), lo_n=doc.count(p["lo_n"]))
+    if "value" in p:
+        p["value"] = doc.value(p["value"], p.pop("percent", False))
+    return ctx.t(f"w_{f.code}", **p)
+
+
+def _verdict_counts(ctx: Ctx, metric: Metric) -> dict[str, int]:
+    counts = {"better": 0, "worse": 0, "same": 0, "insufficient": 0}
+    for arm in ctx.study.arms:
+        v = ctx.analysis.arm_stat(metric, arm).verdict
+        key = {"no_difference": "same"}.get(v, v)
+        if key in counts:
+            counts[key] += 1
+    return counts
+
+
+def overview_section(ctx: Ctx) -> list[doc.Block]:
+    """Title, purpose, hypothesis, the one-sentence verdict, headline warnings and the §8 context box."""
+    s, a = ctx.study, ctx.analysis
+    blocks: list[doc.Block] = [doc.Heading(2, ctx.t("overview"))]
+    metric = a.metrics[0]
+    best = next((b for b in a.best if b.metric == metric), None)
+    purpose = s.spec.get("purpose") or s.spec.get("description") or ctx.t(
+        "purpose_auto", n_arms=len(s.arms), study=s.name, ref=s.reference,
+        metrics=", ".join(m.key for m in a.metrics), seeds=", ".join(map(str, s.seeds)))
+    hypothesis = s.spec.get("hypothesis") or ctx.t("hypothesis_auto", ref=s.reference, metric=metric.key)
+    if best:
+        result = ctx.t("result_sentence", metric=metric.key, best=best.arm, ref=s.reference,
+                       value=doc.value(a.arm_stat(metric, best.arm).summary.mean, metric.percent),
+                       **_verdict_counts(ctx, metric))
+    else:
+        result = ctx.t("no_failures") if not a.warnings else warning_text(ctx, a.warnings[0])
+    blocks.append(doc.Bullets([f"**{ctx.t('purpose')}**: {doc.cell(purpose)}",
+                               f"**{ctx.t('hypothesis')}**: {doc.cell(hypothesis)}",
+                               f"**{ctx.t('result')}**: {result}"]))
+    headline = [warning_text(ctx, f) for f in a.warnings if f.code in HEADLINE_CODES]
+    if headline:
+        blocks += [doc.Para(f"**{ctx.t('headline_warnings')}**"), doc.Bullets(headline)]
+    rows = [[w, st, r] for w, st, r in context_rows(s.task, ctx.lang)]
+    blocks.append(doc.Callout(ctx.t("context"), [
+        doc.Para(ctx.t("context_note")),
+        doc.Table([ctx.t("ctx_work"), ctx.t("ctx_setting"), ctx.t("ctx_result")], rows)]))
+    return blocks
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flatten(v, key) if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def _unique(values: list[Any]) -> str:
+    vals = list(dict.fromkeys(str(v) for v in values if v not in (None, "")))
+    return ", ".join(vals) if vals else "—"
+
+
+def settings_section(ctx: Ctx) -> list[doc.Block]:
+    """Environment, base configuration, arms with their resolved diffs, seeds, data hashes."""
+    s = ctx.study
+    blocks: list[doc.Block] = [doc.Heading(2, ctx.t("settings")), doc.Heading(3, ctx.t("environment"))]
+    envs = [r.summary.get("environment") or {} for r in s.runs if r.summary]
+    env_keys = list(dict.fromkeys(k for e in envs for k in e))
+    rows = [[k, doc.cell(_unique([e.get(k) for e in envs]))] for k in env_keys]
+    rows.append([ctx.t("seeds"), ", ".join(map(str, s.seeds))])
+    blocks.append(doc.Table([ctx.t("key"), ctx.t("value")], rows))
+    base = s.spec.get("base") or next((r.config for r in s.runs if r.arm == s.reference and r.config), {})
+    flat = _flatten(base)
+    blocks.append(doc.Heading(3, ctx.t("base_config")))
+    blocks.append(doc.Details(f"{ctx.t('base_config')} ({len(flat)})",
+                              [doc.Table([ctx.t("key"), ctx.t("value")],
+                                         [[k, doc.cell(v)] for k, v in flat.items()])]))
+    blocks += [doc.Heading(3, ctx.t("arms")), *_arms_table(ctx), doc.Heading(3, ctx.t("data"))]
+    blocks.append(doc.Table([ctx.t("hash"), ctx.t("value"), ctx.t("equal")], _hash_rows(ctx)))
+    return blocks
+
+
+def _arm_info(s: Study, arm: str) -> dict[str, Any]:
+    return next((r.info for r in s.arm_runs(arm) if r.info), {})
+
+
+def _arm_summary(s: Study, arm: str) -> dict[str, Any]:
+    runs = s.arm_runs(arm)
+    return next((r.summary for r in runs if r.ok), next((r.summary for r in runs if r.summary), {}))
+
+
+def _arms_table(ctx: Ctx) -> list[doc.Block]:
+    s, a = ctx.study, ctx.analysis
+    rows, details = [], []
+    spec_arms = s.spec.get("arms") if isinstance(s.spec.get("arms"), dict) else {}
+    for arm in s.arms:
+        info = _arm_info(s, arm)
+        diff = info.get("diff_from_base") or {}
+        desc = info.get("description") or (spec_arms.get(arm) or {}).get("description") or "—"
+        groups = (_arm_summary(s, arm).get("params") or {}).get("by_group") or {}
+        frozen = [g for g, v in groups.items() if isinstance(v, dict) and v.get("frozen")]
+        shown = [f"`{k}`={doc.cell(_pair(v)[1])}" for k, v in list(diff.items())[:3]]
+        more = f" (+{len(diff) - 3})" if len(diff) > 3 else ""
+        rows.append([arm_label(ctx, arm), doc.short(desc, 80), ", ".join(shown) + more or ctx.t("no_diff"),
+                     ", ".join(frozen) or "—", f"{a.n_ok[arm]}/{a.n_total[arm]}"])
+        if diff:
+            details.append(doc.Details(ctx.t("full_diff", arm=arm), [doc.Table(
+                [ctx.t("key"), ctx.t("base_value"), ctx.t("arm_value")],
+                [[f"`{k}`", doc.cell(_pair(v)[0]), doc.cell(_pair(v)[1])] for k, v in diff.items()])]))
+    header = [ctx.t("arm"), ctx.t("description"), ctx.t("diff_base"), ctx.t("frozen_groups"), ctx.t("seeds_ok")]
+    return [doc.Table(header, rows), *details]
+
+
+def _pair(v: Any) -> tuple[Any, Any]:
+    """A diff entry ``[base, arm]`` (tolerates a bare value or a dict with base/arm keys)."""
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return v[0], v[1]
+    if isinstance(v, dict):
+        return v.get("base", v.get("ref")), v.get("arm", v.get("value"))
+    return "—", v
+
+
+def _hash_rows(ctx: Ctx) -> list[list[str]]:
+    s = ctx.study
+    rows = []
+    for name in ALL_HASHES:
+        by_arm = {arm: {str((r.summary.get("hashes") or {}).get(name)) for r in s.arm_runs(arm) if r.summary}
+                  for arm in s.arms}
+        values = set().union(*by_arm.values()) - {"None"}
+        if not values:
+            continue
+        if len(values) == 1:
+            rows.append([name, f"`{next(iter(values))[:16]}`", ctx.t("yes")])
+            continue
+        text = "; ".join(f"{arm}: {', '.join(v[:12] for v in sorted(vals - {'None'}))}"
+                         for arm, vals in by_arm.items() if vals - {"None"})
+        same = ctx.t("no") if name in COMPARED_HASHES else "per arm"
+        rows.append([name, doc.short(text, 300), same])
+    return rows
+
+
+def params_section(ctx: Ctx) -> list[doc.Block]:
+    """Total / trainable / frozen / tied / unused per arm, trainable share and tokens per trainable param."""
+    s = ctx.study
+    rows = []
+    for arm in s.arms:
+        summ = _arm_summary(s, arm)
+        p = summ.get("params") or {}
+        tokens = summ.get("train_tokens", summ.get("train_windows"))
+        share = p["trainable"] / p["total"] * 100 if p.get("total") and p.get("trainable") is not None else math.nan
+        tpp = tokens / p["trainable"] if tokens and p.get("trainable") else math.nan
+        rows.append([arm_label(ctx, arm), *(doc.count(p.get(k)) for k in ("total", "trainable", "frozen", "tied",
+                                                                          "unused")),
+                     doc.pct(share).lstrip("+"), doc.num(tpp)])
+    header = [ctx.t("arm"), ctx.t("total"), ctx.t("trainable"), ctx.t("frozen"), ctx.t("tied"), ctx.t("unused"),
+              ctx.t("share"), ctx.t("tok_per_param")]
+    return [doc.Heading(2, ctx.t("params")), doc.Table(header, rows), doc.Para(ctx.t("chinchilla"))]
+
+
+def is_log_key(ctx: Ctx, key: str) -> bool:
+    """Whether an epoch metric is averaged in log space (PPL, or a headline flagged log_scale)."""
+    base = key.rsplit("/", 1)[-1]
+    return base == "ppl" or any(m.log_scale and m.name.rsplit("/", 1)[-1] == base for m in ctx.analysis.metrics)
+
+
+def is_percent_key(ctx: Ctx, key: str) -> bool:
+    return Metric(key, key, "max", False).percent
+
+
+def ordered_epoch_keys(ctx: Ctx) -> list[str]:
+    """Epoch table columns: losses and headline metrics first, other metrics, per-group LR, seconds."""
+    keys = [k for k in epoch_metric_keys(ctx.study) if not k.startswith("grad_norm/")]
+    heads = ["loss"] + [m.name.rsplit("/", 1)[-1] for m in ctx.analysis.metrics]
+    first = [f"{sp}/{h}" for sp in ("train", "val") for h in dict.fromkeys(heads) if f"{sp}/{h}" in keys]
+    tail = [k for k in keys if k.startswith("lr/")] + [k for k in keys if k == "seconds"]
+    return first + [k for k in keys if k not in first and k not in tail] + tail
+
+
+def stat_cell(ctx: Ctx, key: str, values: dict[int, float]) -> str:
+    """``mean ± std`` of per-seed values with the key's averaging rule and display unit."""
+    st = describe(list(values.values()), log_scale=is_log_key(ctx, key))
+    return doc.mean_std(st.mean, st.std, is_percent_key(ctx, key))
+
+
+def epochs_section(ctx: Ctx) -> list[doc.Block]:
+    """Per arm (collapsible): Phase 1 iterations and per-epoch mean ± std with n active, best marked."""
+    s = ctx.study
+    blocks: list[doc.Block] = [doc.Heading(2, ctx.t("epochs")), doc.Para(ctx.t("epochs_note"))]
+    keys = ordered_epoch_keys(ctx)
+    for arm in s.arms:
+        inner: list[doc.Block] = failed_note(ctx, [arm])
+        inner += _phase1_tables(ctx, arm)
+        data = {k: epoch_values(s, arm, k) for k in keys}
+        epochs = sorted({e for by_epoch in data.values() for e in by_epoch})
+        best = [r.best_epoch for r in s.arm_runs(arm, ok_only=True)]
+        rows = []
+        for e in epochs:
+            n = len({seed for by_epoch in data.values() for seed in by_epoch.get(e, {})})
+            mark = f" ★{best.count(e)}" if e in best else ""
+            rows.append([f"{e}{mark}", str(n), *(stat_cell(ctx, k, data[k].get(e, {})) if data[k].get(e) else "—"
+                                                 for k in keys)])
+        if rows:
+            inner += doc.split_table([ctx.t("epoch"), ctx.t("n"), *keys], rows, keep=2)
+        label = f"{arm} (n={ctx.analysis.n_ok[arm]}/{ctx.analysis.n_total[arm]})"
+        blocks.append(doc.Details(label, inner or [doc.Para(ctx.t("no_failures"))]))
+    return blocks
+
+
+def _phase1_tables(ctx: Ctx, arm: str) -> list[doc.Block]:
+    runs = [r for r in ctx.study.arm_runs(arm, ok_only=True) if not r.iterations.empty]
+    if not runs:
+        return []
+    keys = list(dict.fromkeys(k for r in runs for k in r.iterations.columns))
+    its = sorted({int(i) for r in runs for i in r.iterations.index})
+    rows = []
+    for i in its:
+        present = [r for r in runs if i in r.iterations.index]
+        cells = []
+        for k in keys:
+            vals = {r.seed: float(r.iterations.at[i, k]) for r in present
+                    if k in r.iterations.columns and math.isfinite(float(r.iterations.at[i, k]))}
+            cells.append(stat_cell(ctx, k, vals) if vals else "—")
+        rows.append([str(i), str(len(present)), *cells])
+    return [doc.Para(f"**{ctx.t('phase1')}**"),
+            *doc.split_table([ctx.t("iteration"), ctx.t("n"), *keys], rows, keep=2)]
+
+
+def best_epoch_section(ctx: Ctx) -> list[doc.Block]:
+    """Selection rule and, per run, the best epoch with val/test metrics (failed runs included)."""
+    s, a = ctx.study, ctx.analysis
+    sel = s.selection
+    keys = list(dict.fromkeys([str(sel.get("metric", "val/loss"))] + [m.key for m in a.metrics]
+                              + [f"val/{m.name.rsplit('/', 1)[-1]}" for m in a.metrics]))
+    rows = []
+    for r in s.runs:
+        if not r.ok:
+            rows.append([f"`{r.arm}`", str(r.seed), doc.cell(r.label()), "—", "—", *(r.status.upper() for _ in keys)])
+            continue
+        ep_run, ep_max = r.summary.get("epochs_run"), r.summary.get("max_epochs")
+        rows.append([f"`{r.arm}`", str(r.seed), "succeeded", str(r.best_epoch or "—"),
+                     f"{ep_run if ep_run is not None else '—'} / {ep_max if ep_max is not None else '—'}",
+                     *(doc.value(r.value(k), is_percent_key(ctx, k)) for k in keys)])
+    header = [ctx.t("arm"), ctx.t("seed"), ctx.t("status"), ctx.t("best_epoch"), ctx.t("epochs_run"), *keys]
+    tables: list[doc.Block] = list(doc.split_table(header, rows, keep=2))
+    blocks: list[doc.Block] = [doc.Heading(2, ctx.t("best_epoch")),
+                               doc.Para(ctx.t("selection", metric=sel.get("metric", "val/loss"),
+                                              mode=sel.get("mode", "min")))]
+    if len(rows) > 12:
+        return blocks + [doc.Details(ctx.t("per_seed"), tables)]
+    return blocks + tables

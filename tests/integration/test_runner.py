@@ -1,0 +1,159 @@
+"""The engine end to end on a tiny study: run, failures, resume, invariants, determinism, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from freezelab.cli import app
+from freezelab.config.load import load_study
+from freezelab.experiment import runner
+from freezelab.experiment.plan import make_plan
+from freezelab.experiment.runner import run_plan
+from freezelab.tracking.files import read_json, read_jsonl
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).parents[2]
+
+
+def _run(path: Path, out: Path, **kw) -> dict[str, str]:
+    study = load_study(path)
+    outcomes = run_plan(study, make_plan(study), out, isolation=kw.pop("isolation", "inline"), progress=False,
+                        tensorboard=kw.pop("tensorboard", False), **kw)
+    return {o.arm + f"/{o.seed}": o.status for o in outcomes}
+
+
+def _run_dir(out: Path, arm: str, seed: int = 0) -> Path:
+    (d,) = (out / "runs").glob(f"{arm}__s{seed}__*")
+    return d
+
+
+def test_failing_arm_is_recorded_others_succeed_and_rerun_resumes(write_study, tmp_path: Path) -> None:
+    path = write_study({"frozen": {"reference": True}, "trainable": {"overrides": {"embedding.freeze": False}},
+                        "broken": {"overrides": {"embedding.source": str(tmp_path / "missing-model")}}})
+    out = tmp_path / "out"
+    assert _run(path, out) == {"frozen/0": "succeeded", "trainable/0": "succeeded", "broken/0": "failed"}
+    status = read_json(_run_dir(out, "broken") / "status.json")
+    assert status["status"] == "failed"
+    assert status["error"]["class"] == "PretrainedUnavailableError"
+    assert "missing-model" in status["error"]["message"]
+    assert any("load_embedding" in line for line in status["error"]["traceback_tail"])
+    ok = read_json(_run_dir(out, "frozen") / "summary.json")
+    for key in ("best", "params", "wall_seconds", "tokens_per_second", "peak_memory_bytes", "hashes", "test"):
+        assert key in ok, key
+    assert {"data_hash", "split_hash", "eval_hash", "budget_hash", "config_hash"} <= set(ok["hashes"])
+    assert (_run_dir(out, "frozen") / "checkpoints" / "best.safetensors").exists()
+    # the same split for every arm
+    other = read_json(_run_dir(out, "trainable") / "summary.json")
+    assert other["hashes"]["split_hash"] == ok["hashes"]["split_hash"]
+
+    # again: succeeded runs are skipped, the failed one is retried and its first attempt kept
+    assert _run(path, out) == {"frozen/0": "skipped", "trainable/0": "skipped", "broken/0": "failed"}
+    broken = _run_dir(out, "broken")
+    assert (broken / "attempts" / "1" / "status.json").exists()
+    assert read_json(broken / "status.json")["attempt"] == 2
+    assert _run(path, out, retry_failed=False)["broken/0"] == "failed"
+    assert read_json(broken / "status.json")["attempt"] == 2  # left alone
+
+    # an interrupted run (status running, nobody holds its lock) is rerun
+    status = read_json(_run_dir(out, "frozen") / "status.json")
+    status["status"] = "running"
+    (_run_dir(out, "frozen") / "status.json").write_text(json.dumps(status))
+    assert _run(path, out, retry_failed=False)["frozen/0"] == "succeeded"
+
+
+def test_frozen_stays_bit_identical_and_trained_moves(write_study, tmp_path: Path, tiny_model_dir: Path) -> None:
+    from transformers import AutoModel
+
+    pretrained = AutoModel.from_pretrained(tiny_model_dir).get_input_embeddings().weight.detach()
+    path = write_study({"frozen": {"reference": True}, "trainable": {"overrides": {"embedding.freeze": False}}})
+    out = tmp_path / "out"
+    _run(path, out)
+    frozen = load_file(_run_dir(out, "frozen") / "checkpoints" / "best.safetensors")
+    trained = load_file(_run_dir(out, "trainable") / "checkpoints" / "best.safetensors")
+    assert torch.equal(frozen["wte.weight"], pretrained)
+    assert not torch.equal(trained["wte.weight"], pretrained)
+    # both arms share Phase 1 (same seed, same data): identical frozen ContextBlocks
+    for key in frozen:
+        if key.startswith("context_block"):
+            assert torch.equal(frozen[key], trained[key]), key
+    assert any(not torch.equal(frozen[k], trained[k]) for k in frozen if k.startswith("token_block"))
+
+
+def test_injected_change_to_a_frozen_tensor_fails_the_run(write_study, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from freezelab.tasks.lm import phases
+
+    real = phases.FreezeController.check_no_frozen_grads
+
+    def leaky(self) -> None:  # a bug that nudges the frozen embedding during training
+        real(self)
+        with torch.no_grad():
+            self.groups["embed"].params[0][0, 0] += 1.0
+    monkeypatch.setattr(phases.FreezeController, "check_no_frozen_grads", leaky)
+    path = write_study({"frozen": {"reference": True}})
+    _run(path, tmp_path / "out")
+    err = read_json(_run_dir(tmp_path / "out", "frozen") / "status.json")["error"]
+    assert err["code"] == "frozen_tensor_changed" and "wte.weight" in err["message"]
+
+
+def test_same_seed_same_losses_bitwise(write_study, tmp_path: Path) -> None:
+    path = write_study({"frozen": {"reference": True}})
+    _run(path, tmp_path / "a")
+    _run(path, tmp_path / "b")
+    rows = [read_jsonl(_run_dir(tmp_path / d, "frozen") / "metrics.jsonl") for d in ("a", "b")]
+    keys = ("train/loss", "val/loss", "phase1/cvfp_loss")
+    assert [[r.get(k) for k in keys] for r in rows[0]] == [[r.get(k) for k in keys] for r in rows[1]]
+
+
+def test_unfreeze_at_epoch_changes_lr_and_weights(write_study, tmp_path: Path) -> None:
+    path = write_study({"then_unfrozen": {"reference": True, "overrides": {
+        "phase2.unfreeze": {"at_epoch": 1, "groups": ["embed"], "lr_scale": 0.5}, "phase2.patience": 5},
+        "allow_confound": ["phase2.patience"]}})
+    _run(path, tmp_path / "out")
+    rows = [r for r in read_jsonl(_run_dir(tmp_path / "out", "then_unfrozen") / "metrics.jsonl")
+            if r["kind"] == "epoch"]
+    assert rows[0]["lr/embed"] == 0.0 and rows[0]["lr/token_block"] == pytest.approx(0.002)
+    assert rows[1]["lr/embed"] == pytest.approx(0.001)
+    assert "grad_norm/embed" not in rows[0] and "grad_norm/embed" in rows[1]
+
+
+def test_process_death_is_recorded(write_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_study({"frozen": {"reference": True}})
+    monkeypatch.setattr(runner, "_spawn", lambda run_dir, cache: (-9, 123_456_789, 4.2))  # SIGKILL, no record
+    assert _run(path, tmp_path / "out", isolation="process") == {"frozen/0": "failed"}
+    err = read_json(_run_dir(tmp_path / "out", "frozen") / "status.json")["error"]
+    assert err["signal"] == "SIGKILL" and "likely out of memory" in err["message"]
+    assert err["peak_rss_bytes"] == 123_456_789
+
+
+def test_process_isolation_end_to_end(write_study, tmp_path: Path) -> None:
+    path = write_study({"frozen": {"reference": True}})
+    assert _run(path, tmp_path / "out", isolation="process", tensorboard=True) == {"frozen/0": "succeeded"}
+    run_dir = _run_dir(tmp_path / "out", "frozen")
+    assert "succeeded" in (run_dir / "logs" / "run.log").read_text()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+
+
+def test_cli_inspect_reproduces_the_seed_counts() -> None:
+    res = CliRunner().invoke(app, ["inspect", str(ROOT / "examples" / "embedding-freeze.yaml"), "--json",
+                                   "--set", "embedding.source=random", "--set", "embedding.tokenizer=minilm",
+                                   "--set", "embedding.vocab_size=50257", "--set", "embedding.dim=768"])
+    assert res.exit_code == 0, res.output
+    arms = json.loads(res.output)["arms"]
+    assert arms["tied_frozen"]["params"]["total"] == 52_782_336
+    assert arms["tied_frozen"]["params"]["trainable"] == 7_091_712
+    assert arms["frozen_in_untied_head"]["params"]["total"] == 91_379_712
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntask: lm\narms: {a: {overrides: {phase2.max_epochs: 0}}}\n")
+    res = CliRunner().invoke(app, ["run", str(bad)])
+    assert res.exit_code == 2
+    assert "phase2.max_epochs=0" in res.output and "greater than or equal to 1" in res.output
