@@ -194,5 +194,29 @@ def report(
     _write_report(out_dir, lang, reference)
 
 
+@app.command()
+def bench(
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller sizes (seconds)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Measure matmul peak, Phase-2 MFU and recurrence speed-up (ratios, see benchmarks/README.md)."""
+    from freezelab.bench import run_benchmarks
+
+    result = run_benchmarks(device, quick=quick)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    console.print(f"device {result['device']} ({result['threads']} threads, {result['precision']}): "
+                  f"matmul peak {result['matmul_peak_tflops']:.3f} TFLOP/s")
+    for key in ("phase2_frozen_head", "phase2_trainable_head"):
+        r = result[key]
+        console.print(f"{key}: {r['tokens_per_second']:,.0f} tokens/s, "
+                      f"{r['flops_per_second'] / 1e12:.3f} TFLOP/s, MFU {r['mfu']:.1%} of measured peak")
+    r = result["recurrence"]
+    console.print(f"recurrence: batched {r['batched_tokens_per_second']:,.0f} tokens/s vs per-token loop "
+                  f"{r['per_token_tokens_per_second']:,.0f} tokens/s → {r['speedup']:.1f}× faster")
+
+
 if __name__ == "__main__":
     app()

@@ -259,3 +259,21 @@ def test_index_for_one_million_m1_bars_is_fast():
         f"(train {len(split.rows['train'])}, val {len(split.rows['val'])}, test {len(split.rows['test'])})"
     )
     assert len(index) > 100_000
+
+
+def test_real_eurusd_windows_split_and_stats():
+    import importlib.util
+
+    if importlib.util.find_spec("backtesting") is None:
+        pytest.skip("backtesting (freezelab[fxdata]) not installed")
+    from freezelab.tasks.timeseries.bars import default_fx_path, load_multi_timeframe
+
+    bars = load_multi_timeframe(default_fx_path(), "h1", ["h1", "h4", "d"], "reject")
+    index = build_window_index(bars, base_tf="h1", context={"h1": 64, "h4": 32, "d": 10})
+    split = make_split(bars, index, max_eval_windows=200)
+    assert len(split.rows["train"]) > 3000 and len(split.part("val")) == len(split.part("test")) == 200
+    val = bar_extent(bars, index, split.rows["val"])
+    train = bar_extent(bars, index, split.rows["train"])
+    assert max(v[1] for v in train.values()) <= min(v[0] for v in val.values())
+    stats = fit_norm_stats(bars, split)
+    assert 10 < stats.scale_bp["h1"] < stats.scale_bp["d"] < 500  # EUR/USD moves tens of bp per hour

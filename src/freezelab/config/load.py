@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from freezelab.config.schema import PROTECTED_KEYS, TASK_CONFIGS, StudyConfig
+from freezelab.config.schema import StudyConfig, protected_keys, task_config
 from freezelab.errors import ConfigError
 
 
@@ -113,7 +113,7 @@ def _format_errors(where: str, err: ValidationError, prefix: str = "") -> list[s
 
 
 def _validate_task(task: str, tree: dict[str, Any], where: str, prefix: str) -> tuple[dict, list[str]]:
-    model: type[BaseModel] = TASK_CONFIGS[task]
+    model: type[BaseModel] = task_config(task)
     try:
         return model.model_validate(tree).model_dump(mode="json"), []
     except ValidationError as err:
@@ -171,7 +171,7 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
     if profile is not None and profile not in spec.profiles:
         allowed = ", ".join(spec.profiles) or "none defined"
         raise ConfigError(f"{path}: profile '{profile}' not found (allowed: {allowed})")
-    task_defaults = TASK_CONFIGS[spec.task]().model_dump(mode="json")
+    task_defaults = task_config(spec.task)().model_dump(mode="json")
 
     base_tree = copy.deepcopy(spec.base)
     layered: list[tuple[str, dict[str, Any]]] = []
@@ -187,7 +187,7 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
     problems += errs
 
     arms: dict[str, ResolvedArm] = {}
-    protected = PROTECTED_KEYS.get(spec.task, ())
+    protected = protected_keys(spec.task)
     for name, arm in spec.arms.items():
         where = f"{path}: arms.{name}.overrides"
         unknown = _check_keys(arm.overrides, task_defaults, where)

@@ -245,4 +245,19 @@ class StudyConfig(Strict):
         return refs[0] if refs else next(iter(self.arms))
 
 
-TASK_CONFIGS: dict[str, type[BaseModel]] = {"lm": LMConfig}
+def task_config(task: str) -> type[BaseModel]:
+    """The pydantic model of a task's resolved run config (imported lazily for other tasks)."""
+    if task == "timeseries":
+        from freezelab.tasks.timeseries.config import TSConfig
+
+        return TSConfig
+    return LMConfig
+
+
+def protected_keys(task: str) -> tuple[str, ...]:
+    """Dotted keys (and prefixes) that arms may change only via ``allow_confound``."""
+    if task == "timeseries":
+        from freezelab.tasks.timeseries.config import PROTECTED_KEYS as ts_keys
+
+        return tuple(ts_keys)
+    return PROTECTED_KEYS.get(task, ())

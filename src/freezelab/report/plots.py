@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from freezelab.report.aggregate import Study, epoch_metric_keys, epoch_values
 from freezelab.report.analysis import Analysis, Metric
@@ -37,14 +38,28 @@ def _colors(n: int) -> list:
 
 
 def _grid(n: int, width: float = 3.2, height: float = 2.4) -> tuple[Figure, list]:
+    """Small multiples sharing both axes. Fixed margins instead of constrained layout: with 10+ panels
+    the layout engine dominates the report's run time."""
     cols = min(5, max(1, n))
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows + 0.4), layout="constrained")
+    fig = Figure(figsize=(width * cols, height * rows + 0.4))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel().tolist()
+    tall = height * rows + 0.4
+    fig.subplots_adjust(left=0.25 / cols + 0.03, right=0.99, bottom=0.55 / tall, top=1 - 0.35 / tall,
+                        wspace=0.12, hspace=0.35)
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
+
+
+def _log_y(ax) -> None:
+    """Log y axis when the plotted data span more than a decade (else linear reads better), without
+    minor tick labels (labelling them is slow and clutters small panels)."""
+    ys = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), dtype=float) if np.isfinite(y)]
+    if ys and min(ys) > 0 and max(ys) / min(ys) > 10:
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _save(fig: Figure, plots_dir: Path, stem: str) -> None:
@@ -86,7 +101,7 @@ def learning_curves(study: Study, base: str, log_scale: bool, plots_dir: Path) -
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
         if log_scale:
-            ax.set_yscale("log")
+            _log_y(ax)
     axes[0].legend(fontsize=7)
     stem = f"curves_{_safe(base)}"
     _save(fig, plots_dir, stem)
@@ -121,8 +136,6 @@ def final_bars(study: Study, analysis: Analysis, metric: Metric, plots_dir: Path
     ax.set_xticks(range(len(stats)), [s.arm for s in stats], rotation=30 if len(stats) > 4 else 0,
                   ha="right" if len(stats) > 4 else "center", fontsize=8)
     ax.set_ylabel(metric.key)
-    if metric.log_scale:
-        ax.set_yscale("log")
     stem = f"final_{_safe(metric.key)}"
     _save(fig, plots_dir, stem)
     return Plot(stem, "plot_final", {"metric": metric.key})
@@ -145,6 +158,7 @@ def paired_diffs(study: Study, analysis: Analysis, metric: Metric, plots_dir: Pa
             ax.errorbar(i, conv(p.d), yerr=[[conv(p.d) - conv(p.lo)], [conv(p.hi) - conv(p.d)]], fmt="D",
                         color="black", capsize=5, ms=4)
     ax.axhline(0, color="gray", lw=1)
+    ax.set_xlim(-0.6, len(stats) - 0.4)
     ax.set_xticks(range(len(stats)), [s.arm for s in stats], rotation=30 if len(stats) > 4 else 0,
                   ha="right" if len(stats) > 4 else "center", fontsize=8)
     ax.set_ylabel(f"Δ% {metric.key}" if metric.log_scale else f"Δ {metric.key}")
@@ -169,8 +183,7 @@ def grad_norms(study: Study, plots_dir: Path) -> Plot | None:
                 ax.plot(list(by_epoch), means, color=colors[key], label=key.split("/", 1)[1])
         ax.set_title(arm, fontsize=9)
         ax.tick_params(labelsize=7)
-        if any(line.get_ydata().size and np.all(line.get_ydata() > 0) for line in ax.get_lines()):
-            ax.set_yscale("log")
+        _log_y(ax)
     axes[0].legend(fontsize=6)
     _save(fig, plots_dir, "grad_norm")
     return Plot("grad_norm", "plot_grad")

@@ -45,4 +45,8 @@ def get_task(name: str) -> Task:
         from freezelab.tasks.lm.task import LMTask
 
         return LMTask()
+    if name == "timeseries":
+        from freezelab.tasks.timeseries.task import TSTask
+
+        return TSTask()
     raise ValueError(f"unknown task {name!r}")

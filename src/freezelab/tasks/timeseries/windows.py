@@ -236,6 +236,15 @@ def make_split(
     """
     if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0):
         raise ConfigError(f"split fractions must be three non-negative shares summing to 1, got {fractions}.")
+    base_minutes = TIMEFRAMES[index.base_tf]
+    for key, stride in [
+        ("train_stride_minutes", train_stride_minutes),
+        ("eval_stride_minutes", eval_stride_minutes),
+    ]:
+        if stride is not None and (stride < 1 or stride % base_minutes != 0):
+            raise ConfigError(
+                f"{key}={stride} must be a positive multiple of {base_minutes} ({index.base_tf})."
+            )
     n = len(index)
     cut1 = round(fractions[0] * n)
     cut2 = round((fractions[0] + fractions[1]) * n)
@@ -386,6 +395,14 @@ def fit_norm_stats(bars: Mapping[str, Bars], split: WindowSplit, *, batch_window
     """Fit s_f on the train windows only, ref = last base close (no mask), in bounded memory.
 
     Chunks are combined with the parallel-variance formula (Chan et al. 1979), in float64.
+
+    Args:
+        bars: the bars the split's index was built on.
+        split: the split; only `split.rows["train"]` is read.
+        batch_windows: windows gathered at a time (memory: batch x sum_f K_f x 32 bytes).
+
+    Returns:
+        The stats, keyed by `split.hash`.
     """
     index, rows = split.index, split.rows["train"]
     count = dict.fromkeys(index.tfs, 0)
@@ -411,7 +428,16 @@ def fit_norm_stats(bars: Mapping[str, Bars], split: WindowSplit, *, batch_window
 def normalise_windows(
     ohlc: Mapping[str, np.ndarray], ref: np.ndarray, stats: NormStats
 ) -> dict[str, np.ndarray]:
-    """z = 1e4 * ln(p / ref) / s_f for every TF: {tf: (B, K_f, 4)}. bp = z * s_f."""
+    """z = 1e4 * ln(p / ref) / s_f for every TF: {tf: (B, K_f, 4)}. bp = z * s_f.
+
+    Raises:
+        DataError: `stats` has no scale for one of the TFs (never skipped silently).
+    """
+    missing = [f for f in ohlc if f not in stats.scale_bp]
+    if missing:
+        raise DataError(
+            f"Normalisation stats (split {stats.split_hash}) have no scale for {missing}; refit them."
+        )
     return {f: to_bp(p, ref) / stats.scale_bp[f] for f, p in ohlc.items()}
 
 

@@ -1,0 +1,129 @@
+"""Benchmarks reported as ratios, never as timed assertions (``freezelab bench``).
+
+- ``matmul_peak``: the machine's measured dense matmul FLOP/s (the denominator of every MFU here).
+- ``phase2``: achieved FLOP/s of CVFP Phase-2 training steps (FLOP model of cvfp-lm.md §8) / peak.
+- ``recurrence``: batched per-document context recurrence vs the per-token loop of the original,
+  as tokens/s of each and their ratio, on the same inputs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def _best_seconds(fn: Callable[[], Any], *, repeats: int, device: torch.device) -> float:
+    """Fastest of ``repeats`` timed calls after one warm-up (synchronising CUDA)."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, *, size: int | None = None, repeats: int = 5) -> float:
+    """Measured FLOP/s of a square matmul (2·n³ FLOP), the best of ``repeats``."""
+    n = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / _best_seconds(lambda: a @ b, repeats=repeats, device=device)
+
+
+def phase2_flops_per_token(vocab: int, dim: int, context_dim: int, layers: int, *, head_trainable: bool) -> float:
+    """Matmul FLOP per training token (cvfp-lm.md §8): TokenBlock 6·W + head fwd/input-grad (+ weight-grad)."""
+    w_blk = layers * (context_dim + dim) * dim
+    vd = vocab * dim
+    return 6 * w_blk + 4 * vd + (2 * vd if head_trainable else 0)
+
+
+def bench_phase2(device: torch.device, *, vocab: int, dim: int, layers: int, batch: int, steps: int,
+                 precision: str, head_trainable: bool) -> dict[str, float]:
+    """Time Phase-2 training steps on cached contexts; return tokens/s and achieved FLOP/s."""
+    from freezelab.freeze.param_groups import FreezeController, ParamGroup
+    from freezelab.tasks.lm.model import CVFPModel
+
+    g = torch.Generator().manual_seed(0)
+    model = CVFPModel(vocab_size=vocab, embed_dim=dim, context_dim=dim, num_layers=layers, tie_head=True,
+                      generator=g).to(device)
+    ctl = FreezeController(model, [ParamGroup("embed", [model.wte], frozen=not head_trainable),
+                                   ParamGroup("embed_norm", [model.embed_norm], frozen=True),
+                                   ParamGroup("context_block", [model.context_block], frozen=True),
+                                   ParamGroup("token_block", [model.token_block])])
+    opt = ctl.build_optimizer(2e-3)
+    ids = torch.randint(0, vocab, (batch * steps + 1,), generator=g).to(device)
+    contexts = torch.randn(batch * steps, layers, dim, generator=g).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    model.train()
+
+    def run() -> None:
+        for s in range(steps):
+            pos = torch.arange(s * batch, (s + 1) * batch, device=device)
+            with autocast:
+                logits = model(contexts[pos], model.embed(ids[pos]))
+                loss = F.cross_entropy(logits.float(), ids[pos + 1])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(ctl.trainable_params(), 1.0)
+            opt.step()
+
+    seconds = _best_seconds(run, repeats=2, device=device)
+    tokens = batch * steps
+    flops = phase2_flops_per_token(vocab, dim, dim, layers, head_trainable=head_trainable) * tokens
+    return {"tokens_per_second": tokens / seconds, "flops_per_second": flops / seconds}
+
+
+def bench_recurrence(device: torch.device, *, dim: int, layers: int, docs: int, doc_len: int) -> dict[str, float]:
+    """Batched per-document recurrence vs the per-token loop (same block, same inputs)."""
+    from freezelab.tasks.lm.model import ContextBlock
+    from freezelab.tasks.lm.recurrence import contexts_per_document
+
+    g = torch.Generator().manual_seed(0)
+    block = ContextBlock(dim, dim, layers, generator=g).to(device)
+    x = torch.randn(docs * doc_len, dim, generator=g).to(device)
+    offsets = torch.arange(0, docs * doc_len + 1, doc_len)
+
+    @torch.no_grad()
+    def per_token() -> None:  # the original's loop: one token at a time, reset per document
+        for d in range(docs):
+            c = torch.zeros(1, dim, device=device)
+            for t in range(d * doc_len, (d + 1) * doc_len):
+                c = block(c, x[t:t + 1])[:, -1]
+
+    batched = _best_seconds(lambda: contexts_per_document(block, x, offsets), repeats=2, device=device)
+    loop = _best_seconds(per_token, repeats=1, device=device)
+    n = docs * doc_len
+    return {"batched_tokens_per_second": n / batched, "per_token_tokens_per_second": n / loop,
+            "speedup": loop / batched}
+
+
+def run_benchmarks(device_name: str = "auto", *, quick: bool = False) -> dict[str, Any]:
+    """All benchmarks on one device; sizes follow the device (MiniLM-sized on CPU, GPT-2-sized on GPU)."""
+    device = torch.device("cuda" if device_name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    gpu = device.type == "cuda"
+    precision = "bf16" if gpu else "fp32"
+    dtype = torch.bfloat16 if gpu else torch.float32
+    peak = matmul_peak(device, dtype)
+    vocab, dim = (50257, 768) if gpu else (30522, 384)
+    batch, steps = (512, 20) if gpu else (256, 3 if quick else 6)
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name(0) if gpu else "cpu",
+                           "threads": torch.get_num_threads(), "precision": precision,
+                           "matmul_peak_tflops": peak / 1e12}
+    for head_trainable in (False, True):
+        r = bench_phase2(device, vocab=vocab, dim=dim, layers=6, batch=batch, steps=steps, precision=precision,
+                         head_trainable=head_trainable)
+        key = "phase2_trainable_head" if head_trainable else "phase2_frozen_head"
+        out[key] = {**r, "mfu": r["flops_per_second"] / peak, "vocab": vocab, "dim": dim, "batch": batch}
+    out["recurrence"] = bench_recurrence(device, dim=dim, layers=6, docs=16 if quick else 64,
+                                         doc_len=32 if quick else 64)
+    return out
