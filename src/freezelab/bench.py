@@ -40,18 +40,12 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, *, size: int | None = 
     return 2 * n**3 / _best_seconds(lambda: a @ b, repeats=repeats, device=device)
 
 
-def phase2_flops_per_token(vocab: int, dim: int, context_dim: int, layers: int, *, head_trainable: bool) -> float:
-    """Matmul FLOP per training token (cvfp-lm.md §8): TokenBlock 6·W + head fwd/input-grad (+ weight-grad)."""
-    w_blk = layers * (context_dim + dim) * dim
-    vd = vocab * dim
-    return 6 * w_blk + 4 * vd + (2 * vd if head_trainable else 0)
-
-
 def bench_phase2(device: torch.device, *, vocab: int, dim: int, layers: int, batch: int, steps: int,
                  precision: str, head_trainable: bool) -> dict[str, float]:
     """Time Phase-2 training steps on cached contexts; return tokens/s and achieved FLOP/s."""
     from freezelab.freeze.param_groups import FreezeController, ParamGroup
     from freezelab.tasks.lm.model import CVFPModel
+    from freezelab.tasks.lm.phases import phase2_flops_per_token
 
     g = torch.Generator().manual_seed(0)
     model = CVFPModel(vocab_size=vocab, embed_dim=dim, context_dim=dim, num_layers=layers, tie_head=True,
@@ -79,7 +73,7 @@ def bench_phase2(device: torch.device, *, vocab: int, dim: int, layers: int, bat
 
     seconds = _best_seconds(run, repeats=2, device=device)
     tokens = batch * steps
-    flops = phase2_flops_per_token(vocab, dim, dim, layers, head_trainable=head_trainable) * tokens
+    flops = phase2_flops_per_token(model, head_trainable=head_trainable) * tokens
     return {"tokens_per_second": tokens / seconds, "flops_per_second": flops / seconds}
 
 

@@ -49,16 +49,16 @@ def test_runs_to_max_iterations_without_convergence() -> None:
     assert seen[1]["conv_rate"] == 0.0
 
 
-def test_stop_rule_uses_ratio() -> None:
-    # The seed's pattern: r_1 is high before any update, then drops once Adam moves the block.
-    cfg = Phase1Config(max_iterations=6, min_iterations=2, min_converged_ratio=0.9, chunk_rows=128)
+@pytest.mark.parametrize("min_iterations", [2, 4])
+def test_stop_rule_uses_ratio(min_iterations: int) -> None:
+    cfg = Phase1Config(max_iterations=6, min_iterations=min_iterations, min_converged_ratio=0.9, chunk_rows=128)
     _, _, result = run(cfg)
-    rates = [h["conv_rate"] for h in result.history[1:]]
-    assert result.iterations <= cfg.max_iterations
-    if result.converged:
-        assert rates[-1] >= 0.9 and all(r < 0.9 for r in rates[:-1] if rates.index(r) + 2 >= 2)
-    else:
-        assert result.iterations == cfg.max_iterations
+    rates = {h["iteration"]: h["conv_rate"] for h in result.history[1:]}
+    stop = next((k for k, r in rates.items() if k + 1 >= min_iterations and r >= 0.9), None)
+    assert result.iterations == (stop + 1 if stop is not None else cfg.max_iterations)
+    assert result.converged == (stop is not None)
+    if min_iterations == 2:  # r_1 is high before any update (the seed's "100 % at k = 1")
+        assert rates[1] >= 0.9 and result.iterations == 2
 
 
 def test_diversity_loss_decreases_and_losses_are_logged() -> None:
@@ -75,7 +75,7 @@ def test_zero_noise_pure_cvfp_is_already_a_fixed_point() -> None:
     # Without noise, C¹ = C⁰ exactly (same parameters, exact shifted inputs): loss 0, all rows converged.
     cfg = Phase1Config(max_iterations=3, min_iterations=2, noise_std=0.0, dist_reg_weight=0.0, chunk_rows=128)
     _, _, result = run(cfg)
-    assert result.history[1]["cvfp_loss"] == 0.0 and result.history[1]["conv_rate"] == 1.0
+    assert result.history[1]["cvfp_loss"] < 1e-10 and result.history[1]["conv_rate"] == 1.0
 
 
 def test_same_seed_is_bitwise_identical_other_seed_differs() -> None:
@@ -109,29 +109,48 @@ def test_noise_only_in_training_passes_and_final_contexts_are_exact() -> None:
     assert not torch.allclose(result.contexts[:, -1], iterates[2], atol=1e-3)  # C^K is not what we return
 
 
+def wide_inputs() -> tuple[ContextBlock, torch.Tensor]:
+    """A block wide enough to forget within ~10 tokens, so Jacobi sweeps converge fast."""
+    gen = torch.Generator().manual_seed(0)
+    block = ContextBlock(64, 64, 6, generator=gen)
+    return block, torch.nn.functional.layer_norm(torch.randn(300, 64, generator=gen), (64,))
+
+
 def test_stream_mode_with_wraparound() -> None:
+    block, x = wide_inputs()
     cfg = Phase1Config(max_iterations=3, min_iterations=3, reset="stream", wraparound=True,
                        iter0="jacobi", chunk_rows=128)  # fmt: skip
-    block, x, result = run(cfg)
+    result = train_phase1(block, x, None, cfg, generator=torch.Generator().manual_seed(1))
     assert result.history[0]["method"] == "stream_jacobi" and result.history[0]["jacobi_sweeps"] >= 1
     assert result.final_method == "stream_jacobi"
     torch.testing.assert_close(result.contexts, contexts_stream_sequential(block, x), atol=1e-4, rtol=0)
 
 
+def test_stream_mode_falls_back_loudly_when_jacobi_stalls() -> None:
+    # The tiny d = 8 block barely forgets, so 5 sweeps cannot converge: warn and use the loop.
+    cfg = Phase1Config(max_iterations=2, min_iterations=2, reset="stream", iter0="jacobi", jacobi_max_sweeps=5)
+    with pytest.warns(RuntimeWarning, match="jacobi_not_converged.*falling back to the per-token loop"):
+        block, x, result = run(cfg)
+    assert result.history[0]["method"] == "stream_sequential" and result.final_method == "stream_sequential"
+    torch.testing.assert_close(result.contexts, contexts_stream_sequential(block, x), atol=0, rtol=0)
+
+
 def test_iter0_jacobi_per_document_matches_sequential() -> None:
-    seen = []
-    run(Phase1Config(max_iterations=1, iter0="jacobi"), on_contexts=lambda k, c: seen.append(c))
-    block, x = make_inputs()
-    assert len(seen) == 1
-    torch.testing.assert_close(seen[0], contexts_per_document(block, x, OFFSETS, all_layers=False), atol=1e-4, rtol=0)
+    block, x = wide_inputs()
+    offsets, seen = torch.tensor([0, 40, 41, 300]), []
+    cfg = Phase1Config(max_iterations=1, min_iterations=1, iter0="jacobi")
+    result = train_phase1(block, x, offsets, cfg, generator=torch.Generator(), on_contexts=lambda k, c: seen.append(c))
+    assert len(seen) == 1 and result.history[0]["method"] == "per_document_jacobi"
+    expected = contexts_per_document(block, x, offsets, all_layers=False)
+    torch.testing.assert_close(seen[0], expected, atol=1e-4, rtol=0)
 
 
 def test_non_finite_chunks_are_skipped() -> None:
     block, x = make_inputs()
-    x[250:400] = float("nan")  # document 2 is exactly chunk 2 with chunk_rows=150 (per-document: no leak)
-    cfg = Phase1Config(max_iterations=2, min_iterations=2, chunk_rows=150)
+    x[250:400] = float("nan")  # document 2 = chunks 5..7 of 50 rows; per-document reset: no leak
+    cfg = Phase1Config(max_iterations=2, min_iterations=2, chunk_rows=50)
     result = train_phase1(block, x, OFFSETS, cfg, generator=torch.Generator().manual_seed(0))
-    assert result.history[1]["skipped_chunks"] == 1
+    assert result.history[1]["skipped_chunks"] == 3
     assert all(torch.isfinite(p).all() for p in block.parameters())
 
 

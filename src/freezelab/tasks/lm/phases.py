@@ -117,6 +117,37 @@ def compute_contexts(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits)
     return out
 
 
+@torch.no_grad()
+def context_diagnostics(model: CVFPModel, cfg: LMConfig, contexts: Splits, ids: Splits, offs: Splits, *,
+                        seed: int) -> dict[str, Any]:
+    """Effective rank of the cached final contexts (train and val on the same rows) and the
+    memory-horizon probe (cvfp-lm.md §4, §10), for every arm including the untrained ContextBlock."""
+    from freezelab.tasks.lm.rank import effective_rank_centred, effective_rank_legacy, memory_horizon
+
+    c_train, c_val = contexts["train"][:, -1].float(), contexts["val"][:, -1].float()
+    rows = min(cfg.phase1.er_rows, c_train.shape[0], c_val.shape[0])
+    out: dict[str, Any] = {"er_rows": rows}
+    if cfg.model.use_context:
+        for split, c in (("train", c_train), ("val", c_val)):
+            er = effective_rank_centred(c, rows=rows, generator=torch_generator(seed, "er", "final", split))
+            out[f"{split}/er"], out[f"{split}/pr"] = er["er_frac"], er["pr_frac"]
+        out["train/er_legacy"] = effective_rank_legacy(c_train, generator=torch_generator(seed, "er", "legacy")) \
+            / c_train.shape[1]
+    x = token_inputs_all(model, ids["val"], offs["val"])
+    if x.shape[0] >= 16:
+        out["memory_horizon"] = memory_horizon(model.context_block, x, horizons=16,
+                                               generator=torch_generator(seed, "memory_horizon"))
+    return out
+
+
+def phase2_flops_per_token(model: CVFPModel, *, head_trainable: bool) -> float:
+    """Matmul FLOP per Phase-2 training token (cvfp-lm.md §8): TokenBlock 6·W, head fwd + input grad
+    4·V·d, plus the head's weight grad 2·V·d when the head trains (LN, ReLU and softmax neglected)."""
+    w_blk = sum(layer.weight.numel() for layer in model.token_block.modules() if isinstance(layer, torch.nn.Linear))
+    vd = model.vocab_size * model.embed_dim
+    return 6 * w_blk + 4 * vd + (2 * vd if head_trainable else 0)
+
+
 def target_positions(offsets: torch.Tensor) -> torch.Tensor:
     """Flat positions t whose next token ids[t+1] lies in the same document: (n_targets,)."""
     n = int(offsets[-1])

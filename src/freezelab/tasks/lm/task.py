@@ -135,7 +135,7 @@ class LMTask:
         offs = {k: torch.from_numpy(v.offsets).to(device) for k, v in splits.items()}
 
         # --- Phase 1 ---------------------------------------------------------------------------
-        from freezelab.tasks.lm.phases import compute_contexts, run_phase1
+        from freezelab.tasks.lm.phases import compute_contexts, context_diagnostics, run_phase1
 
         t1 = time.time()
         model.requires_grad_(False)
@@ -143,11 +143,12 @@ class LMTask:
                         progress=ctx.progress) if cfg.phase1.enabled else None
         contexts = compute_contexts(model, cfg, ids, offs)
         phase1_seconds = time.time() - t1
-        facts["phase1"] = p1.summary if p1 is not None else {"enabled": False}
+        facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False}),
+                           **context_diagnostics(model, cfg, contexts, ids, offs, seed=ctx.seed)}
         ctx.log(f"phase 1: {facts['phase1']} ({phase1_seconds:.1f}s)")
 
         # --- Phase 2 ---------------------------------------------------------------------------
-        from freezelab.tasks.lm.phases import run_phase2
+        from freezelab.tasks.lm.phases import phase2_flops_per_token, run_phase2
 
         t2 = time.time()
         controller = FreezeController(model, phase2_groups(model, cfg))
@@ -161,6 +162,10 @@ class LMTask:
                             token_bytes=token_bytes, progress=ctx.progress,
                             first_step=p1.iterations if p1 is not None else 0)
         phase2_seconds = time.time() - t2
+        head_trainable = not controller.groups["embed" if model.head is None else "head"].frozen  # at the end
+        tokens_per_second = result["tokens_seen"] / max(result["train_seconds"], 1e-9)
+        flops = phase2_flops_per_token(model, head_trainable=head_trainable)
         return {**{k: v for k, v in facts.items() if k not in ("epoch", "step")}, **result,
                 "phase_seconds": {"phase1": phase1_seconds, "phase2": phase2_seconds},
-                "tokens_per_second": result["tokens_seen"] / max(result["train_seconds"], 1e-9)}
+                "tokens_per_second": tokens_per_second, "flops_per_token": flops,
+                "achieved_tflops": tokens_per_second * flops / 1e12}

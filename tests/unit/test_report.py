@@ -1,0 +1,237 @@
+"""The comparison report end to end on fabricated run folders (tests/report_fixtures.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds report_fixtures
+
+from report_fixtures import (  # noqa: E402
+    LM_TEST_PPL, make_lm_study, make_timeseries_study, make_wide_study, write_study_json,
+)
+
+from freezelab.errors import ConfigError, DataNotFoundError  # noqa: E402
+from freezelab.report import build_document, markdown, write_report  # noqa: E402
+from freezelab.report.aggregate import load_study  # noqa: E402
+from freezelab.report.analysis import analyze  # noqa: E402
+from freezelab.report.stats import describe  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    out = make_lm_study(tmp_path_factory.mktemp("lm"))
+    return out, write_report(out, lang="ja")
+
+
+@pytest.fixture(scope="module")
+def lm_md(lm):
+    out, _ = lm
+    return (out / "report.md").read_text(encoding="utf-8"), (out / "report.ja.md").read_text(encoding="utf-8")
+
+
+def codes(out: Path) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for f in analyze(load_study(out)).warnings:
+        found.setdefault(f.code, []).append(f.params)
+    return found
+
+
+# ---- files and statistics ----
+
+def test_writes_every_output(lm):
+    out, paths = lm
+    for name in ("report.md", "report.ja.md", "report.html", "results.csv", "runs.csv", "report.json"):
+        assert paths[name] == out / name and (out / name).stat().st_size > 0
+    pngs = [k for k in paths if k.startswith("plots/") and k.endswith(".png")]
+    assert {"plots/final_test_ppl.png", "plots/paired_test_ppl.png", "plots/grad_norm.png"} <= set(pngs)
+    assert all(paths[k[:-3] + "svg"].exists() for k in pngs)
+
+
+def test_results_csv_long_format_and_runs_csv(lm):
+    out, _ = lm
+    res = pd.read_csv(out / "results.csv")
+    assert list(res.columns[:7]) == ["study", "arm", "seed", "epoch", "split", "metric", "value"]
+    test_ppl = res[(res.kind == "test") & (res.split == "test") & (res.metric == "ppl")]
+    assert sorted(test_ppl[test_ppl.arm == "untied"].value) == sorted(LM_TEST_PPL["untied"].values())
+    runs = pd.read_csv(out / "runs.csv")
+    failed = runs[runs.status == "failed"]
+    assert len(runs) == 9 and len(failed) == 1
+    assert (failed.error_class.iloc[0], failed.error_message.iloc[0]) == ("ValueError", "boom")
+
+
+def test_comparison_numbers_recomputed_from_run_folders(lm_md):
+    en, _ = lm_md
+    s = describe(list(LM_TEST_PPL["untied"].values()), log_scale=True)
+    row = next(line for line in en.splitlines() if line.startswith("| `untied` | 3 |"))
+    assert f"{s.mean:,.2f} ± {s.std:,.2f}" in row and f"[{s.lo:,.2f}, {s.hi:,.2f}]" in row
+    pct = (math.exp(sum(math.log(LM_TEST_PPL["untied"][k] / LM_TEST_PPL["tied_frozen"][k]) for k in range(3)) / 3)
+           - 1) * 100
+    assert f"{pct:+.1f}%" in row
+
+
+def test_verdicts_better_and_indistinguishable(lm):
+    out, _ = lm
+    a = analyze(load_study(out))
+    ppl = next(m for m in a.metrics if m.key == "test/ppl")
+    assert a.arm_stat(ppl, "untied").verdict == "better"
+    assert a.arm_stat(ppl, "tied_trainable").verdict == "no_difference"
+    p_raw = [a.arm_stat(ppl, arm).paired.p for arm in ("untied", "tied_trainable")]
+    assert p_raw[0] == pytest.approx(0.25)  # n = 3: never below 0.25
+    assert a.arm_stat(ppl, "untied").p_holm == pytest.approx(min(1.0, 2 * min(p_raw)))
+    assert a.best[0].arm == "untied"
+
+
+def test_conclusion_follows_template(lm_md):
+    en, ja = lm_md
+    pat = (r"`untied` vs `tied_frozen`: test/ppl [\d,.]+±[\d,.]+ vs [\d,.]+±[\d,.]+ \(n=3\); "
+           r"paired Δ -[\d.]+% \[-[\d.]+%, -[\d.]+%\] → better\.")
+    assert re.search(pat, en)
+    assert "no detectable difference at 2 seeds" in en
+    assert "## Conclusion" in en and "[fill in" not in en.lower()
+    assert re.search(r"`untied` 対 `tied_frozen`: test/ppl .* → 改善。", ja)
+
+
+# ---- failures ----
+
+def test_failure_section_and_labels(lm_md, lm):
+    en, ja = lm_md
+    for text in (en, ja):
+        assert "FAILED (ValueError: boom)" in text
+        assert "raise ValueError('boom')" in text  # traceback tail
+        assert "epoch 2 step 120 loss 5.1" in text  # log tail
+    assert re.search(r"\| `tied_trainable` † \| 2/3 \|", en)  # arm marked, n shown
+    assert "FAILED (ValueError: boom)" in (lm[0] / "report.html").read_text(encoding="utf-8")
+
+
+# ---- warnings ----
+
+def test_warnings_from_main_fixture(lm):
+    found = codes(lm[0])
+    assert found["best_first"][0]["arm"] == "tied_trainable"
+    assert {p["arm"] for p in found["no_skill"]} == {"tied_frozen", "tied_trainable"}  # CI overlaps kn_bigram
+    assert found["failed_seeds"][0] == {"arm": "tied_trainable", "n": 2, "total": 3,
+                                        "runs": ["FAILED (ValueError: boom)"]}
+    assert "unequal_n" in found and "confound_hash" not in found and "single_seed" not in found
+
+
+def test_warning_single_seed(tmp_path):
+    out = make_lm_study(tmp_path, seeds=(0,))
+    assert "single_seed" in codes(out)
+    a = analyze(load_study(out))
+    assert a.arm_stat(a.metrics[0], "untied").verdict == "insufficient"  # no CI with one seed
+
+
+def test_warning_hash_mismatch_is_a_headline_confound(tmp_path):
+    out = make_lm_study(tmp_path, confound=True)
+    found = codes(out)
+    assert found["confound_hash"][0]["hash"] == "split_hash"
+    study = load_study(out)
+    md = markdown.render(build_document(study, analyze(study), [], "en", "now"))  # no plots: fast
+    overview = md.split("## Settings")[0]
+    assert "CONFOUND: `split_hash` differs across arms" in overview
+    assert "| split_hash |" in md and "NO (confound)" in md
+
+
+def test_failed_run_without_folder_files_is_never_dropped(tmp_path):
+    out = make_lm_study(tmp_path)
+    study = json.loads((out / "study.json").read_text())
+    write_study_json(out, study["name"], "lm", list(study["arms"]), [0, 1, 2, 3], "tied_frozen")
+    s = load_study(out)
+    missing = [r for r in s.runs if r.status == "missing"]
+    assert len(missing) == 3 and all(r.seed == 3 for r in missing)
+    assert missing[0].label().startswith("MISSING")
+
+
+# ---- bilingual ----
+
+NUMBER = re.compile(r"[-+]?\d[\d,]*\.\d+%?")
+
+
+def test_japanese_uses_seed_vocabulary_and_same_numbers(lm_md):
+    en, ja = lm_md
+    for word in ("実験概要", "実験条件", "比較分析", "改善率", "結論", "最良エポック", "学習パラメータ", "凍結"):
+        assert word in ja
+    assert sorted(NUMBER.findall(en)) == sorted(NUMBER.findall(ja))
+
+
+def test_context_box_by_task(lm_md, tmp_path):
+    en, _ = lm_md
+    assert "ULMFiT" in en and "Welch" in en and "LP-FT" in en and "GPT4TS" not in en
+
+
+# ---- HTML ----
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.attrs: list[tuple[str, str, str]] = []
+        self.stack: list[str] = []
+        self.unbalanced: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.attrs += [(tag, k, v or "") for k, v in attrs]
+        if tag not in ("meta", "img", "br", "link"):
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack.pop() != tag:
+            self.unbalanced.append(tag)
+
+
+def test_html_is_self_contained(lm):
+    text = (lm[0] / "report.html").read_text(encoding="utf-8")
+    parser = _Collector()
+    parser.feed(text)
+    parser.close()
+    assert not parser.unbalanced and not parser.stack
+    imgs = [v for tag, k, v in parser.attrs if tag == "img" and k == "src"]
+    assert imgs and all(v.startswith("data:image/png;base64,") for v in imgs)
+    links = [v for _, k, v in parser.attrs if k in ("src", "href")]
+    assert not [v for v in links if v.startswith(("http://", "https://", "//"))]
+    assert "<script" not in text and "<link" not in text and "<details>" in text
+
+
+# ---- scale and the time-series flavour ----
+
+def _table_widths(md: str) -> list[int]:
+    return [len(re.split(r"(?<!\\)\|", line.strip())) - 2 for line in md.splitlines() if line.startswith("|")]
+
+
+def test_ten_arms_five_seeds_tables_stay_narrow(tmp_path):
+    out = make_wide_study(tmp_path)
+    paths = write_report(out)
+    md = paths["report.md"].read_text(encoding="utf-8")
+    widths = _table_widths(md)
+    assert widths and max(widths) <= 8
+    assert md.count("<details>") >= 10  # per-arm epoch tables collapse
+    assert "| `arm_09_with_a_long_name` | 5 |" in md
+
+
+def test_timeseries_flavour_renders(tmp_path):
+    out = make_timeseries_study(tmp_path)
+    paths = write_report(out, lang="ja")
+    assert "plots/corr_timeframes.png" in paths
+    md = paths["report.md"].read_text(encoding="utf-8")
+    assert "Tan et al." in md and "GPT4TS" in md and "Riachi" in md and "ULMFiT" not in md
+    assert "below baseline on test/mse" in md  # random_init vs the interpolation baseline
+    assert "`random_init` vs `frozen`: test/mse" in md and "→ worse." in md
+    assert max(_table_widths(md)) <= 8
+
+
+# ---- errors at the boundary ----
+
+def test_errors_name_the_problem(tmp_path, lm):
+    with pytest.raises(DataNotFoundError, match="No run folders under"):
+        write_report(tmp_path)
+    with pytest.raises(ConfigError, match="not an arm of this study"):
+        write_report(lm[0], reference="nope")
+    with pytest.raises(ConfigError, match="--lang en or --lang ja"):
+        write_report(lm[0], lang="fr")
