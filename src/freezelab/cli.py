@@ -16,7 +16,7 @@ from freezelab.errors import FreezelabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Controlled freeze / fine-tune / random-init experiments whose numbers can be trusted.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no truncated columns
 _debug = {"on": False}
 
 
@@ -157,6 +157,11 @@ def _print_status(out_dir: Path) -> None:
         table.add_row(r["arm"], str(r["seed"]), status, str(best.get("epoch", "-")),
                       *[f"{values[m]:.4g}" if isinstance(values.get(m), (int, float)) else "-" for m in metric_names],
                       f"{s['wall_seconds']:.0f}" if s.get("wall_seconds") else "-")
+    baselines = next((r["summary"]["baselines"] for r in rows if r["summary"].get("baselines")), None)
+    for name, values in (baselines or {}).items():  # naive baselines on the same split, next to the arms
+        table.add_row(f"baseline: {name}", "-", "-", "-",
+                      *[f"{values[m]:.4g}" if isinstance(values.get(m), (int, float)) else "-" for m in metric_names],
+                      "-")
     console.print(table)
 
 
@@ -178,8 +183,10 @@ def _write_report(out_dir: Path, lang: str, reference: Optional[str]) -> None:
     except FreezelabError as err:
         _fail(err)
         return
-    for p in paths.values() if isinstance(paths, dict) else paths:
-        console.print(f"wrote {p}")
+    top = [str(p) for name, p in paths.items() if "/" not in name]
+    console.print(f"report: {', '.join(top)} (+ {len(paths) - len(top)} plots in {out_dir / 'plots'})",
+                  highlight=False)
+    console.print(f"curves: tensorboard --logdir {out_dir / 'runs'}", highlight=False)
 
 
 @app.command()

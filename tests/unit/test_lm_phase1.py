@@ -129,7 +129,7 @@ def test_stream_mode_with_wraparound() -> None:
 def test_stream_mode_falls_back_loudly_when_jacobi_stalls() -> None:
     # The tiny d = 8 block barely forgets, so 5 sweeps cannot converge: warn and use the loop.
     cfg = Phase1Config(max_iterations=2, min_iterations=2, reset="stream", iter0="jacobi", jacobi_max_sweeps=5)
-    with pytest.warns(RuntimeWarning, match="jacobi_not_converged.*falling back to the per-token loop"):
+    with pytest.warns(RuntimeWarning, match="jacobi_not_converged.*falling back to the sequential recurrence"):
         block, x, result = run(cfg)
     assert result.history[0]["method"] == "stream_sequential" and result.final_method == "stream_sequential"
     torch.testing.assert_close(result.contexts, contexts_stream_sequential(block, x), atol=0, rtol=0)

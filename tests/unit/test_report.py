@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,7 +16,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds report_fixtures
 
 from report_fixtures import (  # noqa: E402
-    LM_TEST_PPL, make_lm_study, make_timeseries_study, make_wide_study, write_study_json,
+    LM_TEST_PPL,
+    make_lm_study,
+    make_timeseries_study,
+    make_wide_study,
+    write_study_json,
 )
 
 from freezelab.errors import ConfigError, DataNotFoundError  # noqa: E402
@@ -150,6 +155,27 @@ def test_failed_run_without_folder_files_is_never_dropped(tmp_path):
     assert missing[0].label().startswith("MISSING")
 
 
+def test_stale_running_run_is_interrupted_and_old_config_superseded(tmp_path):
+    out = make_lm_study(tmp_path)
+    run_dir = next((out / "runs").glob("untied__s1__*"))
+    status = json.loads((run_dir / "status.json").read_text())
+    old = out / "runs" / "untied__s0__deadbeef"
+    shutil.copytree(next((out / "runs").glob("untied__s0__*")), old)
+    old_status = json.loads((old / "status.json").read_text())
+    (old / "status.json").write_text(json.dumps({**old_status, "updated_at": "2024-01-01T00:00:00+00:00"}))
+    (old / "run.json").write_text(json.dumps({**json.loads((old / "run.json").read_text()), "run_id": old.name}))
+    status.update(status="running", heartbeat_at="2020-01-01T00:00:00+00:00", error=None)
+    (run_dir / "status.json").write_text(json.dumps(status))
+    study = load_study(out)
+    run = next(r for r in study.runs if (r.arm, r.seed) == ("untied", 1))
+    assert run.status == "interrupted" and run.label().startswith("INTERRUPTED")
+    assert [r.run_id for r in study.superseded] == ["untied__s0__deadbeef"]
+    a = analyze(study)
+    assert a.n_ok["untied"] == 2 and "superseded" in {f.code for f in a.warnings}
+    md = markdown.render(build_document(study, a, [], "en", "now"))
+    assert "untied / seed 1: INTERRUPTED" in md
+
+
 # ---- bilingual ----
 
 NUMBER = re.compile(r"[-+]?\d[\d,]*\.\d+%?")
@@ -223,6 +249,7 @@ def test_timeseries_flavour_renders(tmp_path):
     assert "Tan et al." in md and "GPT4TS" in md and "Riachi" in md and "ULMFiT" not in md
     assert "below baseline on test/mse" in md  # random_init vs the interpolation baseline
     assert "`random_init` vs `frozen`: test/mse" in md and "→ worse." in md
+    assert "| Arm | Metric | m1 | m5 | h1 |" in md  # per-timeframe table, timeframes in logged order
     assert max(_table_widths(md)) <= 8
 
 

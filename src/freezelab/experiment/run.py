@@ -38,8 +38,9 @@ def environment(device: str | None = None, precision: str | None = None) -> dict
     commit = None
     with contextlib.suppress(Exception):
         root = Path(freezelab.__file__).resolve().parents[2]
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        commit = out if len(out) == 40 else None
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {**versions, "device": device, "gpu": gpu, "precision": precision, "git_commit": commit,
             "host": platform.node(), "cpu_count": os.cpu_count()}

@@ -52,6 +52,7 @@ def build_document(study: Study, analysis: Analysis, plots: list[Plot], lang: st
     blocks += sections.overview_section(ctx)
     blocks += sections.settings_section(ctx)
     blocks += sections.params_section(ctx)
+    blocks += sections.phase1_section(ctx)
     blocks += sections.epochs_section(ctx)
     blocks += sections.best_epoch_section(ctx)
     blocks += findings.comparison_section(ctx)

@@ -24,6 +24,7 @@ from freezelab.errors import ConfigError, DataError, DataNotFoundError
 
 HEARTBEAT_STALE_SECONDS = 600  # docs/run-folder.md: a `running` status older than 10 minutes is interrupted
 META_KEYS = ("kind", "phase", "epoch", "iteration", "step")
+HIGHER_IS_BETTER = ("acc", "top1", "top5", "r2", "corr")
 RUN_ID_RE = re.compile(r"^(?P<arm>.+)__s(?P<seed>-?\d+)__(?P<hash>[0-9a-zA-Z]+)$")
 
 
@@ -302,7 +303,9 @@ def _headline(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for s in summaries:
         for h in s.get("headline") or []:
             if isinstance(h, dict) and h.get("name") and h["name"] not in seen:
-                seen[h["name"]] = {"name": str(h["name"]), "mode": h.get("mode", "min"),
+                base = str(h["name"]).rsplit("/", 1)[-1].lower()
+                default = "max" if base.startswith(HIGHER_IS_BETTER) else "min"  # when `mode` is absent
+                seen[h["name"]] = {"name": str(h["name"]), "mode": h.get("mode", default),
                                    "log_scale": bool(h.get("log_scale", False))}
     return list(seen.values()) or [{"name": "loss", "mode": "min", "log_scale": False}]
 

@@ -91,7 +91,7 @@ def resolve_metrics(study: Study) -> list[Metric]:
         name = str(h["name"])
         log_scale = bool(h.get("log_scale")) or name.rsplit("/", 1)[-1] == "ppl"
         keys = [name] if "/" in name else [f"test/{name}", f"val/{name}"]
-        key = next((k for k in keys if any(study.values(k, a) for a in study.arms)), keys[-1])
+        key = next((k for k in keys if any(study.values(k, a) for a in study.arms)), keys[0])
         out.append(Metric(name, key, str(h.get("mode", "min")), log_scale))
     return out
 

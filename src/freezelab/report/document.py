@@ -53,7 +53,7 @@ class Details:
     """A collapsible section (``<details>``), used for long per-arm tables and diffs."""
 
     summary: str
-    blocks: list["Block"] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Callout:
     """A boxed aside (the literature context box)."""
 
     title: str
-    blocks: list["Block"] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
 
 
 Block = Union[Heading, Para, Bullets, Table, Code, Image, Details, Callout]
@@ -127,7 +127,8 @@ def pct(x: float | None) -> str:
 
 
 def pvalue(p: float | None) -> str:
-    return "—" if p is None or not math.isfinite(p) else f"{p:.3f}"
+    """A p-value with three significant digits (0.0625, 0.25, 1)."""
+    return "—" if p is None or not math.isfinite(p) else f"{p:.3g}"
 
 
 def count(n: float | int | None) -> str:
@@ -168,6 +169,14 @@ def mean_std(mean: float, std: float, percent: bool = False) -> str:
     if not math.isfinite(mean):
         return "—"
     return value(mean, percent) if not math.isfinite(std) else f"{value(mean, percent)} ± {spread(std, mean, percent)}"
+
+
+def count_mean_std(mean: float, std: float) -> str:
+    """``mean ± std`` of integer-valued data (iteration counts): integers stay integers."""
+    if not math.isfinite(mean):
+        return "—"
+    m = count(mean) if float(mean).is_integer() else f"{mean:,.1f}"
+    return m if not math.isfinite(std) else f"{m} ± {std:,.1f}"
 
 
 def interval(lo: float, hi: float, fmt=num) -> str:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+import re
 import shlex
 
 from freezelab.report import document as doc
-from freezelab.report.aggregate import epoch_values, signal_text
+from freezelab.report.aggregate import epoch_metric_keys, epoch_values, signal_text
 from freezelab.report.analysis import ArmStat, Metric
 from freezelab.report.i18n import GLOSSARY
 from freezelab.report.plots import Plot
-from freezelab.report.sections import Ctx, arm_label, failed_note, stat_cell, warning_text
+from freezelab.report.sections import Ctx, arm_label, failed_note, skill_summary, stat_cell, warning_text
 
 CONVERGENCE_EPOCHS = (1, 3, 5)
+COMPUTE_KEYS = ("achieved_tflops", "mfu", "flops_per_token")  # optional summary.json keys
 
 
 def delta_parts(st: ArmStat) -> tuple[str, str, str]:
@@ -38,8 +40,14 @@ def delta_text(st: ArmStat) -> tuple[str, str]:
 
 
 def verdict_text(ctx: Ctx, st: ArmStat) -> str:
+    """The verdict in words, quoting n for "no detectable difference at n seeds"."""
     n = st.paired.n if st.paired else 0
     return ctx.t(st.verdict, n=n)
+
+
+def _ci(st: ArmStat) -> str:
+    """The arm's 95 % CI in display units."""
+    return doc.interval(st.summary.lo, st.summary.hi, lambda x: doc.value(x, st.metric.percent))
 
 
 def _metric_title(ctx: Ctx, m: Metric) -> str:
@@ -63,14 +71,13 @@ def comparison_section(ctx: Ctx) -> list[doc.Block]:
             p = "—" if st.paired is None else f"{doc.pvalue(st.paired.p)} / {doc.pvalue(st.p_holm)}"
             n = f"{st.summary.n}/{a.n_total[arm]}" if st.summary.n < a.n_total[arm] else str(st.summary.n)
             rows.append([arm_label(ctx, arm), n, doc.mean_std(st.summary.mean, st.summary.std, m.percent),
-                         doc.interval(st.summary.lo, st.summary.hi, lambda x: doc.value(x, m.percent)),
-                         d, dp, p, verdict_text(ctx, st)])
+                         _ci(st), d, dp, p, verdict_text(ctx, st)])
         header = [ctx.t("arm"), ctx.t("n"), ctx.t("mean_std"), ctx.t("ci"), ctx.t("delta"), ctx.t("delta_pct"),
                   ctx.t("p"), ctx.t("verdict")]
         blocks += [doc.Heading(3, _metric_title(ctx, m)), doc.Table(header, rows), *failed_note(ctx)]
         blocks += _best_line(ctx, m)
         blocks.append(_paired_details(ctx, m))
-    blocks += _skill_table(ctx) + _convergence_table(ctx)
+    blocks += _skill_table(ctx) + _convergence_table(ctx) + per_timeframe_section(ctx)
     return blocks
 
 
@@ -118,7 +125,7 @@ def _skill_table(ctx: Ctx) -> list[doc.Block]:
             st = a.arm_stat(m, arm)
             if st.baseline is None or st.skill is None:
                 continue
-            ci = doc.interval(st.summary.lo, st.summary.hi, lambda x: doc.value(x, m.percent))
+            ci = _ci(st)
             rows.append([arm_label(ctx, arm), m.key, st.baseline[0], doc.value(st.baseline[1], m.percent),
                          ci if ci != "—" else doc.value(st.summary.mean, m.percent), ctx.t(f"skill_{st.skill}")])
     if not rows:
@@ -148,6 +155,37 @@ def _convergence_table(ctx: Ctx) -> list[doc.Block]:
     return [doc.Heading(3, ctx.t("convergence")), doc.Table(header, rows)]
 
 
+PER_UNIT = re.compile(r"^(val|test)/([^/]+)/([^/]+)$")
+
+
+def per_timeframe_section(ctx: Ctx) -> list[doc.Block]:
+    """Per-timeframe metrics (``<split>/<name>/<tf>``) at the best epoch: one row per (arm, name).
+
+    Test keys from summary.json are used when present, else the val keys of the best epoch.
+    """
+    s = ctx.study
+    keys = dict.fromkeys([*epoch_metric_keys(s), *(k for r in s.runs if r.ok for k in r.summary.get("test") or {})])
+    found = [PER_UNIT.match(k) for k in keys]  # first-seen order keeps the timeframes in logged order
+    split = "test" if any(m and m[1] == "test" for m in found) else "val"
+    names = list(dict.fromkeys(m[2] for m in found if m and m[1] == split))
+    units = list(dict.fromkeys(m[3] for m in found if m and m[1] == split))
+    if not names:
+        return []
+    rows = []
+    for arm in s.arms:
+        runs = s.arm_runs(arm, ok_only=True)
+        for name in names:
+            cells = []
+            for unit in units:
+                vals = {r.seed: r.value(f"{split}/{name}/{unit}") for r in runs}
+                vals = {k: v for k, v in vals.items() if math.isfinite(v)}
+                cells.append(stat_cell(ctx, f"{split}/{name}", vals) if vals else "—")
+            if any(c != "—" for c in cells):
+                rows.append([arm_label(ctx, arm), f"{split}/{name}", *cells])
+    tables = doc.split_table([ctx.t("arm"), ctx.t("metric"), *units], rows, keep=2)
+    return [doc.Heading(3, ctx.t("per_unit")), doc.Details(ctx.t("per_unit"), list(tables))]
+
+
 def _mean(values: list) -> float:
     vals = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(float(v))]
     return sum(vals) / len(vals) if vals else math.nan
@@ -158,6 +196,7 @@ def runtime_section(ctx: Ctx) -> list[doc.Block]:
     s = ctx.study
     rows, phase_rows = [], []
     phases = list(dict.fromkeys(k for r in s.runs if r.ok for k in (r.summary.get("phase_seconds") or {})))
+    compute = [k for k in COMPUTE_KEYS if any(isinstance(r.summary.get(k), (int, float)) for r in s.runs if r.ok)]
     for arm in s.arms:
         runs = s.arm_runs(arm, ok_only=True)
         sm = [r.summary for r in runs]
@@ -173,18 +212,20 @@ def runtime_section(ctx: Ctx) -> list[doc.Block]:
                      doc.seconds(per_epoch), f"{ran:.1f} / {top:.0f}{saved}" if math.isfinite(ran) else "—",
                      doc.count(_mean([x.get("steps") for x in sm])), doc.num(thr),
                      doc.nbytes(_mean([x.get("peak_memory_bytes") for x in sm]))])
-        if phases:
+        if phases or compute:
             phase_rows.append([arm_label(ctx, arm), *(doc.seconds(_mean([(x.get("phase_seconds") or {}).get(p)
-                                                                         for x in sm])) for p in phases)])
+                                                                         for x in sm])) for p in phases),
+                               *(doc.num(_mean([x.get(k) for x in sm])) for k in compute)])
     header = [ctx.t("arm"), ctx.t("n"), ctx.t("wall"), ctx.t("s_epoch"), ctx.t("epochs_run"), ctx.t("steps"),
               ctx.t("throughput"), ctx.t("peak_mem")]
     blocks: list[doc.Block] = [doc.Heading(2, ctx.t("runtime")), doc.Table(header, rows), *failed_note(ctx)]
     if phase_rows:
-        blocks += doc.split_table([ctx.t("arm"), *phases], phase_rows)
+        blocks += doc.split_table([ctx.t("arm"), *(f"{p} (s)" for p in phases), *compute], phase_rows)
     return blocks
 
 
 def tensorboard_command(ctx: Ctx) -> str:
+    """``tensorboard --logdir OUT/runs`` for this study (every run writes ``runs/<run_id>/tb``)."""
     return f"tensorboard --logdir {shlex.quote(str(ctx.study.out_dir / 'runs'))}"
 
 
@@ -258,8 +299,10 @@ def conclusion_lines(ctx: Ctx) -> list[str]:
             p = st.paired
             dval, lo, hi = delta_parts(st)
             lines.append(ctx.t("conclusion_line", arm=arm, ref=s.reference, metric=m.key,
-                               m_a=doc.value(st.summary.mean, m.percent), s_a=doc.spread(st.summary.std, st.summary.mean, m.percent),
-                               m_r=doc.value(ref.mean, m.percent), s_r=doc.spread(ref.std, ref.mean, m.percent), n=p.n,
+                               m_a=doc.value(st.summary.mean, m.percent),
+                               s_a=doc.spread(st.summary.std, st.summary.mean, m.percent),
+                               m_r=doc.value(ref.mean, m.percent), s_r=doc.spread(ref.std, ref.mean, m.percent),
+                               n=p.n,
                                d=dval, lo=lo, hi=hi, verdict=verdict_text(ctx, st)))
         lines += [b.text for b in _best_line(ctx, m) if isinstance(b, doc.Para)]
     return lines
@@ -269,7 +312,7 @@ def conclusion_section(ctx: Ctx) -> list[doc.Block]:
     """Template sentences, skill flags and the warnings the reader must keep in mind."""
     a = ctx.analysis
     lines = conclusion_lines(ctx)
-    lines += [warning_text(ctx, f) for f in a.warnings if f.code in ("no_skill", "below_baseline")]
+    lines += skill_summary(ctx)
     if a.warnings:
         codes = ", ".join(dict.fromkeys(f.code for f in a.warnings))
         lines.append(ctx.t("caveats", n=len(a.warnings), codes=codes))
@@ -291,6 +334,9 @@ def reproduction_section(ctx: Ctx, lang: str) -> list[doc.Block]:
         rows.append([arm_label(ctx, arm), f"`{hashes or '—'}`",
                      ", ".join(dict.fromkeys(str(e.get("freezelab", "—")) for e in env)) or "—",
                      ", ".join(dict.fromkeys(str(e.get("git_commit") or "—") for e in env)) or "—"])
-    return [doc.Heading(2, ctx.t("reproduction")), doc.Para(ctx.t("repro_note")), doc.Code("\n".join(cmds), "bash"),
+    code: doc.Block = doc.Code("\n".join(cmds), "bash")
+    if len(cmds) > 8:
+        code = doc.Details(f"{ctx.t('reproduction')} ({len(cmds)})", [code])
+    return [doc.Heading(2, ctx.t("reproduction")), doc.Para(ctx.t("repro_note")), code,
             doc.Table([ctx.t("arm"), ctx.t("config_hash"), "freezelab", "git commit"], rows),
             doc.Heading(2, ctx.t("glossary")), doc.Table(["English", "日本語"], [list(g) for g in GLOSSARY])]

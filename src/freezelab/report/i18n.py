@@ -26,19 +26,23 @@ EN: dict[str, str] = {
     "purpose_auto": "Compare {n_arms} arms of study `{study}` with the reference arm `{ref}` on {metrics}, over seeds {seeds}.",  # noqa: E501
     "hypothesis_auto": "Each arm differs from `{ref}` on {metric}; H0: no difference (paired over seeds).",
     "result_sentence": "On {metric}, the best arm is `{best}` ({value}); against `{ref}`: {better} better, {worse} worse, {same} with no detectable difference, {insufficient} with too few seeds.",  # noqa: E501
+    "result_none": "No arm has a finished run with {metric}; see the failures section.",
+    "no_epochs": "No epoch was logged by a succeeded run of this arm.",
     "headline_warnings": "Headline warnings",
     "context": "Context from the literature", "context_note": "How large, and how contested, published effects are (protocol §8).",  # noqa: E501
     "ctx_work": "Work", "ctx_setting": "Setting", "ctx_result": "Reported result",
     "settings": "Settings", "environment": "Environment", "key": "Key", "value": "Value",
     "base_config": "Base configuration", "arms": "Arms", "arm": "Arm", "description": "Description",
-    "diff_base": "Resolved diff from base", "frozen_groups": "Frozen groups", "seeds_ok": "Seeds (ok/all)",
+    "diff_base": "Resolved diff from base", "frozen_groups": "Frozen groups", "trained_groups": "Trained groups",
+    "seeds_ok": "Seeds (ok/all)", "data_sizes": "Data sizes (from summary.json)",
     "full_diff": "Full resolved diff of `{arm}` (key: base → arm)", "base_value": "Base", "arm_value": "Arm",
     "no_diff": "(identical to base)", "reference_mark": "reference", "seeds": "Seeds", "data": "Data and hashes",
     "hash": "Hash", "equal": "Equal across arms", "yes": "yes", "no": "NO (confound)",
     "params": "Trainable parameters", "total": "Total", "trainable": "Trainable", "frozen": "Frozen",
-    "tied": "Tied", "unused": "Unused", "share": "Trainable share", "tok_per_param": "Train tokens / trainable param",  # noqa: E501
+    "tied": "Tied", "unused": "Unused", "share": "Trainable share", "tok_per_param": "Train tokens (windows) / trainable param",  # noqa: E501
     "chinchilla": "Chinchilla-style check: about 20 training tokens per trainable parameter is compute-optimal; below 1 the trainable set is far larger than the data (the seed report's argument for freezing).",  # noqa: E501
     "epochs": "Per-arm epoch tables", "epochs_note": "Mean ± std over succeeded seeds at each epoch; n = seeds still active; ★k = epoch selected as best by k seeds. Log-scale metrics (PPL) use the geometric mean.",  # noqa: E501
+    "phase1_summary": "Phase 1 (convergence and effective rank, mean ± std over seeds)",
     "epoch": "Epoch", "n": "n", "phase1": "Phase 1 iterations", "iteration": "Iteration",
     "best_epoch": "Best epoch", "selection": "Selection rule: {metric} ({mode}) on val; test metrics are scored once with the best-epoch weights.",  # noqa: E501
     "seed": "Seed", "status": "Status", "epochs_run": "Epochs run / max", "per_seed": "Best epoch and metrics per run",  # noqa: E501
@@ -47,9 +51,11 @@ EN: dict[str, str] = {
     "p": "p / p Holm", "verdict": "Verdict", "log_note": "log-scale: geometric mean, Δ from log differences",
     "best_arm": "Best arm on {metric}: `{arm}` ({value}); {sig} against the runner-up `{runner}` (paired Δ {d} [{lo}, {hi}], n={n}).",  # noqa: E501
     "best_sig": "separated", "best_nosig": "not separated", "best_only": "Best arm on {metric}: `{arm}` ({value}); no other arm finished.",  # noqa: E501
+    "skill_line": "{metric}: {flag} against the best naive baseline `{baseline}` ({value}): {arms}.",
     "skill_title": "Skill against naive baselines", "baseline": "Best baseline", "skill": "Skill",
     "convergence": "Convergence speed (val metrics at epochs 1, 3 and 5)", "metric": "Metric",
-    "paired_details": "Per-seed paired differences on {metric}", "ref_value": "Reference",
+    "paired_details": "Per-seed paired differences on {metric}",
+    "per_unit": "Per-timeframe metrics at the best epoch (mean ± std over seeds)", "ref_value": "Reference",
     "runtime": "Runtime", "wall": "Wall time", "s_epoch": "s / epoch", "steps": "Steps",
     "throughput": "Tokens (or windows) / s", "peak_mem": "Peak memory", "saved": "saved",
     "plots": "Plots", "tensorboard": "TensorBoard: `{cmd}`",
@@ -102,19 +108,24 @@ JA: dict[str, str] = {
     "purpose_auto": "研究 `{study}` の {n_arms} アームを基準アーム `{ref}` と {metrics} で比較する（シード {seeds}）。",  # noqa: E501
     "hypothesis_auto": "各アームは `{ref}` と {metric} が異なる。帰無仮説: 差なし（シード対応比較）。",
     "result_sentence": "{metric} の最良アームは `{best}`（{value}）。`{ref}` に対して: 改善 {better}、悪化 {worse}、差の検出なし {same}、シード不足 {insufficient}。",  # noqa: E501
+    "result_none": "{metric} を持つ完了ランがどのアームにもない。失敗の節を参照。",
+    "no_epochs": "このアームの成功ランにエポック記録がない。",
     "headline_warnings": "重要な警告",
     "context": "先行研究との関係", "context_note": "公表された効果の大きさと、その議論の余地（プロトコル §8）。",
     "ctx_work": "文献", "ctx_setting": "設定", "ctx_result": "報告結果",
     "settings": "実験条件", "environment": "実行環境", "key": "項目", "value": "設定",
     "base_config": "ベース設定", "arms": "アーム", "arm": "アーム", "description": "説明",
-    "diff_base": "ベースとの差分", "frozen_groups": "凍結グループ", "seeds_ok": "シード（成功/全体）",
+    "diff_base": "ベースとの差分", "frozen_groups": "凍結グループ", "trained_groups": "学習グループ",
+    "seeds_ok": "シード（成功/全体）", "data_sizes": "データ量（summary.json より）",
     "full_diff": "`{arm}` の差分（項目: ベース → アーム）", "base_value": "ベース", "arm_value": "アーム",
     "no_diff": "（ベースと同一）", "reference_mark": "基準", "seeds": "シード", "data": "データとハッシュ",
     "hash": "ハッシュ", "equal": "アーム間で一致", "yes": "一致", "no": "不一致（交絡）",
     "params": "学習パラメータ数の比較", "total": "全パラメータ", "trainable": "学習パラメータ", "frozen": "凍結",
-    "tied": "共有（tied）", "unused": "未使用", "share": "割合", "tok_per_param": "訓練トークン / 学習パラメータ",
+    "tied": "共有（tied）", "unused": "未使用", "share": "割合",
+    "tok_per_param": "訓練トークン（ウィンドウ）/ 学習パラメータ",
     "chinchilla": "Chinchilla則との整合性: 学習パラメータ 1 個あたり約 20 トークンが計算最適。1 未満ではデータに対して学習パラメータが過大（シードレポートが凍結を推す根拠）。",  # noqa: E501
     "epochs": "アーム別エポック結果", "epochs_note": "各エポックで成功シードの平均 ± 標準偏差。n = そのエポックまで継続したシード数、★k = k シードで最良エポック。対数尺度の指標（PPL）は幾何平均。",  # noqa: E501
+    "phase1_summary": "Phase 1 結果（収束と Effective Rank、シード平均 ± 標準偏差）",
     "epoch": "エポック", "n": "n", "phase1": "Phase 1 イテレーション", "iteration": "イテレーション",
     "best_epoch": "最良エポック", "selection": "選択規則: val の {metric}（{mode}）。test 指標は最良エポックの重みで 1 回だけ評価。",  # noqa: E501
     "seed": "シード", "status": "ステータス", "epochs_run": "実行エポック / 最大", "per_seed": "ラン別の最良エポックと指標",  # noqa: E501
@@ -123,9 +134,11 @@ JA: dict[str, str] = {
     "p": "p / Holm p", "verdict": "判定", "log_note": "対数尺度: 幾何平均、Δ は対数差から",
     "best_arm": "{metric} の最良アーム: `{arm}`（{value}）。次点 `{runner}` との差は{sig}（対応差 Δ {d} [{lo}, {hi}]、n={n}）。",  # noqa: E501
     "best_sig": "有意", "best_nosig": "検出されず", "best_only": "{metric} の最良アーム: `{arm}`（{value}）。他に完了したアームなし。",  # noqa: E501
+    "skill_line": "{metric}: 最良の単純ベースライン `{baseline}`（{value}）に対して{flag}: {arms}。",
     "skill_title": "単純ベースラインとの比較", "baseline": "最良ベースライン", "skill": "スキル",
     "convergence": "収束速度比較（エポック 1, 3, 5 の val 指標）", "metric": "指標",
-    "paired_details": "{metric} のシード別対応差", "ref_value": "基準",
+    "paired_details": "{metric} のシード別対応差",
+    "per_unit": "最良エポックでの時間足別指標（シード平均 ± 標準偏差）", "ref_value": "基準",
     "runtime": "計算効率", "wall": "実行時間", "s_epoch": "秒 / エポック", "steps": "ステップ",
     "throughput": "トークン（ウィンドウ）/ 秒", "peak_mem": "ピークメモリ", "saved": "早期停止で削減",
     "plots": "グラフ", "tensorboard": "TensorBoard: `{cmd}`",

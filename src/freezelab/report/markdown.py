@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import html
+import re
 
 from freezelab.report import document as doc
 
+TAG_LIKE = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def _text(text: str) -> str:
+    """One-line text with tag-like ``<`` escaped, so ``<lambda>`` in an error message stays visible."""
+    return TAG_LIKE.sub("&lt;", doc.cell(text))
+
 
 def _cell(text: str) -> str:
-    return doc.cell(text).replace("|", "\\|")
+    return _text(text).replace("|", "\\|")
+
+
+def _summary(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def _table(t: doc.Table) -> list[str]:
@@ -34,7 +46,7 @@ def render_blocks(blocks: list[doc.Block]) -> list[str]:
         elif isinstance(b, doc.Para):
             out.append(b.text)
         elif isinstance(b, doc.Bullets):
-            out.append("\n".join(f"- {doc.cell(item)}" for item in b.items))
+            out.append("\n".join(f"- {_text(item)}" for item in b.items))
         elif isinstance(b, doc.Table):
             out.append("\n".join(_table(b)))
         elif isinstance(b, doc.Code):
@@ -43,7 +55,7 @@ def render_blocks(blocks: list[doc.Block]) -> list[str]:
             out.append(f"![{b.alt.replace(']', ')')}]({b.path})")
         elif isinstance(b, doc.Details):
             inner = "\n".join(render_blocks(b.blocks))
-            out.append(f"<details><summary>{html.escape(b.summary)}</summary>\n\n{inner}\n</details>")
+            out.append(f"<details><summary>{_summary(b.summary)}</summary>\n\n{inner}\n</details>")
         elif isinstance(b, doc.Callout):
             inner = "\n".join([f"**{b.title}**", "", *render_blocks(b.blocks)])
             out.append("\n".join(f"> {line}".rstrip() for line in inner.splitlines()))

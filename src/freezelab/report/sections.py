@@ -16,8 +16,7 @@ from freezelab.report.analysis import COMPARED_HASHES, Analysis, Finding, Metric
 from freezelab.report.i18n import context_rows, t
 from freezelab.report.stats import describe
 
-HEADLINE_CODES = ("confound_hash", "confound_precision", "allow_confound", "frozen_changed", "single_seed",
-                  "below_baseline")
+HEADLINE_CODES = ("confound_hash", "confound_precision", "allow_confound", "frozen_changed", "single_seed")
 ALL_HASHES = (*COMPARED_HASHES, "pretrained_hash", "config_hash")
 
 
@@ -30,6 +29,7 @@ class Ctx:
     lang: str
 
     def t(self, key: str, **params: object) -> str:
+        """The string ``key`` in this report's language."""
         return t(self.lang, key, **params)
 
 
@@ -95,11 +95,11 @@ def overview_section(ctx: Ctx) -> list[doc.Block]:
                        value=doc.value(a.arm_stat(metric, best.arm).summary.mean, metric.percent),
                        **_verdict_counts(ctx, metric))
     else:
-        result = ctx.t("no_failures") if not a.warnings else warning_text(ctx, a.warnings[0])
+        result = ctx.t("result_none", metric=metric.key)
     blocks.append(doc.Bullets([f"**{ctx.t('purpose')}**: {doc.cell(purpose)}",
                                f"**{ctx.t('hypothesis')}**: {doc.cell(hypothesis)}",
                                f"**{ctx.t('result')}**: {result}"]))
-    headline = [warning_text(ctx, f) for f in a.warnings if f.code in HEADLINE_CODES]
+    headline = [warning_text(ctx, f) for f in a.warnings if f.code in HEADLINE_CODES] + skill_summary(ctx)
     if headline:
         blocks += [doc.Para(f"**{ctx.t('headline_warnings')}**"), doc.Bullets(headline)]
     rows = [[w, st, r] for w, st, r in context_rows(s.task, ctx.lang)]
@@ -107,6 +107,24 @@ def overview_section(ctx: Ctx) -> list[doc.Block]:
         doc.Para(ctx.t("context_note")),
         doc.Table([ctx.t("ctx_work"), ctx.t("ctx_setting"), ctx.t("ctx_result")], rows)]))
     return blocks
+
+
+def skill_summary(ctx: Ctx) -> list[str]:
+    """One line per (metric, flag): the arms with no skill or below the best naive baseline."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for m in ctx.analysis.metrics:
+        for arm in ctx.study.arms:
+            st = ctx.analysis.arm_stat(m, arm)
+            if st.skill in ("no_skill", "below_baseline") and st.baseline:
+                groups.setdefault((m.key, st.skill), []).append(arm)
+    out = []
+    for (key, flag), arms in groups.items():
+        m = next(x for x in ctx.analysis.metrics if x.key == key)
+        base = ctx.analysis.arm_stat(m, arms[0]).baseline
+        assert base is not None
+        out.append(ctx.t("skill_line", metric=key, flag=ctx.t(f"skill_{flag}"), baseline=base[0],
+                         value=doc.value(base[1], m.percent), arms=", ".join(f"`{a}`" for a in arms)))
+    return out
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -141,7 +159,28 @@ def settings_section(ctx: Ctx) -> list[doc.Block]:
                                          [[k, doc.cell(v)] for k, v in flat.items()])]))
     blocks += [doc.Heading(3, ctx.t("arms")), *_arms_table(ctx), doc.Heading(3, ctx.t("data"))]
     blocks.append(doc.Table([ctx.t("hash"), ctx.t("value"), ctx.t("equal")], _hash_rows(ctx)))
+    sizes = _size_rows(ctx)
+    if sizes:
+        blocks += [doc.Para(f"**{ctx.t('data_sizes')}**"), *doc.split_table([ctx.t("arm"), *sizes[0]], sizes[1])]
     return blocks
+
+
+SIZE_KEYS = ("train_tokens", "train_windows", "tokens_seen", "windows_seen")
+
+
+def _size_rows(ctx: Ctx) -> tuple[list[str], list[list[str]]] | None:
+    """Per arm: ``summary.data`` sizes (optional dict) and train / seen tokens or windows."""
+    s = ctx.study
+    per_arm = {}
+    for arm in s.arms:
+        summ = _arm_summary(s, arm)
+        sizes = {k: v for k, v in (summ.get("data") or {}).items() if isinstance(v, (int, float))}
+        sizes.update({k: summ[k] for k in SIZE_KEYS if isinstance(summ.get(k), (int, float))})
+        per_arm[arm] = sizes
+    keys = list(dict.fromkeys(k for sizes in per_arm.values() for k in sizes))
+    if not keys:
+        return None
+    return keys, [[arm_label(ctx, arm), *(doc.count(per_arm[arm].get(k)) for k in keys)] for arm in s.arms]
 
 
 def _arm_info(s: Study, arm: str) -> dict[str, Any]:
@@ -163,15 +202,17 @@ def _arms_table(ctx: Ctx) -> list[doc.Block]:
         desc = info.get("description") or (spec_arms.get(arm) or {}).get("description") or "—"
         groups = (_arm_summary(s, arm).get("params") or {}).get("by_group") or {}
         frozen = [g for g, v in groups.items() if isinstance(v, dict) and v.get("frozen")]
+        trained = [g for g, v in groups.items() if isinstance(v, dict) and v.get("frozen") is False]
         shown = [f"`{k}`={doc.cell(_pair(v)[1])}" for k, v in list(diff.items())[:3]]
         more = f" (+{len(diff) - 3})" if len(diff) > 3 else ""
         rows.append([arm_label(ctx, arm), doc.short(desc, 80), ", ".join(shown) + more or ctx.t("no_diff"),
-                     ", ".join(frozen) or "—", f"{a.n_ok[arm]}/{a.n_total[arm]}"])
+                     ", ".join(frozen) or "—", ", ".join(trained) or "—", f"{a.n_ok[arm]}/{a.n_total[arm]}"])
         if diff:
             details.append(doc.Details(ctx.t("full_diff", arm=arm), [doc.Table(
                 [ctx.t("key"), ctx.t("base_value"), ctx.t("arm_value")],
                 [[f"`{k}`", doc.cell(_pair(v)[0]), doc.cell(_pair(v)[1])] for k, v in diff.items()])]))
-    header = [ctx.t("arm"), ctx.t("description"), ctx.t("diff_base"), ctx.t("frozen_groups"), ctx.t("seeds_ok")]
+    header = [ctx.t("arm"), ctx.t("description"), ctx.t("diff_base"), ctx.t("frozen_groups"),
+              ctx.t("trained_groups"), ctx.t("seeds_ok")]
     return [doc.Table(header, rows), *details]
 
 
@@ -228,12 +269,14 @@ def is_log_key(ctx: Ctx, key: str) -> bool:
 
 
 def is_percent_key(ctx: Ctx, key: str) -> bool:
+    """Whether an epoch metric is accuracy-type (shown in %)."""
     return Metric(key, key, "max", False).percent
 
 
 def ordered_epoch_keys(ctx: Ctx) -> list[str]:
     """Epoch table columns: losses and headline metrics first, other metrics, per-group LR, seconds."""
-    keys = [k for k in epoch_metric_keys(ctx.study) if not k.startswith("grad_norm/")]
+    # grad norms are plotted; per-timeframe keys (val/corr/h1) get their own table at the best epoch
+    keys = [k for k in epoch_metric_keys(ctx.study) if not k.startswith("grad_norm/") and k.count("/") < 2]
     heads = ["loss"] + [m.name.rsplit("/", 1)[-1] for m in ctx.analysis.metrics]
     first = [f"{sp}/{h}" for sp in ("train", "val") for h in dict.fromkeys(heads) if f"{sp}/{h}" in keys]
     tail = [k for k in keys if k.startswith("lr/")] + [k for k in keys if k == "seconds"]
@@ -243,6 +286,8 @@ def ordered_epoch_keys(ctx: Ctx) -> list[str]:
 def stat_cell(ctx: Ctx, key: str, values: dict[int, float]) -> str:
     """``mean ± std`` of per-seed values with the key's averaging rule and display unit."""
     st = describe(list(values.values()), log_scale=is_log_key(ctx, key))
+    if all(float(v).is_integer() for v in values.values()) and not st.log_scale:  # counts: iterations, tokens
+        return doc.count_mean_std(st.mean, st.std)
     return doc.mean_std(st.mean, st.std, is_percent_key(ctx, key))
 
 
@@ -255,6 +300,7 @@ def epochs_section(ctx: Ctx) -> list[doc.Block]:
         inner: list[doc.Block] = failed_note(ctx, [arm])
         inner += _phase1_tables(ctx, arm)
         data = {k: epoch_values(s, arm, k) for k in keys}
+        data = {k: v for k, v in data.items() if v}  # a metric this arm never logged gets no column
         epochs = sorted({e for by_epoch in data.values() for e in by_epoch})
         best = [r.best_epoch for r in s.arm_runs(arm, ok_only=True)]
         rows = []
@@ -262,11 +308,11 @@ def epochs_section(ctx: Ctx) -> list[doc.Block]:
             n = len({seed for by_epoch in data.values() for seed in by_epoch.get(e, {})})
             mark = f" ★{best.count(e)}" if e in best else ""
             rows.append([f"{e}{mark}", str(n), *(stat_cell(ctx, k, data[k].get(e, {})) if data[k].get(e) else "—"
-                                                 for k in keys)])
+                                                 for k in data)])
         if rows:
-            inner += doc.split_table([ctx.t("epoch"), ctx.t("n"), *keys], rows, keep=2)
+            inner += doc.split_table([ctx.t("epoch"), ctx.t("n"), *data], rows, keep=2)
         label = f"{arm} (n={ctx.analysis.n_ok[arm]}/{ctx.analysis.n_total[arm]})"
-        blocks.append(doc.Details(label, inner or [doc.Para(ctx.t("no_failures"))]))
+        blocks.append(doc.Details(label, inner or [doc.Para(ctx.t("no_epochs"))]))
     return blocks
 
 
@@ -274,7 +320,7 @@ def _phase1_tables(ctx: Ctx, arm: str) -> list[doc.Block]:
     runs = [r for r in ctx.study.arm_runs(arm, ok_only=True) if not r.iterations.empty]
     if not runs:
         return []
-    keys = list(dict.fromkeys(k for r in runs for k in r.iterations.columns))
+    keys = list(dict.fromkeys(k for r in runs for k in r.iterations.columns if r.iterations[k].notna().any()))
     its = sorted({int(i) for r in runs for i in r.iterations.index})
     rows = []
     for i in its:
@@ -287,6 +333,24 @@ def _phase1_tables(ctx: Ctx, arm: str) -> list[doc.Block]:
         rows.append([str(i), str(len(present)), *cells])
     return [doc.Para(f"**{ctx.t('phase1')}**"),
             *doc.split_table([ctx.t("iteration"), ctx.t("n"), *keys], rows, keep=2)]
+
+
+def phase1_section(ctx: Ctx) -> list[doc.Block]:
+    """LM Phase 1 per arm from summary.json ``phase1``: iterations, convergence, effective rank, time."""
+    s = ctx.study
+    per_arm = {arm: [r.summary.get("phase1") or {} for r in s.arm_runs(arm, ok_only=True)] for arm in s.arms}
+    keys = list(dict.fromkeys(k for dicts in per_arm.values() for d in dicts for k, v in d.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)))
+    if not keys:
+        return []
+    rows = []
+    for arm, dicts in per_arm.items():
+        cells = []
+        for k in keys:
+            vals = {i: float(d[k]) for i, d in enumerate(dicts) if isinstance(d.get(k), (int, float))}
+            cells.append(stat_cell(ctx, k, vals) if vals else "—")
+        rows.append([arm_label(ctx, arm), *cells])
+    return [doc.Heading(2, ctx.t("phase1_summary")), *doc.split_table([ctx.t("arm"), *keys], rows)]
 
 
 def best_epoch_section(ctx: Ctx) -> list[doc.Block]:

@@ -39,6 +39,15 @@ def _init_layer_norm_(norm: nn.LayerNorm) -> None:
     nn.init.zeros_(norm.bias)
 
 
+def _init_block_(block: nn.Module, std: float, bias_std: float, generator: torch.Generator | None) -> None:
+    """Initialise every Linear and LayerNorm of a block, in module order."""
+    for module in block.modules():
+        if isinstance(module, nn.Linear):
+            _init_linear_(module, std, bias_std, generator)
+        elif isinstance(module, nn.LayerNorm):
+            _init_layer_norm_(module)
+
+
 class ContextLayer(nn.Module):
     """c_l = LN(c_{l-1} + ReLU(W [c_{l-1}; x̃] + b)): one Linear, no hidden expansion, post-LN."""
 
@@ -84,9 +93,7 @@ class ContextBlock(nn.Module):
         self, *, init_std: float = 0.1, bias_std: float = 0.01, generator: torch.Generator | None = None
     ) -> None:
         """Re-draw every weight (layer order, weight before bias) from ``generator``."""
-        for layer in self.layers:
-            _init_linear_(layer.fc, init_std, bias_std, generator)
-            _init_layer_norm_(layer.norm)
+        _init_block_(self, init_std, bias_std, generator)
 
     def forward(self, c_prev: Tensor, x: Tensor) -> Tensor:
         """One recurrence step for a batch of tokens.
@@ -151,9 +158,7 @@ class TokenBlock(nn.Module):
         self, *, init_std: float = 0.1, bias_std: float = 0.01, generator: torch.Generator | None = None
     ) -> None:
         """Re-draw every weight (layer order, weight before bias) from ``generator``."""
-        for layer in self.layers:
-            _init_linear_(layer.fc, init_std, bias_std, generator)
-            _init_layer_norm_(layer.norm)
+        _init_block_(self, init_std, bias_std, generator)
 
     def forward(self, contexts: Tensor, x: Tensor) -> Tensor:
         """Token path for a batch of positions.

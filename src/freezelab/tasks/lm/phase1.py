@@ -150,35 +150,33 @@ def exact_contexts(
         offsets: document boundaries (ignored in stream mode).
         cfg: supplies reset, chunk_rows and the Jacobi tolerance.
         all_layers: (N, L, d_c) when True, else the final layer (N, d_c).
-        method: per-document: batched sequential or Jacobi sweeps; stream: the per-token loop
-            or Jacobi sweeps (falling back to the loop, with a warning, if Jacobi does not converge).
+        method: "sequential" is the batched per-document recurrence, or the per-token loop in
+            stream mode; "jacobi" is Jacobi sweeps, falling back to "sequential" with a
+            RuntimeWarning if they do not converge (the method used is returned).
 
     Returns:
         (contexts, method used, Jacobi sweeps or 0).
     """
     per_document = cfg.reset == "per_document"
-    if method == "sequential":
+
+    def sequential() -> tuple[Tensor, str, int]:
         if per_document:
             return contexts_per_document(block, x, offsets, all_layers=all_layers), "per_document", 0
         return contexts_stream_sequential(block, x, all_layers=all_layers), "stream_sequential", 0
 
-    def jacobi() -> tuple[Tensor, int]:
-        return contexts_stream_jacobi(
+    if method == "sequential":
+        return sequential()
+    try:
+        c, sweeps = contexts_stream_jacobi(
             block, x, offsets=offsets if per_document else None, tol=cfg.jacobi_tol,
             max_sweeps=cfg.jacobi_max_sweeps, chunk_rows=cfg.chunk_rows, all_layers=all_layers,
         )  # fmt: skip
-
-    if per_document:
-        c, sweeps = jacobi()
-        return c, "per_document_jacobi", sweeps
-    try:
-        c, sweeps = jacobi()
-        return c, "stream_jacobi", sweeps
     except NumericFailure as err:
         if err.code != "jacobi_not_converged":
             raise
-        warnings.warn(f"{err}; falling back to the per-token loop", RuntimeWarning, stacklevel=2)
-        return contexts_stream_sequential(block, x, all_layers=all_layers), "stream_sequential", 0
+        warnings.warn(f"{err}; falling back to the sequential recurrence", RuntimeWarning, stacklevel=2)
+        return sequential()
+    return c, "per_document_jacobi" if per_document else "stream_jacobi", sweeps
 
 
 def train_phase1(
@@ -242,7 +240,7 @@ def train_phase1(
     iterations = len(history)
 
     # Phase 2's contexts: final parameters, no noise, exact recurrence, all layers (§9 flaw 2).
-    final = "sequential" if cfg.reset == "per_document" else "jacobi"
+    final: Literal["sequential", "jacobi"] = "sequential" if cfg.reset == "per_document" else "jacobi"
     contexts, final_method, _ = exact_contexts(block, x_train, offsets, cfg, method=final)
     val_contexts = None
     if x_val is not None:

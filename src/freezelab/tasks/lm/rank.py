@@ -95,9 +95,7 @@ def effective_rank_centred(C: Tensor, *, rows: int = 8192, generator: torch.Gene
 
 
 @torch.no_grad()
-def memory_horizon(
-    block: ContextBlock, x: Tensor, *, horizons: int = 16, generator: torch.Generator
-) -> list[float]:
+def memory_horizon(block: ContextBlock, x: Tensor, *, horizons: int = 16, generator: torch.Generator) -> list[float]:
     """RMS distance between two context streams fed the same tokens from different start states.
 
     ``x`` is cut into T // horizons non-overlapping windows; in each, two streams start from

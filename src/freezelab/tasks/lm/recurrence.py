@@ -55,9 +55,7 @@ def as_offsets(offsets: OffsetsLike | None, num_tokens: int) -> Tensor:
     return out
 
 
-def shift_contexts(
-    c: Tensor, offsets: OffsetsLike | None = None, *, wraparound: bool = False
-) -> Tensor:
+def shift_contexts(c: Tensor, offsets: OffsetsLike | None = None, *, wraparound: bool = False) -> Tensor:
     """The previous token's context for every row: out[t] = c[t-1].
 
     Args:
@@ -104,7 +102,7 @@ def jacobi_step(block: ContextBlock, c_prev: Tensor, x: Tensor, chunk_rows: int 
 def contexts_per_document(
     block: ContextBlock,
     x: Tensor,
-    offsets: OffsetsLike,
+    offsets: OffsetsLike | None,
     *,
     batch_docs: int | None = None,
     noise_std: float = 0.0,
@@ -119,7 +117,7 @@ def contexts_per_document(
     Args:
         block: the ContextBlock.
         x: (N, n*d_e) token inputs, documents concatenated.
-        offsets: (n_docs + 1,) document boundaries.
+        offsets: (n_docs + 1,) document boundaries (None: one document).
         batch_docs: documents stepped together (None: all). Smaller bounds memory, costs time.
         noise_std: Gaussian noise added to the carried context before each step (0: exact).
         generator: draws the noise.

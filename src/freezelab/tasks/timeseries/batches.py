@@ -1,0 +1,268 @@
+"""From a config to model-ready batches: bars → windows → split → train-only stats → masked batches.
+
+Everything is index arithmetic on numpy arrays (no per-window pandas). The order inside a batch follows
+the data layer: gather windows and times → draw masks (training: ``mask_rng(run seed, epoch, anchors)``;
+val/test: ``mask_rng(mask_seed, 0, anchors)``, drawn once, stored and hashed) → ref from visible bars →
+normalise with the train-only scales → blank masked inputs (the model puts μ_f there).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from freezelab.tasks.timeseries import bars as tsbars
+from freezelab.tasks.timeseries import windows as tswin
+from freezelab.tasks.timeseries.masking import (
+    MaskConfig,
+    apply_mask,
+    default_mask_config,
+    draw_masks,
+    mask_rng,
+    masked_fraction,
+    masks_hash,
+)
+from freezelab.utils.hashing import hash_json
+
+NS_PER_MINUTE = tsbars.NS_PER_MINUTE
+
+
+@dataclass
+class Batch:
+    """One batch of windows, as torch tensors (model inputs) plus numpy extras for scoring.
+
+    Attributes:
+        inputs: {tf: (B, K, 4) float32} normalised OHLC, masked bars set to 0.
+        flags: {tf: (B, K) float32} 1 = masked.
+        targets: {tf: (B, K, 4) float32} normalised OHLC (the truth).
+        masks: {tf: (B, K) bool}.
+        minutes: {tf: (B, K/P) float32} minutes from each patch's close to the anchor.
+        open_times, close_times: {tf: (B, K) int64 ns} (numpy; baselines, consistency term).
+        n_sub: {tf: (B, K) int64} base bars per bar (numpy; only when requested).
+        fallback_refs: windows whose ref is not from the base TF (all its bars masked).
+    """
+
+    inputs: dict[str, torch.Tensor]
+    flags: dict[str, torch.Tensor]
+    targets: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    minutes: dict[str, torch.Tensor]
+    open_times: dict[str, np.ndarray]
+    close_times: dict[str, np.ndarray]
+    n_sub: dict[str, np.ndarray] | None = None
+    fallback_refs: int = 0
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def to(self, device: torch.device) -> Batch:
+        move = lambda d: {f: t.to(device, non_blocking=True) for f, t in d.items()}
+        return Batch(move(self.inputs), move(self.flags), move(self.targets), move(self.masks), move(self.minutes),
+                     self.open_times, self.close_times, self.n_sub, self.fallback_refs)
+
+
+@dataclass
+class TSData:
+    """The loaded study data of one run: bars, split, stats, fixed eval masks and hashes."""
+
+    bars: dict[str, tsbars.Bars]
+    split: tswin.WindowSplit
+    stats: tswin.NormStats
+    mask_cfg: MaskConfig
+    patch_len: dict[str, int]
+    mask_inputs: bool
+    eval_masks: dict[str, dict[str, np.ndarray]]      # split -> {tf: (N, K) bool}, fixed
+    hashes: dict[str, str]
+    info: dict[str, Any]
+
+    def part(self, name: str) -> tswin.WindowIndex:
+        return self.split.part(name)
+
+    @property
+    def tfs(self) -> list[str]:
+        return list(self.split.index.tfs)
+
+
+def load_bars(cfg: Any) -> dict[str, tsbars.Bars]:
+    """Base bars of the configured source resampled to every timeframe: {tf: Bars} in config order.
+
+    Raises:
+        DataNotFoundError / DataError: missing file, unreadable file, invalid rows (with row numbers).
+    """
+    d = cfg.data
+    if d.source == "synthetic":
+        base = tsbars.synthetic_bars(d.synthetic_bars, tf=d.base_tf, seed=d.synthetic_seed)
+        return {f: tsbars.resample(base, f) for f in d.timeframes}
+    path = tsbars.default_fx_path() if d.source == "fx_default" else Path(d.path)
+    return tsbars.load_multi_timeframe(path, d.base_tf, d.timeframes, d.on_invalid, time_column=d.time_column)
+
+
+def mask_config(cfg: Any) -> MaskConfig:
+    """The masking section as a data-layer ``MaskConfig`` (spec defaults filled in per TF)."""
+    m, tfs = cfg.masking, cfg.data.timeframes
+    base = default_mask_config(tfs, closure=m.closure)
+    ratio = m.ratio if isinstance(m.ratio, dict) else dict.fromkeys(tfs, float(m.ratio))
+    return MaskConfig(ratio=dict(ratio), span_min=dict(m.span_min or base.span_min),
+                      span_max=dict(m.span_max or base.span_max), closure=m.closure)
+
+
+def load_data(cfg: Any, *, stats_dir: Path | None = None, log: Any = print) -> TSData:
+    """Load bars, index windows, split with embargo, fit (or load) train-only stats, draw fixed eval masks.
+
+    Args:
+        cfg: a resolved ``TSConfig``.
+        stats_dir: where the stats file keyed by the split hash is written and re-read (checked on load).
+        log: progress messages.
+
+    Raises:
+        DataError: empty split, missing TF in the stats, hash mismatch, unreadable bars.
+    """
+    bars = load_bars(cfg)
+    w = cfg.windows
+    index = tswin.build_window_index(bars, base_tf=cfg.data.base_tf, context=dict(w.context),
+                                     max_gap_minutes=dict(w.max_gap_minutes) or None)
+    split = tswin.make_split(bars, index, fractions=tuple(cfg.data.split), train_stride_minutes=w.train_stride_minutes,
+                             eval_stride_minutes=w.eval_stride_minutes, max_eval_windows=w.max_eval_windows,
+                             seed=cfg.data.data_seed)
+    stats = _stats(bars, split, stats_dir)
+    mcfg = mask_config(cfg)
+    eval_masks, fractions = {}, {}
+    for name in ("val", "test"):
+        part = split.part(name)
+        o, c = tswin.gather_times(bars, part, np.arange(len(part)))
+        eval_masks[name] = draw_masks(o, c, mask_rng(cfg.masking.mask_seed, 0, part.anchors), mcfg)
+        fractions[name] = masked_fraction(eval_masks[name])
+    eval_hash = hash_json({"val": masks_hash(eval_masks["val"]), "test": masks_hash(eval_masks["test"]),
+                           "split": split.hash, "mask_inputs": cfg.masking.mask_inputs})
+    info = {"bars": {f: len(b) for f, b in bars.items()}, "windows": {k: len(v) for k, v in split.rows.items()},
+            "embargoed": split.n_embargoed, "rejected": index.n_rejected, "scale_bp": stats.scale_bp,
+            "masked_fraction": fractions, "first_anchor": {k: _iso(index.anchors[v[0]]) for k, v in split.rows.items()},
+            "last_anchor": {k: _iso(index.anchors[v[-1]]) for k, v in split.rows.items()}}
+    hashes = {"data_hash": hash_json(index.data_hashes), "split_hash": split.hash, "eval_hash": eval_hash}
+    patch = {f: cfg.patch_len(f) for f in cfg.data.timeframes}
+    log(f"data: bars {info['bars']}, windows {info['windows']}, scale_bp "
+        f"{ {f: round(s, 1) for f, s in stats.scale_bp.items()} }")
+    return TSData(bars, split, stats, mcfg, patch, cfg.masking.mask_inputs, eval_masks, hashes, info)
+
+
+def _iso(ns: int) -> str:
+    return str(np.datetime64(int(ns), "ns"))[:19]
+
+
+def _stats(bars: dict[str, tsbars.Bars], split: tswin.WindowSplit, stats_dir: Path | None) -> tswin.NormStats:
+    """Train-only stats; written to a file keyed by the split hash and read back through its checks."""
+    stats = tswin.fit_norm_stats(bars, split)
+    if stats_dir is None:
+        return stats
+    path = Path(stats_dir) / f"norm_stats_{split.hash}.json"
+    tswin.save_norm_stats(stats, path)
+    return tswin.load_norm_stats(path, split_hash=split.hash, tfs=list(split.index.tfs))
+
+
+# ----------------------------------------------------------------------------- batches
+def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: dict[str, np.ndarray] | None = None,
+               *, seed: int = 0, epoch: int = 0, with_n_sub: bool = False) -> Batch:
+    """Gather, mask, normalise and blank one batch of windows.
+
+    Args:
+        data: the run's data.
+        part: the split's window index.
+        rows: (B,) rows of ``part``.
+        masks: fixed masks {tf: (B, K)} (val/test); None draws training masks from (seed, epoch, anchor).
+        seed, epoch: the training mask stream.
+        with_n_sub: also gather n_sub (cross-TF consistency term).
+
+    Returns:
+        The batch (CPU tensors).
+    """
+    ohlc = tswin.gather_windows(data.bars, part, rows)                                   # {tf: (B, K, 4)}
+    opens, closes = tswin.gather_times(data.bars, part, rows)                            # {tf: (B, K)} ns
+    if masks is None:
+        masks = draw_masks(opens, closes, mask_rng(seed, epoch, part.anchors[rows]), data.mask_cfg)
+    ref, fallback = tswin.window_reference(ohlc, closes, part.base_tf, masks if data.mask_inputs else None)
+    z = tswin.normalise_windows(ohlc, ref, data.stats)                                   # {tf: (B, K, 4)}
+    anchor = part.anchors[rows][:, None]                                                 # (B, 1)
+    inputs, flags, minutes = {}, {}, {}
+    for f in data.tfs:
+        if data.mask_inputs:
+            inputs[f], flags[f] = apply_mask(z[f], masks[f])
+        else:  # reproduces the original leak; the task logs a loud warning
+            inputs[f], flags[f] = z[f].copy(), masks[f].astype(z[f].dtype)
+        p = data.patch_len[f]
+        patch_close = closes[f][:, p - 1::p]                                              # (B, K/P)
+        minutes[f] = (anchor - patch_close) / NS_PER_MINUTE
+    t = lambda d: {f: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for f, v in d.items()}
+    n_sub = None
+    if with_n_sub:
+        n_sub = {f: data.bars[f].n_sub[tswin.window_rows(part, f, rows)] for f in data.tfs}
+    return Batch(inputs=t(inputs), flags=t(flags), targets=t(z), masks={f: torch.from_numpy(m) for f, m in masks.items()},
+                 minutes=t(minutes), open_times=opens, close_times=closes, n_sub=n_sub,
+                 fallback_refs=int(fallback.sum()))
+
+
+def train_order(n_windows: int, batch_size: int, steps_cap: int | None, *, seed: int, epoch: int) -> list[np.ndarray]:
+    """Shuffled rows of one epoch in full batches (drop_last), from (seed, "order", epoch).
+
+    Returns:
+        A list of (batch_size,) row arrays; at most ``steps_cap`` of them.
+    """
+    from freezelab.utils.seeding import numpy_generator
+
+    perm = numpy_generator(seed, "order", str(epoch)).permutation(n_windows)
+    n = n_windows // batch_size
+    if steps_cap is not None:
+        n = min(n, steps_cap)
+    return [perm[i * batch_size:(i + 1) * batch_size] for i in range(n)]
+
+
+def eval_batches(data: TSData, name: str, batch_size: int, *, with_n_sub: bool = False):
+    """Yield (Batch, slice) over a val/test split with its fixed masks, in chronological order."""
+    part = data.part(name)
+    for lo in range(0, len(part), batch_size):
+        rows = np.arange(lo, min(lo + batch_size, len(part)))
+        masks = {f: m[lo:lo + len(rows)] for f, m in data.eval_masks[name].items()}
+        yield make_batch(data, part, rows, masks, with_n_sub=with_n_sub), slice(lo, lo + len(rows))
+
+
+def steps_per_epoch(n_windows: int, batch_size: int, steps_cap: int | None) -> int:
+    """Optimizer steps in one epoch (drop_last, capped)."""
+    n = n_windows // batch_size
+    return n if steps_cap is None else min(n, steps_cap)
+
+
+def check_enough(n_windows: int, batch_size: int) -> None:
+    """Raise when the train split cannot fill one batch."""
+    from freezelab.errors import DataError
+
+    if n_windows < batch_size:
+        raise DataError(f"The train split has {n_windows} windows, fewer than train.batch_size={batch_size}; "
+                        f"lower the batch size or use more data.")
+
+
+def budget(cfg: Any, n_train: int) -> dict[str, Any]:
+    """The training budget that must be identical across arms (budget_hash)."""
+    t = cfg.train
+    return {"max_epochs": t.max_epochs, "batch_size": t.batch_size, "steps_per_epoch":
+            steps_per_epoch(n_train, t.batch_size, t.steps_per_epoch), "eval_batch_size": t.eval_batch_size,
+            "patience": t.patience, "min_delta": t.min_delta, "selection": t.selection_metric,
+            "eval_every_epochs": 1, "precision": cfg.runtime.precision}
+
+
+def total_steps(cfg: Any, n_train: int) -> int:
+    """Optimizer steps of the whole budget (the cosine's horizon)."""
+    return max(1, cfg.train.max_epochs * steps_per_epoch(n_train, cfg.train.batch_size, cfg.train.steps_per_epoch))
+
+
+def lr_schedule(warmup_steps: int, total: int, min_ratio: float):
+    """f(s): linear warm-up (s+1)/W, then cosine from 1 to ``min_ratio`` at step ``total``."""
+    def f(s: int) -> float:
+        if s < warmup_steps:
+            return (s + 1) / warmup_steps
+        progress = min(1.0, (s - warmup_steps) / max(1, total - warmup_steps))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return f

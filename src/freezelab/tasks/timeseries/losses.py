@@ -1,0 +1,109 @@
+"""Losses of the reconstruction task (spec §7): masked Huber and the optional cross-TF consistency term.
+
+Masked Huber (δ = 1, normalised units): per TF the mean over masked (bar, field) entries; across TFs a
+weighted mean (w_f, equal by default) over the TFs that have masked entries in the batch, so a TF with
+nothing masked is left out rather than scored 0, and M1's larger count does not dominate.
+
+Consistency (λ_c > 0). For each adjacent pair (finer f, coarser g) and every g bar B whose constituent
+f bars are all inside the window (their n_sub add up to B's n_sub: the real bar boundaries) and at least
+one of them is masked: ỹ_f = prediction at masked bars, observed value at visible ones, mapped to bp
+with the shared ref (z · s_f); aggregate over B (open first, high max, low min, close last); Huber
+against B's target in g's normalised units (bp / s_g). Padding never enters (there is none), and the
+target is always the real coarser bar, never raw base-TF values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def masked_huber(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                 *, delta: float = 1.0, weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted mean over TFs of the per-TF masked Huber loss.
+
+    Args:
+        pred, target: {tf: (B, K, 4)} normalised.
+        masks: {tf: (B, K) bool}.
+        delta: Huber δ.
+        weights: {tf: w_f}; None = equal.
+
+    Returns:
+        (scalar loss, {tf: per-TF loss as float}); TFs without masked entries are absent from the dict.
+        When no TF has a masked entry, the loss is a differentiable 0.
+    """
+    total, wsum, per_tf = None, 0.0, {}
+    for f, p in pred.items():
+        m = masks[f]
+        if not bool(m.any()):
+            continue
+        err = F.huber_loss(p, target[f], reduction="none", delta=delta)        # (B, K, 4)
+        loss_f = err[m].mean()                                                  # mean over masked entries
+        w = 1.0 if weights is None else float(weights[f])
+        total = loss_f * w if total is None else total + loss_f * w
+        wsum += w
+        per_tf[f] = float(loss_f.detach())
+    if total is None:
+        return sum(p.sum() for p in pred.values()) * 0.0, per_tf
+    return total / wsum, per_tf
+
+
+def consistency_index(open_times: dict[str, np.ndarray], close_times: dict[str, np.ndarray],
+                      n_sub: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> list[tuple]:
+    """Membership of fine bars in coarse bars for each adjacent TF pair (numpy, vectorised per batch).
+
+    Args:
+        open_times, close_times, n_sub: {tf: (B, K_tf)} of the batch, TFs finest first.
+        masks: {tf: (B, K_tf) bool}.
+
+    Returns:
+        [(f, g, member (B, K_f, K_g) bool, first (B, K_g), last (B, K_g), valid (B, K_g) bool)], where
+        first/last are the positions of the first/last constituent f bar of each g bar.
+    """
+    tfs, out = list(open_times), []
+    for f, g in zip(tfs[:-1], tfs[1:]):
+        of = open_times[f][:, :, None]                                                  # (B, K_f, 1)
+        member = (of >= open_times[g][:, None, :]) & (of < close_times[g][:, None, :])  # (B, K_f, K_g)
+        complete = (member * n_sub[f][:, :, None]).sum(axis=1) == n_sub[g]              # (B, K_g)
+        touched = (member & masks[f][:, :, None]).any(axis=1)                           # (B, K_g)
+        kf = member.shape[1]
+        first = np.argmax(member, axis=1)                                               # (B, K_g)
+        last = kf - 1 - np.argmax(member[:, ::-1, :], axis=1)
+        valid = complete & touched & member.any(axis=1)
+        out.append((f, g, member, first, last, valid))
+    return out
+
+
+def consistency_loss(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                     index: list[tuple], scale_bp: dict[str, float], *, delta: float = 1.0) -> torch.Tensor:
+    """Mean over TF pairs (with at least one valid coarse bar) of the Huber between aggregated ỹ_f and g.
+
+    Args:
+        pred, target, masks: as in ``masked_huber``.
+        index: from ``consistency_index`` on the same batch.
+        scale_bp: {tf: s_f} train-only scales.
+        delta: Huber δ.
+
+    Returns:
+        A scalar (0 when no pair has a valid coarse bar).
+    """
+    losses = []
+    for f, g, member, first, last, valid in index:
+        if not valid.any():
+            continue
+        dev = pred[f].device
+        y = torch.where(masks[f][..., None], pred[f], target[f]) * scale_bp[f]          # (B, K_f, 4) bp
+        mem = torch.from_numpy(member).to(dev)[..., None]                                # (B, K_f, K_g, 1)
+        big = torch.finfo(y.dtype).max
+        high = torch.where(mem, y[:, :, None, 1:2], -big).amax(dim=1)                    # (B, K_g, 1)
+        low = torch.where(mem, y[:, :, None, 2:3], big).amin(dim=1)                      # (B, K_g, 1)
+        fi, la = torch.from_numpy(first).to(dev), torch.from_numpy(last).to(dev)
+        opn = torch.gather(y[..., 0], 1, fi)[..., None]                                  # (B, K_g, 1)
+        cls = torch.gather(y[..., 3], 1, la)[..., None]
+        agg = torch.cat([opn, high, low, cls], dim=-1) / scale_bp[g]                     # (B, K_g, 4) g units
+        v = torch.from_numpy(valid).to(dev)
+        losses.append(F.huber_loss(agg[v], target[g][v], delta=delta))
+    if not losses:
+        return sum(p.sum() for p in pred.values()) * 0.0
+    return torch.stack(losses).mean()

@@ -1,0 +1,310 @@
+"""The training loop of one time-series run: steps, freeze checks, unfreezing, early stopping, test.
+
+One step: batch (training masks redrawn per epoch) → leak check on the first batches of every epoch →
+autocast forward → masked Huber (+ λ_c · consistency) → backward (scaled under fp16) → frozen groups
+have no gradient → unscale → clip over the optimizer's parameters that have a gradient → a non-finite
+norm skips the step (counted; fp16: the scaler halves its scale) → I5 lr check → decoupled weight decay
+on matrices → optimizer step → scheduler step → I7 finite check. Invariants I1 (frozen bit-identical)
+after the first step, at every epoch end and at the end; I2 (dead tensors) after the first applied step
+of every phase. fp16 fails the run as ``fp16_scale_collapse`` when the scale drops below 1 or more than
+``runtime.fp16_max_skip_fraction`` of an epoch's steps are skipped, never training on zero gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from freezelab.errors import InvariantViolation, NumericFailure
+from freezelab.freeze.invariants import check_finite, check_frozen_unchanged, dead_tensors, frozen_state, snapshot
+from freezelab.freeze.param_groups import FreezeController
+from freezelab.tasks.timeseries import batches as B
+from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
+from freezelab.tasks.timeseries.masking import assert_no_masked_leak
+from freezelab.tasks.timeseries.scoring import add_skill, evaluate
+from freezelab.tracking.checkpoints import save_best
+from freezelab.tracking.tracker import Tracker
+
+
+class Precision:
+    """Autocast and (fp16 only) a GradScaler; bf16 and fp32 need no scaling."""
+
+    def __init__(self, precision: str, device: torch.device, init_scale: float = 2.0**16) -> None:
+        self.precision, self.device = precision, device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler(device.type, init_scale=init_scale) if precision == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def unscale(self, opt: torch.optim.Optimizer) -> None:
+        if self.scaler:
+            self.scaler.unscale_(opt)
+
+    def step(self, opt: torch.optim.Optimizer) -> None:
+        if self.scaler:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+
+    def skip(self, opt: torch.optim.Optimizer) -> None:
+        """A step with non-finite gradients: fp16 lets the scaler skip it and lower its scale."""
+        if self.scaler:
+            self.scaler.step(opt)   # sees the inf found while unscaling: no update
+            self.scaler.update()    # scale × backoff_factor
+
+    @property
+    def scale(self) -> float | None:
+        return float(self.scaler.get_scale()) if self.scaler else None
+
+
+def selection_mode(cfg: Any) -> str:
+    """min or max for the selection metric (auto: max for corr, r2 and skill)."""
+    if cfg.train.selection_mode != "auto":
+        return cfg.train.selection_mode
+    name = cfg.train.selection_metric
+    return "max" if any(k in name for k in ("corr", "r2", "skill")) else "min"
+
+
+def backbone_groups(controller: FreezeController) -> list[str]:
+    return [n for n in controller.order if n.startswith("encoder.")]
+
+
+def decay_ids(model: torch.nn.Module) -> set[int]:
+    """Tensors that get weight decay: matrices outside norm modules (no decay on norms, biases, μ_f)."""
+    from freezelab.tasks.timeseries.model import _is_norm
+
+    in_norm = {id(p) for m in model.modules() if _is_norm(m) for p in m.parameters()}
+    return {id(p) for p in model.parameters() if p.ndim >= 2 and id(p) not in in_norm}
+
+
+@torch.no_grad()
+def _apply_decay(opt: torch.optim.Optimizer, ids: set[int], wd: float) -> None:
+    """AdamW's decoupled decay, p ← p·(1 − lr_g·wd), on decayed tensors of groups with lr > 0."""
+    if wd <= 0:
+        return
+    for pg in opt.param_groups:
+        ps = [p for p in pg["params"] if id(p) in ids and p.grad is not None]
+        if ps and pg["lr"] > 0:
+            torch._foreach_mul_(ps, 1.0 - pg["lr"] * wd)
+
+
+def check_leak(batch: B.Batch) -> None:
+    """Every masked bar of the model input holds the fill value (0), never its target (raises)."""
+    for f in batch.inputs:
+        assert_no_masked_leak(batch.inputs[f].numpy(), batch.targets[f].numpy(), batch.masks[f].numpy())
+
+
+def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, data: B.TSData, *, seed: int,
+              device: torch.device, tracker: Tracker, log: Callable[[str], None], facts: dict[str, Any],
+              run_dir: Path, baselines: dict[str, dict[str, float]], progress: bool = False) -> dict[str, Any]:
+    """Train with early stopping on the selection metric, restore the best weights, score test once.
+
+    Raises:
+        InvariantViolation: a frozen tensor changed, lr overridden, masked input leaked, all tensors dead.
+        NumericFailure: fp16 scale collapse, or ``runtime.max_nonfinite_steps`` non-finite steps in a row.
+    """
+    t, o, bb = cfg.train, cfg.optim, cfg.backbone
+    prec = Precision(cfg.runtime.precision, device, cfg.runtime.fp16_init_scale)
+    part = data.part("train")
+    B.check_enough(len(part), t.batch_size)
+    n_steps = B.steps_per_epoch(len(part), t.batch_size, t.steps_per_epoch)
+    f = B.lr_schedule(o.warmup_steps, B.total_steps(cfg, len(part)), o.min_lr_ratio)
+    opt = controller.build_optimizer(o.lr, kind="adamw", betas=tuple(o.betas), eps=o.eps)
+    sched = controller.build_scheduler(opt, o.lr, schedule=f)
+    controller.check_layout(opt)
+    decayed = decay_ids(model)
+    mode, sel = selection_mode(cfg), t.selection_metric
+    better = (lambda a, b: a < b - t.min_delta) if mode == "min" else (lambda a, b: a > b + t.min_delta)
+    with_n_sub = cfg.loss.consistency_weight > 0
+    frozen_ids = {id(p) for _, p in controller.frozen_params()}
+    frozen_before = snapshot(frozen_state(model, frozen_ids))
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable_before, check_dead = snapshot(trainable), True
+    bb_scales = {n: controller.groups[n].lr_scale for n in backbone_groups(controller)}
+    ramp_left, ramp_done = 0, 0
+    best: dict[str, Any] = {"value": math.inf if mode == "min" else -math.inf, "epoch": 0, "metrics": {}, "state": None}
+    patience_left, step, seen, skipped_total, nonfinite_run, train_seconds = t.patience, 0, 0, 0, 0, 0.0
+    dead: list[str] = []
+    warnings: list[str] = []
+    epoch = 0
+    for epoch in range(1, t.max_epochs + 1):
+        facts["epoch"] = epoch
+        if bb.train == "frozen_then_unfrozen" and epoch == bb.unfreeze_epoch + 1:
+            _unfreeze(controller, opt, cfg, f(step), log, facts, epoch)
+            frozen_ids = {id(p) for _, p in controller.frozen_params()}
+            frozen_before = snapshot(frozen_state(model, frozen_ids))
+            trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            trainable_before, check_dead = snapshot(trainable), True
+            ramp_left, ramp_done = bb.unfreeze_warmup_steps, 0
+            patience_left = t.patience if bb.reset_patience else patience_left
+        model.train()
+        t_epoch = time.time()
+        loss_sum, tf_loss, tf_count, masked = 0.0, {}, {}, {fn: 0.0 for fn in data.tfs}
+        norms_sum: dict[str, float] = {}
+        skipped, applied = 0, 0
+        order = B.train_order(len(part), t.batch_size, t.steps_per_epoch, seed=seed, epoch=epoch)
+        bar = tqdm(order, desc=f"epoch {epoch}", unit="step", disable=not progress, leave=False)
+        for i, rows in enumerate(bar):
+            batch = B.make_batch(data, part, rows, seed=seed, epoch=epoch, with_n_sub=with_n_sub)
+            if i < t.leak_check_batches and data.mask_inputs:
+                check_leak(batch)
+            for fn in data.tfs:
+                masked[fn] += float(batch.masks[fn].float().mean())
+            cidx = (consistency_index(batch.open_times, batch.close_times, batch.n_sub,
+                                      {fn: m.numpy() for fn, m in batch.masks.items()}) if with_n_sub else None)
+            b = batch.to(device)
+            if ramp_left > 0:  # linear warm-up of the just-unfrozen groups: part of their scale
+                ramp_done += 1
+                for name, s_bb in bb_scales.items():
+                    controller.groups[name].lr_scale = s_bb * min(1.0, ramp_done / max(1, bb.unfreeze_warmup_steps))
+                controller.sync_lrs(opt, f(step))
+                ramp_left -= 1
+            with prec.autocast():
+                pred = model(b.inputs, b.flags, b.minutes)
+            loss, per_tf = masked_huber(pred, b.targets, b.masks, delta=cfg.loss.huber_delta,
+                                        weights=cfg.loss.tf_weights)
+            if cidx is not None:
+                loss = loss + cfg.loss.consistency_weight * consistency_loss(
+                    pred, b.targets, b.masks, cidx, data.stats.scale_bp, delta=cfg.loss.huber_delta)
+            opt.zero_grad(set_to_none=True)
+            loss_ok = bool(torch.isfinite(loss))
+            finite = loss_ok
+            if loss_ok:
+                prec.backward(loss)
+                controller.check_no_frozen_grads()
+                prec.unscale(opt)
+                for name, v in controller.grad_norms().items():   # unscaled: no hook sees scaled grads
+                    norms_sum[name] = norms_sum.get(name, 0.0) + v
+                params = [p for pg in opt.param_groups for p in pg["params"] if p.grad is not None]
+                norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip, error_if_nonfinite=False)
+                finite = bool(torch.isfinite(norm))
+            if finite:
+                nonfinite_run = 0
+                controller.check_lrs(opt, o.lr, f(step))                              # I5
+                _apply_decay(opt, decayed, o.weight_decay)
+                prec.step(opt)
+                applied += 1
+            else:  # skipped and counted; under fp16 the scaler skips it and lowers its scale
+                skipped += 1
+                nonfinite_run += 1
+                if loss_ok and prec.scaler is not None:
+                    prec.skip(opt)
+                    _check_scale(prec, epoch, step + 1)
+                elif nonfinite_run >= cfg.runtime.max_nonfinite_steps:
+                    raise NumericFailure("non_finite", f"{nonfinite_run} consecutive non-finite losses or gradient "
+                                         f"norms (epoch {epoch}, step {step + 1}); lower optim.lr or use fp32")
+                opt.zero_grad(set_to_none=True)
+            sched.step()
+            step += 1
+            facts["step"] = step
+            if finite:
+                check_finite([p for _, p in trainable])                               # I7
+                if step == 1:
+                    check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when="after step 1")
+                if check_dead:
+                    dead = dead_tensors(trainable_before, trainable)
+                    check_dead = False
+                    if dead and len(dead) == len(trainable):
+                        raise InvariantViolation("all_trainable_dead", f"no trainable tensor changed after the first "
+                                                 f"applied step of epoch {epoch}")
+                    if dead:
+                        warnings.append(f"epoch {epoch}: tensors unchanged after the first step: {dead[:5]}")
+                        log(f"warning: {warnings[-1]}")
+            if finite:
+                loss_sum += float(loss.detach())
+                for fn, v in per_tf.items():
+                    tf_loss[fn] = tf_loss.get(fn, 0.0) + v
+                    tf_count[fn] = tf_count.get(fn, 0) + 1
+            if prec.scaler is not None or step % 10 == 0:
+                tracker.log({"kind": "step", "phase": "train", "epoch": epoch, "step": step,
+                             "train/step_loss": float(loss.detach()) if finite else float("nan"),
+                             **({"fp16/scale": prec.scale} if prec.scaler is not None else {})}, step=step)
+            seen += len(rows)
+        skipped_total += skipped
+        if prec.scaler is not None and n_steps and skipped / n_steps > cfg.runtime.fp16_max_skip_fraction:
+            raise NumericFailure("fp16_scale_collapse", f"{skipped} of {n_steps} steps of epoch {epoch} "
+                                 f"({skipped / n_steps:.0%}) were skipped for fp16 overflow (limit "
+                                 f"{cfg.runtime.fp16_max_skip_fraction:.0%}); the model would train on zero "
+                                 f"gradients. Use runtime.precision: bf16 or fp32.")
+        train_seconds += time.time() - t_epoch
+        check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when=f"at the end of epoch {epoch}")
+        val = evaluate(model, data, "val", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
+                       delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
+        val = add_skill(val, baselines, "val", data.tfs)
+        record = {"kind": "epoch", "phase": "train", "epoch": epoch, "step": step,
+                  "train/loss": loss_sum / max(1, applied),
+                  **{f"train/loss/{fn}": v / tf_count[fn] for fn, v in tf_loss.items()},
+                  **{f"train/masked_fraction/{fn}": v / max(1, len(order)) for fn, v in masked.items()}, **val,
+                  **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
+                  **{f"grad_norm/{k}": v / max(1, len(order)) for k, v in norms_sum.items()},
+                  "train/skipped_steps": skipped, "train/windows": len(order) * t.batch_size,
+                  **({"fp16/scale": prec.scale} if prec.scaler is not None else {}), "seconds": time.time() - t_epoch}
+        tracker.log(record, step=epoch)
+        log(f"epoch {epoch}: train loss {record['train/loss']:.4f} | val mse {val['val/mse']:.4f} "
+            f"r2 {val['val/r2']:.3f} corr {val['val/corr']:.3f} | {record['seconds']:.1f}s")
+        value = val.get(sel, float("nan"))
+        if not math.isfinite(value):
+            raise NumericFailure("non_finite", f"selection metric {sel} is {value} at epoch {epoch}")
+        if better(value, best["value"]) or best["state"] is None:
+            best = {"value": value, "epoch": epoch, "metrics": val, "state": copy.deepcopy(model.state_dict())}
+            save_best(model, run_dir / "checkpoints" / "best.safetensors",
+                      metadata={"epoch": str(epoch), sel: repr(value)})
+            patience_left = t.patience
+        else:
+            patience_left -= 1
+            if patience_left <= 0:
+                log(f"early stop at epoch {epoch} (best epoch {best['epoch']})")
+                break
+    model.load_state_dict(best["state"])
+    check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when="at the end of the run")
+    test = evaluate(model, data, "test", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
+                    delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
+    test = add_skill(test, baselines, "test", data.tfs)
+    log(f"test at best epoch {best['epoch']}: mse {test['test/mse']:.4f} r2 {test['test/r2']:.3f} "
+        f"corr {test['test/corr']:.3f}")
+    return {"best": {"epoch": best["epoch"], "metrics": best["metrics"]}, "test": test, "epochs_run": epoch,
+            "steps": step, "tokens_seen": seen, "windows_seen": seen, "train_seconds": train_seconds,
+            "numerics": {"nonfinite_or_overflow_steps": skipped_total, "fp16_final_scale": prec.scale},
+            "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": warnings,
+                           "lr_checked_every_step": True, "leak_checked_batches_per_epoch": t.leak_check_batches}}
+
+
+def _check_scale(prec: Precision, epoch: int, step: int) -> None:
+    scale = prec.scale
+    if scale is not None and scale < 1.0:
+        raise NumericFailure("fp16_scale_collapse", f"the fp16 loss scale fell to {scale:.3g} (< 1) at epoch {epoch}, "
+                             f"step {step}: gradients overflow fp16 at every scale, so every step is skipped. Use "
+                             f"runtime.precision: bf16 or fp32.")
+
+
+def _unfreeze(controller: FreezeController, opt: torch.optim.Optimizer, cfg: Any, f_s: float,
+              log: Callable[[str], None], facts: dict[str, Any], epoch: int) -> None:
+    """Phase boundary: backbone groups flip to trainable; fresh Adam state when configured; lrs re-synced."""
+    bb = cfg.backbone
+    names = backbone_groups(controller)
+    for name in names:
+        controller.set_frozen(name, False)
+        if bb.reset_state:
+            controller.reset_state(opt, name)
+    controller.sync_lrs(opt, f_s)
+    facts.setdefault("phases", []).append({
+        "epoch": epoch, "event": "unfreeze", "groups": names, "lr_scale": bb.lr_scale,
+        "optimizer_state": "reset" if bb.reset_state else "keep", "warmup_steps": bb.unfreeze_warmup_steps,
+        "reset_patience": bb.reset_patience})
+    log(f"epoch {epoch}: unfroze {names} (lr scale {bb.lr_scale}, warm-up {bb.unfreeze_warmup_steps} steps, "
+        f"optimizer state {'reset' if bb.reset_state else 'kept'})")
+
