@@ -16,6 +16,15 @@ OFFSETS = torch.tensor([0, 100, 250, 400, 600])
 D = 8
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds contention on a shared 2-core box."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def make_inputs(seed: int = 0) -> tuple[ContextBlock, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     block = ContextBlock(D, D, 2, generator=gen)

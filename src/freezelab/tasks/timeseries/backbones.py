@@ -242,9 +242,11 @@ def build_backbone(cfg: Any, *, seed: int, device: str | torch.device = "cpu") -
     cls = _model_class(hf.model_type)
     if cfg.kind == "pretrained" and str(device) != "meta":
         try:
-            model = cls.from_pretrained(path, revision=cfg.revision, dtype=torch.float32)
+            model, loading = cls.from_pretrained(path, revision=cfg.revision, dtype=torch.float32,
+                                                 output_loading_info=True)
         except Exception as err:
             raise _explain(cfg.source, err) from err
+        missing = set(loading.get("missing_keys") or ())
         if cfg.num_layers is not None:
             blocks = model.encoder.block if family == "t5" else model.encoder.layer if family == "bert" else model.h
             if cfg.num_layers > len(blocks):
@@ -257,6 +259,12 @@ def build_backbone(cfg: Any, *, seed: int, device: str | torch.device = "cpu") -
             with torch.device(device):
                 model = cls(hf) if hf.model_type in T5_CLASSES else cls.from_config(hf)
     core, removed, offset = _strip(family, model, cfg.keep_positions)
+    if cfg.kind == "pretrained" and str(device) != "meta":
+        unloaded = sorted(n for n, _ in model.named_parameters() if n in missing)
+        if unloaded:  # from_pretrained would have initialised them randomly: refuse (never a silent fallback)
+            raise PretrainedUnavailableError(
+                f"Pretrained model {cfg.source!r}: {len(unloaded)} backbone tensor(s) are missing from the "
+                f"checkpoint and would be random, e.g. {unloaded[:3]}. Point backbone.source at a complete model.")
     module = HFBackbone(family, core, cfg.keep_positions, offset)
     info = BackboneInfo(cfg.kind, family, cfg.source, path, width, len(module.blocks), removed)
     if cfg.kind == "pretrained" and str(device) != "meta":

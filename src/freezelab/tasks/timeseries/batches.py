@@ -4,6 +4,10 @@ Everything is index arithmetic on numpy arrays (no per-window pandas). The order
 the data layer: gather windows and times → draw masks (training: ``mask_rng(run seed, epoch, anchors)``;
 val/test: ``mask_rng(mask_seed, 0, anchors)``, drawn once, stored and hashed) → ref from visible bars →
 normalise with the train-only scales → blank masked inputs (the model puts μ_f there).
+
+A window whose every bar of every TF is masked (possible when a coarse TF's span covers the whole window of
+a finer one) has no reference price and nothing to reconstruct from: it is left out of its batch (training)
+or of the fixed eval set (val/test, once), and counted.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Batch:
         open_times, close_times: {tf: (B, K) int64 ns} (numpy; baselines, consistency term).
         n_sub: {tf: (B, K) int64} base bars per bar (numpy; only when requested).
         fallback_refs: windows whose ref is not from the base TF (all its bars masked).
+        n_dropped: windows left out because every bar of every TF was masked (no visible bar at all).
     """
 
     inputs: dict[str, torch.Tensor]
@@ -56,6 +61,7 @@ class Batch:
     close_times: dict[str, np.ndarray]
     n_sub: dict[str, np.ndarray] | None = None
     fallback_refs: int = 0
+    n_dropped: int = 0
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -63,7 +69,7 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         move = lambda d: {f: t.to(device, non_blocking=True) for f, t in d.items()}
         return Batch(move(self.inputs), move(self.flags), move(self.targets), move(self.masks), move(self.minutes),
-                     self.open_times, self.close_times, self.n_sub, self.fallback_refs)
+                     self.open_times, self.close_times, self.n_sub, self.fallback_refs, self.n_dropped)
 
 
 @dataclass
@@ -77,6 +83,7 @@ class TSData:
     patch_len: dict[str, int]
     mask_inputs: bool
     eval_masks: dict[str, dict[str, np.ndarray]]      # split -> {tf: (N, K) bool}, fixed
+    eval_rows: dict[str, np.ndarray]                  # split -> (N,) scored rows of the split's index
     hashes: dict[str, str]
     info: dict[str, Any]
 
@@ -131,23 +138,29 @@ def load_data(cfg: Any, *, stats_dir: Path | None = None, log: Any = print) -> T
                              seed=cfg.data.data_seed)
     stats = _stats(bars, split, stats_dir)
     mcfg = mask_config(cfg)
-    eval_masks, fractions = {}, {}
+    eval_masks, eval_rows, fractions, dropped = {}, {}, {}, {}
     for name in ("val", "test"):
         part = split.part(name)
         o, c = tswin.gather_times(bars, part, np.arange(len(part)))
-        eval_masks[name] = draw_masks(o, c, mask_rng(cfg.masking.mask_seed, 0, part.anchors), mcfg)
+        masks = draw_masks(o, c, mask_rng(cfg.masking.mask_seed, 0, part.anchors), mcfg)
+        keep = ~fully_masked(masks)
+        eval_rows[name] = np.flatnonzero(keep)
+        eval_masks[name] = {f: m[keep] for f, m in masks.items()}
         fractions[name] = masked_fraction(eval_masks[name])
+        dropped[name] = int((~keep).sum())
     eval_hash = hash_json({"val": masks_hash(eval_masks["val"]), "test": masks_hash(eval_masks["test"]),
+                           "rows": {k: hash_json(v.tolist()) for k, v in eval_rows.items()},
                            "split": split.hash, "mask_inputs": cfg.masking.mask_inputs})
     info = {"bars": {f: len(b) for f, b in bars.items()}, "windows": {k: len(v) for k, v in split.rows.items()},
             "embargoed": split.n_embargoed, "rejected": index.n_rejected, "scale_bp": stats.scale_bp,
-            "masked_fraction": fractions, "first_anchor": {k: _iso(index.anchors[v[0]]) for k, v in split.rows.items()},
+            "masked_fraction": fractions, "eval_fully_masked_windows": dropped,
+            "first_anchor": {k: _iso(index.anchors[v[0]]) for k, v in split.rows.items()},
             "last_anchor": {k: _iso(index.anchors[v[-1]]) for k, v in split.rows.items()}}
     hashes = {"data_hash": hash_json(index.data_hashes), "split_hash": split.hash, "eval_hash": eval_hash}
     patch = {f: cfg.patch_len(f) for f in cfg.data.timeframes}
     log(f"data: bars {info['bars']}, windows {info['windows']}, scale_bp "
         f"{ {f: round(s, 1) for f, s in stats.scale_bp.items()} }")
-    return TSData(bars, split, stats, mcfg, patch, cfg.masking.mask_inputs, eval_masks, hashes, info)
+    return TSData(bars, split, stats, mcfg, patch, cfg.masking.mask_inputs, eval_masks, eval_rows, hashes, info)
 
 
 def _iso(ns: int) -> str:
@@ -165,6 +178,11 @@ def _stats(bars: dict[str, tsbars.Bars], split: tswin.WindowSplit, stats_dir: Pa
 
 
 # ----------------------------------------------------------------------------- batches
+def fully_masked(masks: dict[str, np.ndarray]) -> np.ndarray:
+    """(B,) True for windows whose every bar of every TF is masked (possible with coarse TFs and closure)."""
+    return np.logical_and.reduce([m.all(axis=1) for m in masks.values()])
+
+
 def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: dict[str, np.ndarray] | None = None,
                *, seed: int = 0, epoch: int = 0, with_n_sub: bool = False) -> Batch:
     """Gather, mask, normalise and blank one batch of windows.
@@ -180,10 +198,15 @@ def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: d
     Returns:
         The batch (CPU tensors).
     """
-    ohlc = tswin.gather_windows(data.bars, part, rows)                                   # {tf: (B, K, 4)}
     opens, closes = tswin.gather_times(data.bars, part, rows)                            # {tf: (B, K)} ns
     if masks is None:
         masks = draw_masks(opens, closes, mask_rng(seed, epoch, part.anchors[rows]), data.mask_cfg)
+    keep = ~fully_masked(masks)                                                          # (B,)
+    n_dropped = int((~keep).sum())
+    if n_dropped:  # nothing visible: no reference price and nothing to reconstruct from
+        rows, masks = rows[keep], {f: m[keep] for f, m in masks.items()}
+        opens, closes = {f: t[keep] for f, t in opens.items()}, {f: t[keep] for f, t in closes.items()}
+    ohlc = tswin.gather_windows(data.bars, part, rows)                                   # {tf: (B, K, 4)}
     ref, fallback = tswin.window_reference(ohlc, closes, part.base_tf, masks if data.mask_inputs else None)
     z = tswin.normalise_windows(ohlc, ref, data.stats)                                   # {tf: (B, K, 4)}
     anchor = part.anchors[rows][:, None]                                                 # (B, 1)
@@ -200,9 +223,10 @@ def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: d
     n_sub = None
     if with_n_sub:
         n_sub = {f: data.bars[f].n_sub[tswin.window_rows(part, f, rows)] for f in data.tfs}
-    return Batch(inputs=t(inputs), flags=t(flags), targets=t(z), masks={f: torch.from_numpy(m) for f, m in masks.items()},
-                 minutes=t(minutes), open_times=opens, close_times=closes, n_sub=n_sub,
-                 fallback_refs=int(fallback.sum()))
+    return Batch(inputs=t(inputs), flags=t(flags), targets=t(z),
+                 masks={f: torch.from_numpy(m) for f, m in masks.items()}, minutes=t(minutes), open_times=opens,
+                 close_times=closes, n_sub=n_sub,
+                 fallback_refs=int(fallback.sum()), n_dropped=n_dropped)
 
 
 def train_order(n_windows: int, batch_size: int, steps_cap: int | None, *, seed: int, epoch: int) -> list[np.ndarray]:
@@ -221,10 +245,13 @@ def train_order(n_windows: int, batch_size: int, steps_cap: int | None, *, seed:
 
 
 def eval_batches(data: TSData, name: str, batch_size: int, *, with_n_sub: bool = False):
-    """Yield (Batch, slice) over a val/test split with its fixed masks, in chronological order."""
-    part = data.part(name)
-    for lo in range(0, len(part), batch_size):
-        rows = np.arange(lo, min(lo + batch_size, len(part)))
+    """Yield (Batch, slice) over a val/test split with its fixed masks, in chronological order.
+
+    Windows whose every bar is masked were left out once, at load (counted in ``TSData.info``).
+    """
+    part, kept = data.part(name), data.eval_rows[name]
+    for lo in range(0, len(kept), batch_size):
+        rows = kept[lo:lo + batch_size]
         masks = {f: m[lo:lo + len(rows)] for f, m in data.eval_masks[name].items()}
         yield make_batch(data, part, rows, masks, with_n_sub=with_n_sub), slice(lo, lo + len(rows))
 

@@ -39,7 +39,7 @@ class TSDataConfig(_Strict):
     data_seed: int = Field(0, description="Seed of the fixed val/test window subsets; same for every run.")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TSDataConfig":
+    def _consistent(self) -> TSDataConfig:
         if self.source == "file" and not self.path:
             raise ValueError("data.source=file needs data.path")
         if self.source != "file" and self.path:
@@ -121,7 +121,7 @@ class BackboneConfig(_Strict):
 class OptimConfig(_Strict):
     lr: float = Field(1e-3, gt=0, description="Base LR; each group gets base · scale_g · f(s) · active_g(s).")
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas (no momentum cycling).")
-    eps: float = Field(1e-8, gt=0)
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     weight_decay: float = Field(0.01, ge=0, description="Decoupled decay on matrices only; none on norms, biases "
                                 "and mask vectors; 0 for frozen groups (lr 0).")
     warmup_steps: int = Field(50, ge=0, description="Linear warm-up of f(s), then cosine to min_lr_ratio.")
@@ -136,10 +136,10 @@ class LossConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    max_epochs: int = Field(10, ge=1)
+    max_epochs: int = Field(10, ge=1, description="Epoch budget (every arm the same).")
     batch_size: int = Field(64, ge=1, description="Windows per step (drop_last).")
     steps_per_epoch: Optional[int] = Field(None, ge=1, description="Cap on steps per epoch (None: one pass).")
-    eval_batch_size: int = Field(256, ge=1)
+    eval_batch_size: int = Field(256, ge=1, description="Windows per evaluation batch.")
     patience: int = Field(3, ge=1, description="Epochs without improvement of the selection metric before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
     selection_metric: str = Field("val/mse", pattern=r"^val/", description="Val metric for early stopping and "
@@ -150,7 +150,7 @@ class TrainConfig(_Strict):
 
 
 class TSRuntimeConfig(_Strict):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     precision: Literal["bf16", "fp32", "fp16"] = Field(
         "bf16", description="bf16 autocast (default), fp32, or fp16 autocast with a GradScaler whose collapse "
         "fails the run.")
@@ -180,7 +180,7 @@ class TSConfig(_Strict):
         return p if isinstance(p, int) else p[tf]
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TSConfig":
+    def _consistent(self) -> TSConfig:
         tfs = self.data.timeframes
         problems = []
         if set(self.windows.context) != set(tfs):

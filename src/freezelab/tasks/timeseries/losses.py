@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 
-def masked_huber(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                 *, delta: float = 1.0, weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def masked_huber(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], *,
+                 delta: float = 1.0, weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted mean over TFs of the per-TF masked Huber loss.
 
     Args:

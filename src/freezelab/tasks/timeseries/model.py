@@ -79,7 +79,7 @@ class TSReconstructor(nn.Module):
         blocks, norms = list(self.backbone.blocks), list(self.backbone.norm_modules)
         in_block_norms: list[nn.Module] = []
         if train_norms:
-            in_block_norms = [m for b in blocks for m in b.modules() if _is_norm(m)]
+            in_block_norms = [m for b in blocks for m in b.modules() if is_norm(m)]
         moved = {id(p) for m in in_block_norms for p in m.parameters()}
         groups = [ParamGroup("embed", self.embed_modules())]
         for i, block in enumerate(blocks):
@@ -136,6 +136,6 @@ class TSReconstructor(nn.Module):
         return out
 
 
-def _is_norm(m: nn.Module) -> bool:
+def is_norm(m: nn.Module) -> bool:
     """LayerNorm-like modules (nn.LayerNorm, T5LayerNorm, RMSNorm)."""
     return isinstance(m, (nn.LayerNorm, nn.RMSNorm)) or type(m).__name__.endswith(("LayerNorm", "RMSNorm"))

@@ -11,7 +11,7 @@ Metric names never contain "skipped": the report counts any such key as skipped 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from freezelab.freeze.invariants import check_expected_counts, count_parameters
+from freezelab.freeze.invariants import ParamCounts, check_expected_counts, count_parameters
 from freezelab.freeze.param_groups import FreezeController, ParamGroup
 from freezelab.tasks.base import RunContext
 from freezelab.tasks.timeseries.backbones import BackboneInfo, build_backbone
@@ -27,7 +27,8 @@ HEADLINE = [{"name": "mse", "mode": "min", "log_scale": True}, {"name": "corr", 
 
 
 # ----------------------------------------------------------------------------- model and groups
-def build_model(cfg: TSConfig, *, seed: int, device: str | torch.device = "cpu") -> tuple[TSReconstructor, BackboneInfo]:
+def build_model(cfg: TSConfig, *, seed: int,
+                device: str | torch.device = "cpu") -> tuple[TSReconstructor, BackboneInfo]:
     """The model of a resolved config. New modules draw from (seed, "init", "model"), the backbone from its own
     stream, so two arms with the same seed start their common modules from identical values.
 
@@ -70,8 +71,13 @@ def apply_policy(groups: list[ParamGroup], cfg: TSConfig) -> list[ParamGroup]:
     return groups
 
 
-def param_facts(model: TSReconstructor, controller_groups: list[ParamGroup], info: BackboneInfo) -> dict[str, Any]:
-    """Counts over unique tensors with frozen flags, per group, and what was removed (never counted)."""
+def param_facts(model: TSReconstructor, controller_groups: list[ParamGroup],
+                info: BackboneInfo) -> tuple[dict[str, Any], ParamCounts]:
+    """Counts over unique tensors with frozen flags, per group, and what was removed (never counted).
+
+    Returns:
+        (the ``params`` entry of summary.json, the raw counts for ``check_expected_counts``).
+    """
     frozen = {id(p) for g in controller_groups if g.frozen for p in g.params}
     counts = count_parameters(model, frozen=frozen)
     return {**counts.as_dict(), "by_group": {g.name: {"numel": g.numel, "frozen": g.frozen, "lr_scale": g.lr_scale}

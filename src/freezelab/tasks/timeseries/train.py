@@ -16,13 +16,16 @@ import contextlib
 import copy
 import math
 import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from freezelab.errors import InvariantViolation, NumericFailure
+from freezelab.errors import ConfigError, InvariantViolation, NumericFailure
 from freezelab.freeze.invariants import check_finite, check_frozen_unchanged, dead_tensors, frozen_state, snapshot
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.timeseries import batches as B
@@ -31,6 +34,7 @@ from freezelab.tasks.timeseries.masking import assert_no_masked_leak
 from freezelab.tasks.timeseries.scoring import add_skill, evaluate
 from freezelab.tracking.checkpoints import save_best
 from freezelab.tracking.tracker import Tracker
+from freezelab.utils.seeding import derive_seed
 
 
 class Precision:
@@ -85,9 +89,9 @@ def backbone_groups(controller: FreezeController) -> list[str]:
 
 def decay_ids(model: torch.nn.Module) -> set[int]:
     """Tensors that get weight decay: matrices outside norm modules (no decay on norms, biases, μ_f)."""
-    from freezelab.tasks.timeseries.model import _is_norm
+    from freezelab.tasks.timeseries.model import is_norm
 
-    in_norm = {id(p) for m in model.modules() if _is_norm(m) for p in m.parameters()}
+    in_norm = {id(p) for m in model.modules() if is_norm(m) for p in m.parameters()}
     return {id(p) for p in model.parameters() if p.ndim >= 2 and id(p) not in in_norm}
 
 
@@ -100,6 +104,36 @@ def _apply_decay(opt: torch.optim.Optimizer, ids: set[int], wd: float) -> None:
         ps = [p for p in pg["params"] if id(p) in ids and p.grad is not None]
         if ps and pg["lr"] > 0:
             torch._foreach_mul_(ps, 1.0 - pg["lr"] * wd)
+
+
+@dataclass
+class PhaseSnapshots:
+    """What I1 and I2 compare against during one phase (the frozen set is constant within a phase)."""
+
+    frozen_ids: set[int]
+    frozen_before: dict[str, str]
+    trainable: list[tuple[str, torch.nn.Parameter]]
+    trainable_before: dict[str, str]
+    check_dead: bool = True
+
+    @classmethod
+    def take(cls, model: torch.nn.Module, controller: FreezeController) -> PhaseSnapshots:
+        frozen_ids = {id(p) for _, p in controller.frozen_params()}
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        return cls(frozen_ids, snapshot(frozen_state(model, frozen_ids)), trainable, snapshot(trainable))
+
+    def check_frozen(self, model: torch.nn.Module, when: str) -> None:
+        """I1: frozen tensors and buffers bit-identical to the phase start."""
+        check_frozen_unchanged(self.frozen_before, frozen_state(model, self.frozen_ids), when=when)
+
+    def check_first_step(self, epoch: int) -> list[str]:
+        """I2 after the phase's first applied step: dead tensors (raises when all are dead)."""
+        self.check_dead = False
+        dead = dead_tensors(self.trainable_before, self.trainable)
+        if dead and len(dead) == len(self.trainable):
+            raise InvariantViolation("all_trainable_dead", f"no trainable tensor changed after the first applied "
+                                     f"step of epoch {epoch}")
+        return dead
 
 
 def check_leak(batch: B.Batch) -> None:
@@ -118,6 +152,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         NumericFailure: fp16 scale collapse, or ``runtime.max_nonfinite_steps`` non-finite steps in a row.
     """
     t, o, bb = cfg.train, cfg.optim, cfg.backbone
+    torch.manual_seed(derive_seed(seed, "dropout") % 2**63)   # dropout draws from the global generator
     prec = Precision(cfg.runtime.precision, device, cfg.runtime.fp16_init_scale)
     part = data.part("train")
     B.check_enough(len(part), t.batch_size)
@@ -130,36 +165,33 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
     mode, sel = selection_mode(cfg), t.selection_metric
     better = (lambda a, b: a < b - t.min_delta) if mode == "min" else (lambda a, b: a > b + t.min_delta)
     with_n_sub = cfg.loss.consistency_weight > 0
-    frozen_ids = {id(p) for _, p in controller.frozen_params()}
-    frozen_before = snapshot(frozen_state(model, frozen_ids))
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    trainable_before, check_dead = snapshot(trainable), True
+    phase = PhaseSnapshots.take(model, controller)
     bb_scales = {n: controller.groups[n].lr_scale for n in backbone_groups(controller)}
-    ramp_left, ramp_done = 0, 0
+    ramp_steps = ramp_done = 0
     best: dict[str, Any] = {"value": math.inf if mode == "min" else -math.inf, "epoch": 0, "metrics": {}, "state": None}
     patience_left, step, seen, skipped_total, nonfinite_run, train_seconds = t.patience, 0, 0, 0, 0, 0.0
     dead: list[str] = []
-    warnings: list[str] = []
+    notes: list[str] = []
     epoch = 0
     for epoch in range(1, t.max_epochs + 1):
         facts["epoch"] = epoch
         if bb.train == "frozen_then_unfrozen" and epoch == bb.unfreeze_epoch + 1:
             _unfreeze(controller, opt, cfg, f(step), log, facts, epoch)
-            frozen_ids = {id(p) for _, p in controller.frozen_params()}
-            frozen_before = snapshot(frozen_state(model, frozen_ids))
-            trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-            trainable_before, check_dead = snapshot(trainable), True
-            ramp_left, ramp_done = bb.unfreeze_warmup_steps, 0
+            phase = PhaseSnapshots.take(model, controller)
+            ramp_steps, ramp_done = bb.unfreeze_warmup_steps, 0
             patience_left = t.patience if bb.reset_patience else patience_left
         model.train()
         t_epoch = time.time()
         loss_sum, tf_loss, tf_count, masked = 0.0, {}, {}, {fn: 0.0 for fn in data.tfs}
         norms_sum: dict[str, float] = {}
-        skipped, applied = 0, 0
+        skipped, applied, fully_masked, fallback_refs = 0, 0, 0, 0
         order = B.train_order(len(part), t.batch_size, t.steps_per_epoch, seed=seed, epoch=epoch)
         bar = tqdm(order, desc=f"epoch {epoch}", unit="step", disable=not progress, leave=False)
         for i, rows in enumerate(bar):
             batch = B.make_batch(data, part, rows, seed=seed, epoch=epoch, with_n_sub=with_n_sub)
+            fully_masked, fallback_refs = fully_masked + batch.n_dropped, fallback_refs + batch.fallback_refs
+            if len(batch) == 0:
+                continue
             if i < t.leak_check_batches and data.mask_inputs:
                 check_leak(batch)
             for fn in data.tfs:
@@ -167,64 +199,41 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             cidx = (consistency_index(batch.open_times, batch.close_times, batch.n_sub,
                                       {fn: m.numpy() for fn, m in batch.masks.items()}) if with_n_sub else None)
             b = batch.to(device)
-            if ramp_left > 0:  # linear warm-up of the just-unfrozen groups: part of their scale
+            if ramp_done < ramp_steps:  # linear warm-up of the just-unfrozen groups, as part of their scale
                 ramp_done += 1
                 for name, s_bb in bb_scales.items():
-                    controller.groups[name].lr_scale = s_bb * min(1.0, ramp_done / max(1, bb.unfreeze_warmup_steps))
+                    controller.groups[name].lr_scale = s_bb * ramp_done / ramp_steps
                 controller.sync_lrs(opt, f(step))
-                ramp_left -= 1
             with prec.autocast():
-                pred = model(b.inputs, b.flags, b.minutes)
-            loss, per_tf = masked_huber(pred, b.targets, b.masks, delta=cfg.loss.huber_delta,
-                                        weights=cfg.loss.tf_weights)
-            if cidx is not None:
-                loss = loss + cfg.loss.consistency_weight * consistency_loss(
-                    pred, b.targets, b.masks, cidx, data.stats.scale_bp, delta=cfg.loss.huber_delta)
-            opt.zero_grad(set_to_none=True)
-            loss_ok = bool(torch.isfinite(loss))
-            finite = loss_ok
-            if loss_ok:
-                prec.backward(loss)
-                controller.check_no_frozen_grads()
-                prec.unscale(opt)
-                for name, v in controller.grad_norms().items():   # unscaled: no hook sees scaled grads
-                    norms_sum[name] = norms_sum.get(name, 0.0) + v
-                params = [p for pg in opt.param_groups for p in pg["params"] if p.grad is not None]
-                norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip, error_if_nonfinite=False)
-                finite = bool(torch.isfinite(norm))
+                pred = model(b.inputs, b.flags, b.minutes)                    # {tf: (B, K, 4)}
+            loss, per_tf = _loss(pred, b, cidx, cfg, data.stats.scale_bp)
+            finite, loss_ok, norms = _optimizer_step(loss, opt, controller, prec, o.grad_clip, f(step), o.lr,
+                                                     decayed, o.weight_decay)
             if finite:
-                nonfinite_run = 0
-                controller.check_lrs(opt, o.lr, f(step))                              # I5
-                _apply_decay(opt, decayed, o.weight_decay)
-                prec.step(opt)
-                applied += 1
-            else:  # skipped and counted; under fp16 the scaler skips it and lowers its scale
-                skipped += 1
-                nonfinite_run += 1
+                nonfinite_run, applied = 0, applied + 1
+                for name, v in norms.items():
+                    norms_sum[name] = norms_sum.get(name, 0.0) + v
+            else:  # skipped and counted; under fp16 the scaler has skipped it and lowered its scale
+                skipped, nonfinite_run = skipped + 1, nonfinite_run + 1
                 if loss_ok and prec.scaler is not None:
-                    prec.skip(opt)
                     _check_scale(prec, epoch, step + 1)
                 elif nonfinite_run >= cfg.runtime.max_nonfinite_steps:
                     raise NumericFailure("non_finite", f"{nonfinite_run} consecutive non-finite losses or gradient "
                                          f"norms (epoch {epoch}, step {step + 1}); lower optim.lr or use fp32")
-                opt.zero_grad(set_to_none=True)
-            sched.step()
+            with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                sched.step()
             step += 1
             facts["step"] = step
             if finite:
-                check_finite([p for _, p in trainable])                               # I7
+                check_finite([p for _, p in phase.trainable])                         # I7
                 if step == 1:
-                    check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when="after step 1")
-                if check_dead:
-                    dead = dead_tensors(trainable_before, trainable)
-                    check_dead = False
-                    if dead and len(dead) == len(trainable):
-                        raise InvariantViolation("all_trainable_dead", f"no trainable tensor changed after the first "
-                                                 f"applied step of epoch {epoch}")
+                    phase.check_frozen(model, "after step 1")                          # I1
+                if phase.check_dead:                                                   # I2
+                    dead = phase.check_first_step(epoch)
                     if dead:
-                        warnings.append(f"epoch {epoch}: tensors unchanged after the first step: {dead[:5]}")
-                        log(f"warning: {warnings[-1]}")
-            if finite:
+                        notes.append(f"epoch {epoch}: tensors unchanged after the first step: {dead[:5]}")
+                        log(f"warning: {notes[-1]}")
                 loss_sum += float(loss.detach())
                 for fn, v in per_tf.items():
                     tf_loss[fn] = tf_loss.get(fn, 0.0) + v
@@ -233,7 +242,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                 tracker.log({"kind": "step", "phase": "train", "epoch": epoch, "step": step,
                              "train/step_loss": float(loss.detach()) if finite else float("nan"),
                              **({"fp16/scale": prec.scale} if prec.scaler is not None else {})}, step=step)
-            seen += len(rows)
+            seen += len(batch)
         skipped_total += skipped
         if prec.scaler is not None and n_steps and skipped / n_steps > cfg.runtime.fp16_max_skip_fraction:
             raise NumericFailure("fp16_scale_collapse", f"{skipped} of {n_steps} steps of epoch {epoch} "
@@ -241,7 +250,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                                  f"{cfg.runtime.fp16_max_skip_fraction:.0%}); the model would train on zero "
                                  f"gradients. Use runtime.precision: bf16 or fp32.")
         train_seconds += time.time() - t_epoch
-        check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when=f"at the end of epoch {epoch}")
+        phase.check_frozen(model, f"at the end of epoch {epoch}")
         val = evaluate(model, data, "val", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
                        delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
         val = add_skill(val, baselines, "val", data.tfs)
@@ -250,13 +259,17 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                   **{f"train/loss/{fn}": v / tf_count[fn] for fn, v in tf_loss.items()},
                   **{f"train/masked_fraction/{fn}": v / max(1, len(order)) for fn, v in masked.items()}, **val,
                   **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
-                  **{f"grad_norm/{k}": v / max(1, len(order)) for k, v in norms_sum.items()},
-                  "train/skipped_steps": skipped, "train/windows": len(order) * t.batch_size,
+                  **{f"grad_norm/{k}": v / max(1, applied) for k, v in norms_sum.items()},
+                  "train/skipped_steps": skipped, "train/windows": len(order) * t.batch_size - fully_masked,
+                  "train/fully_masked_windows": fully_masked, "train/fallback_ref_windows": fallback_refs,
                   **({"fp16/scale": prec.scale} if prec.scaler is not None else {}), "seconds": time.time() - t_epoch}
         tracker.log(record, step=epoch)
         log(f"epoch {epoch}: train loss {record['train/loss']:.4f} | val mse {val['val/mse']:.4f} "
             f"r2 {val['val/r2']:.3f} corr {val['val/corr']:.3f} | {record['seconds']:.1f}s")
-        value = val.get(sel, float("nan"))
+        if sel not in val:
+            raise ConfigError(f"train.selection_metric={sel!r} is not a validation metric; choose one of "
+                              f"{sorted(k for k in val if k.count('/') == 1)} or a per-TF one such as 'val/mse/h1'")
+        value = val[sel]
         if not math.isfinite(value):
             raise NumericFailure("non_finite", f"selection metric {sel} is {value} at epoch {epoch}")
         if better(value, best["value"]) or best["state"] is None:
@@ -270,7 +283,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                 log(f"early stop at epoch {epoch} (best epoch {best['epoch']})")
                 break
     model.load_state_dict(best["state"])
-    check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when="at the end of the run")
+    phase.check_frozen(model, "at the end of the run")
     test = evaluate(model, data, "test", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
                     delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
     test = add_skill(test, baselines, "test", data.tfs)
@@ -279,8 +292,48 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
     return {"best": {"epoch": best["epoch"], "metrics": best["metrics"]}, "test": test, "epochs_run": epoch,
             "steps": step, "tokens_seen": seen, "windows_seen": seen, "train_seconds": train_seconds,
             "numerics": {"nonfinite_or_overflow_steps": skipped_total, "fp16_final_scale": prec.scale},
-            "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": warnings,
+            "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": notes,
                            "lr_checked_every_step": True, "leak_checked_batches_per_epoch": t.leak_check_batches}}
+
+
+def _loss(pred: dict[str, torch.Tensor], b: B.Batch, cidx: list | None, cfg: Any,
+          scale_bp: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked Huber (+ λ_c · cross-TF consistency when configured) and the per-TF Huber values."""
+    loss, per_tf = masked_huber(pred, b.targets, b.masks, delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
+    if cidx is not None:
+        loss = loss + cfg.loss.consistency_weight * consistency_loss(pred, b.targets, b.masks, cidx, scale_bp,
+                                                                     delta=cfg.loss.huber_delta)
+    return loss, per_tf
+
+
+def _optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, controller: FreezeController, prec: Precision,
+                    grad_clip: float, f_s: float, base_lr: float, decayed: set[int],
+                    weight_decay: float) -> tuple[bool, bool, dict[str, float]]:
+    """Backward, checks, unscale, clip and step (or skip) for one batch.
+
+    Returns:
+        (step applied, loss finite, unscaled pre-clip gradient norm per group).
+
+    Raises:
+        InvariantViolation: a frozen tensor got a gradient, or a group's lr is not base · scale · f(s) (I5).
+    """
+    opt.zero_grad(set_to_none=True)                            # all parameters, frozen ones included
+    if not bool(torch.isfinite(loss)):
+        return False, False, {}
+    prec.backward(loss)
+    controller.check_no_frozen_grads()
+    prec.unscale(opt)                                          # nothing below ever sees scaled gradients
+    norms = controller.grad_norms()
+    params = [p for pg in opt.param_groups for p in pg["params"] if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip, error_if_nonfinite=False)
+    if not bool(torch.isfinite(norm)):
+        prec.skip(opt)
+        opt.zero_grad(set_to_none=True)
+        return False, True, {}
+    controller.check_lrs(opt, base_lr, f_s)                    # I5, every step
+    _apply_decay(opt, decayed, weight_decay)
+    prec.step(opt)
+    return True, True, norms
 
 
 def _check_scale(prec: Precision, epoch: int, step: int) -> None:

@@ -1,0 +1,74 @@
+"""End to end: a tiny time-series study through the runner, and the shipped example's accounting."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from freezelab.config.load import load_study
+from freezelab.experiment.plan import make_plan
+from freezelab.experiment.runner import run_plan
+from freezelab.tasks.timeseries.task import TSTask
+from freezelab.tracking.files import read_json, read_jsonl
+from tests import ts_fixtures
+from tests.ts_fixtures import tiny_ts_base, write_ts_study
+
+tiny_backbones = ts_fixtures.tiny_backbones  # the fixture
+
+pytestmark = pytest.mark.integration
+EXAMPLE = Path(__file__).parents[2] / "examples" / "t5-transfer.yaml"
+ARMS = {
+    "frozen": {"description": "pretrained backbone frozen", "reference": True},
+    "no_backbone": {"description": "identity backbone", "overrides": {"backbone.kind": "none"}},
+    "frozen_then_unfrozen": {"description": "frozen 1 epoch, then trained",
+                             "overrides": {"backbone.train": "frozen_then_unfrozen", "backbone.unfreeze_epoch": 1}},
+}
+
+
+def test_tiny_study_runs_inline_and_writes_summaries(tmp_path, tiny_backbones):
+    path = write_ts_study(tmp_path / "study.yaml", tiny_ts_base(tiny_backbones["t5"]), ARMS)
+    study = load_study(path)
+    outcomes = run_plan(study, make_plan(study), tmp_path / "out", isolation="inline", progress=False,
+                        tensorboard=False)
+    assert [o.status for o in outcomes] == ["succeeded"] * 3, [o.message for o in outcomes]
+    summaries = {s["arm"]: s for s in (read_json(p) for p in (tmp_path / "out" / "runs").glob("*/summary.json"))}
+    for s in summaries.values():
+        assert s["status"] == "succeeded" and s["best"]["epoch"] in (1, 2) and s["epochs_run"] == 2
+        for base in ("persistence", "interpolation"):
+            assert {"val/mse", "test/mse", "test/mse/h1", "test/corr/h4", "test/r2/d"} <= set(s["baselines"][base])
+        assert {"test/mse", "test/r2", "test/corr", "test/mse/h1", "test/corr/d", "test/mse_bp/h4",
+                "test/n_points/h1", "test/skill_persistence/h1", "test/skill_interpolation"} <= set(s["test"])
+        assert all(math.isfinite(s["test"][k]) for k in ("test/mse", "test/mse/d"))
+        assert s["selection"] == {"metric": "val/mse", "mode": "min"}
+        assert [h["name"] for h in s["headline"]] == ["mse", "corr", "r2"]
+        assert set(s["hashes"]) >= {"data_hash", "split_hash", "eval_hash", "budget_hash", "pretrained_hash"}
+        assert s["tokens_seen"] == s["windows_seen"] > 0 and s["max_epochs"] == 2
+    for key in ("data_hash", "split_hash", "eval_hash", "budget_hash"):       # comparability across arms
+        assert len({s["hashes"][key] for s in summaries.values()}) == 1, key
+    assert summaries["no_backbone"]["hashes"]["pretrained_hash"] is None
+    assert summaries["frozen"]["params"]["removed"]["shared.weight"] == 96 * 16
+    assert summaries["frozen"]["params"]["trainable"] == summaries["no_backbone"]["params"]["total"]
+    ftu = next((tmp_path / "out" / "runs").glob("frozen_then_unfrozen*"))
+    epochs = [r for r in read_jsonl(ftu / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert epochs[0]["lr/encoder.0"] == 0.0 and epochs[1]["lr/encoder.0"] > 0
+    assert "grad_norm/encoder.0" not in epochs[0] and epochs[1]["grad_norm/encoder.0"] > 0
+    assert {"train/masked_fraction/h1", "val/mse/d", "val/skill_persistence", "lr/head"} <= set(epochs[0])
+
+
+def test_shipped_example_resolves_and_counts(tmp_path):
+    study = load_study(EXAMPLE)
+    assert {"frozen", "frozen_then_unfrozen", "finetune", "random_init", "no_backbone", "one_attn",
+            "discriminative"} <= set(study.arms) and study.seeds == [0, 1, 2]
+    quick = load_study(EXAMPLE, profile="quick")
+    assert set(quick.arms) == set(study.arms)
+    task = TSTask()
+    counts = {name: task.inspect(arm.config) for name, arm in study.arms.items()}
+    assert counts["frozen"]["removed"]["embeddings.word_embeddings.weight"] == 30522 * 384
+    assert counts["frozen"]["total"] == counts["finetune"]["total"] == counts["random_init"]["total"]
+    assert counts["no_backbone"]["total"] == counts["frozen"]["trainable"]
+    assert counts["finetune"]["trainable"] == counts["finetune"]["total"]
+    configs = {name: arm.config for name, arm in study.arms.items()}
+    for section in ("data", "windows", "masking", "train"):                     # identical budget and data
+        assert len({str(c[section]) for c in configs.values()}) == 1, section
