@@ -8,8 +8,14 @@ from torch import nn
 
 from freezelab.config.schema import LMConfig
 from freezelab.errors import InvariantViolation
-from freezelab.freeze.invariants import (check_expected_counts, check_frozen_unchanged, count_parameters,
-                                         dead_tensors, frozen_state, snapshot)
+from freezelab.freeze.invariants import (
+    check_expected_counts,
+    check_frozen_unchanged,
+    count_parameters,
+    dead_tensors,
+    frozen_state,
+    snapshot,
+)
 from freezelab.freeze.param_groups import FreezeController, ParamGroup
 from freezelab.tasks.lm.model import original_block_params
 from freezelab.tasks.lm.task import LMTask

@@ -54,7 +54,7 @@ class EmbeddingConfig(Strict):
     freeze: bool = Field(True, description="Freeze the token embedding (wte) in Phase 2.")
 
     @model_validator(mode="after")
-    def _random_needs_shape(self) -> "EmbeddingConfig":
+    def _random_needs_shape(self) -> EmbeddingConfig:
         if self.source == "random" and (self.vocab_size is None or self.dim is None):
             raise ValueError("embedding.source=random needs embedding.vocab_size and embedding.dim")
         if self.source != "random" and (self.vocab_size is not None or self.dim is not None):
@@ -109,7 +109,7 @@ class Phase1Config(Strict):
     er_rows: int = Field(8192, ge=2, description="Rows sampled (seeded, fixed) for effective rank.")
 
     @model_validator(mode="after")
-    def _min_le_max(self) -> "Phase1Config":
+    def _min_le_max(self) -> Phase1Config:
         if self.min_iterations > self.max_iterations:
             raise ValueError(f"phase1.min_iterations={self.min_iterations} exceeds "
                              f"phase1.max_iterations={self.max_iterations}")
@@ -135,7 +135,7 @@ class Phase2Config(Strict):
     unfreeze: Optional[UnfreezeConfig] = None
 
     @model_validator(mode="after")
-    def _unfreeze_in_budget(self) -> "Phase2Config":
+    def _unfreeze_in_budget(self) -> Phase2Config:
         if self.unfreeze is not None and self.unfreeze.at_epoch >= self.max_epochs:
             raise ValueError(f"phase2.unfreeze.at_epoch={self.unfreeze.at_epoch} must be below "
                              f"phase2.max_epochs={self.max_epochs}")
@@ -161,7 +161,7 @@ class LMConfig(Strict):
     baselines: bool = Field(True, description="Score unigram and Kneser–Ney bigram on the same split.")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "LMConfig":
+    def _consistent(self) -> LMConfig:
         if self.model.head.tie and self.model.head.freeze != self.embedding.freeze and self.model.head.freeze:
             raise ValueError("model.head.freeze=true with model.head.tie=true: a tied head is the "
                              "embedding itself; set embedding.freeze instead, or untie the head")

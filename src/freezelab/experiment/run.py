@@ -135,7 +135,8 @@ def main() -> None:
     """Entry point of a run's own process: ``python -m freezelab.experiment.run RUN_DIR [CACHE_DIR]``."""
     run_dir = Path(sys.argv[1])
     cache = Path(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] else None
-    summary = execute_run(run_dir, progress=True, cache_dir=cache)
+    # stdout/stderr already go to logs/run.log: no echo of log lines, no progress bars in the file
+    summary = execute_run(run_dir, progress=False, cache_dir=cache)
     sys.exit(0 if summary["status"] == "succeeded" else 1)
 
 

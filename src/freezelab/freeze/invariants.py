@@ -62,7 +62,7 @@ def count_parameters(model: nn.Module, *, frozen: set[int] | None = None, unused
         tensors.setdefault(key, p)
     unused = unused or set()
     total = trainable = n_frozen = n_unused = 0
-    for key, p in tensors.items():
+    for p in tensors.values():
         n = p.numel()
         total += n
         if id(p) in unused:

@@ -9,8 +9,9 @@ schedulers, resume and per-group LR checks keep working (Lightning #6891, transf
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Literal
+from typing import Literal
 
 import torch
 from torch import nn

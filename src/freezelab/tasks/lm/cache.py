@@ -8,8 +8,9 @@ on. A file lock makes this safe when several processes (or Ray workers) start at
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from filelock import FileLock

@@ -8,12 +8,12 @@ cached contexts, with early stopping on val loss, restores the best weights and 
 
 from __future__ import annotations
 
-import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from freezelab.freeze.invariants import check_finite, check_frozen_unchanged, de
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.lm import phase1 as p1
 from freezelab.tasks.lm.model import CVFPModel
-from freezelab.tracking.checkpoints import save_best
+from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import torch_generator
 
@@ -202,14 +202,16 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     frozen_before = snapshot(frozen_state(model, frozen_ids))
     trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     trainable_before = snapshot(trainable_named)
-    best = {"loss": math.inf, "epoch": 0, "metrics": {}, "state": None}
-    patience_left, step, tokens_seen, train_seconds = c2.patience, 0, 0, 0.0
+    best = EarlyStopping("val/loss", "min", c2.patience, path=run_dir / "checkpoints" / "best.safetensors")
+    step, tokens_seen, train_seconds = 0, 0, 0.0
     dead: list[str] = []
     epoch = 0
     for epoch in range(1, c2.max_epochs + 1):
         facts["epoch"] = epoch
         if c2.unfreeze is not None and epoch == c2.unfreeze.at_epoch + 1:
-            frozen_before, trainable_before, patience_left = _unfreeze(model, controller, opt, cfg, patience_left)
+            frozen_before, trainable_before = _unfreeze(model, controller, opt, cfg)
+            if c2.unfreeze.reset_patience:
+                best.reset_patience()
             frozen_ids = {id(p) for _, p in controller.frozen_params()}
             trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
             log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
@@ -264,30 +266,22 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         tracker.log(record, step=first_step + epoch)
         log(f"epoch {epoch}: train loss {train_loss:.4f} | val loss {val['loss']:.4f} ppl {val['ppl']:.2f} "
             f"acc {val['acc']:.2%}")
-        if val["loss"] < best["loss"]:
-            best = {"loss": val["loss"], "epoch": epoch, "metrics": {f"val/{k}": v for k, v in val.items()},
-                    "state": copy.deepcopy(model.state_dict())}
-            save_best(model, run_dir / "checkpoints" / "best.safetensors",
-                      metadata={"epoch": str(epoch), "val_loss": repr(val["loss"])})
-            patience_left = c2.patience
-        else:
-            patience_left -= 1
-            if patience_left <= 0:
-                log(f"early stop at epoch {epoch} (best epoch {best['epoch']})")
-                break
-    model.load_state_dict(best["state"])
+        if best.update(epoch, val["loss"], {f"val/{k}": v for k, v in val.items()}, model):
+            log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
+            break
+    best.restore(model)
     check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when="at the end of the run")
     test = evaluate(model, ids["test"], offs["test"], contexts["test"], batch_size=c2.eval_batch_size,
                     autocast=fabric.autocast, token_bytes=token_bytes)
-    log(f"test at best epoch {best['epoch']}: loss {test['loss']:.4f} ppl {test['ppl']:.2f} acc {test['acc']:.2%}")
-    return {"best": {"epoch": best["epoch"], "metrics": best["metrics"]},
+    log(f"test at best epoch {best.epoch}: loss {test['loss']:.4f} ppl {test['ppl']:.2f} acc {test['acc']:.2%}")
+    return {"best": {"epoch": best.epoch, "metrics": best.metrics},
             "test": {f"test/{k}": v for k, v in test.items()}, "epochs_run": epoch, "steps": step,
             "tokens_seen": tokens_seen, "train_seconds": train_seconds,
             "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": []}}
 
 
-def _unfreeze(model: CVFPModel, controller: FreezeController, opt: torch.optim.Optimizer, cfg: LMConfig,
-              patience_left: int) -> tuple[dict[str, str], dict[str, str], int]:
+def _unfreeze(model: CVFPModel, controller: FreezeController, opt: torch.optim.Optimizer,
+              cfg: LMConfig) -> tuple[dict[str, str], dict[str, str]]:
     """Phase boundary: flip the listed groups' flags and scales; nothing else in the optimizer changes."""
     u = cfg.phase2.unfreeze
     assert u is not None
@@ -299,6 +293,5 @@ def _unfreeze(model: CVFPModel, controller: FreezeController, opt: torch.optim.O
     controller.sync_lrs(opt)
     frozen_ids = {id(p) for _, p in controller.frozen_params()}
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return (snapshot(frozen_state(model, frozen_ids)), snapshot(trainable),
-            cfg.phase2.patience if u.reset_patience else patience_left)
+    return snapshot(frozen_state(model, frozen_ids)), snapshot(trainable)
 

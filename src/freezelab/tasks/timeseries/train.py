@@ -13,7 +13,6 @@ of every phase. fp16 fails the run as ``fp16_scale_collapse`` when the scale dro
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 import warnings
@@ -32,7 +31,7 @@ from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
 from freezelab.tasks.timeseries.masking import assert_no_masked_leak
 from freezelab.tasks.timeseries.scoring import add_skill, evaluate
-from freezelab.tracking.checkpoints import save_best
+from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import derive_seed
 
@@ -163,13 +162,13 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
     controller.check_layout(opt)
     decayed = decay_ids(model)
     mode, sel = selection_mode(cfg), t.selection_metric
-    better = (lambda a, b: a < b - t.min_delta) if mode == "min" else (lambda a, b: a > b + t.min_delta)
     with_n_sub = cfg.loss.consistency_weight > 0
     phase = PhaseSnapshots.take(model, controller)
     bb_scales = {n: controller.groups[n].lr_scale for n in backbone_groups(controller)}
     ramp_steps = ramp_done = 0
-    best: dict[str, Any] = {"value": math.inf if mode == "min" else -math.inf, "epoch": 0, "metrics": {}, "state": None}
-    patience_left, step, seen, skipped_total, nonfinite_run, train_seconds = t.patience, 0, 0, 0, 0, 0.0
+    best = EarlyStopping(sel, mode, t.patience, min_delta=t.min_delta,
+                         path=run_dir / "checkpoints" / "best.safetensors")
+    step, seen, skipped_total, nonfinite_run, train_seconds = 0, 0, 0, 0, 0.0
     dead: list[str] = []
     notes: list[str] = []
     epoch = 0
@@ -179,7 +178,8 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             _unfreeze(controller, opt, cfg, f(step), log, facts, epoch)
             phase = PhaseSnapshots.take(model, controller)
             ramp_steps, ramp_done = bb.unfreeze_warmup_steps, 0
-            patience_left = t.patience if bb.reset_patience else patience_left
+            if bb.reset_patience:
+                best.reset_patience()
         model.train()
         t_epoch = time.time()
         loss_sum, tf_loss, tf_count, masked = 0.0, {}, {}, {fn: 0.0 for fn in data.tfs}
@@ -272,24 +272,17 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         value = val[sel]
         if not math.isfinite(value):
             raise NumericFailure("non_finite", f"selection metric {sel} is {value} at epoch {epoch}")
-        if better(value, best["value"]) or best["state"] is None:
-            best = {"value": value, "epoch": epoch, "metrics": val, "state": copy.deepcopy(model.state_dict())}
-            save_best(model, run_dir / "checkpoints" / "best.safetensors",
-                      metadata={"epoch": str(epoch), sel: repr(value)})
-            patience_left = t.patience
-        else:
-            patience_left -= 1
-            if patience_left <= 0:
-                log(f"early stop at epoch {epoch} (best epoch {best['epoch']})")
-                break
-    model.load_state_dict(best["state"])
+        if best.update(epoch, value, val, model):
+            log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
+            break
+    best.restore(model)
     phase.check_frozen(model, "at the end of the run")
     test = evaluate(model, data, "test", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
                     delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
     test = add_skill(test, baselines, "test", data.tfs)
-    log(f"test at best epoch {best['epoch']}: mse {test['test/mse']:.4f} r2 {test['test/r2']:.3f} "
+    log(f"test at best epoch {best.epoch}: mse {test['test/mse']:.4f} r2 {test['test/r2']:.3f} "
         f"corr {test['test/corr']:.3f}")
-    return {"best": {"epoch": best["epoch"], "metrics": best["metrics"]}, "test": test, "epochs_run": epoch,
+    return {"best": {"epoch": best.epoch, "metrics": best.metrics}, "test": test, "epochs_run": epoch,
             "steps": step, "tokens_seen": seen, "windows_seen": seen, "train_seconds": train_seconds,
             "numerics": {"nonfinite_or_overflow_steps": skipped_total, "fp16_final_scale": prec.scale},
             "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": notes,

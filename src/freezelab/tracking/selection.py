@@ -1,0 +1,63 @@
+"""Best-epoch selection with early stopping, shared by every task.
+
+The best weights are kept in memory (to restore before the single test evaluation) and written to
+``checkpoints/best.safetensors`` each time the selection metric improves.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+from freezelab.tracking.checkpoints import save_best
+
+
+class EarlyStopping:
+    """Track the best value of one validation metric and count epochs without improvement.
+
+    Args:
+        metric: the selection metric's name, e.g. ``val/loss`` (recorded in the checkpoint metadata).
+        mode: ``min`` or ``max``.
+        patience: epochs without improvement before stopping.
+        min_delta: improvement smaller than this does not count.
+        path: where the best weights are written (safetensors), or None.
+    """
+
+    def __init__(self, metric: str, mode: Literal["min", "max"], patience: int, *, min_delta: float = 0.0,
+                 path: Path | None = None) -> None:
+        self.metric, self.mode, self.patience, self.min_delta, self.path = metric, mode, patience, min_delta, path
+        self.value = math.inf if mode == "min" else -math.inf
+        self.epoch = 0
+        self.metrics: dict[str, Any] = {}
+        self.state: dict[str, Any] | None = None
+        self.patience_left = patience
+
+    def improved(self, value: float) -> bool:
+        if self.state is None:
+            return True
+        return value < self.value - self.min_delta if self.mode == "min" else value > self.value + self.min_delta
+
+    def update(self, epoch: int, value: float, metrics: dict[str, Any], model: nn.Module) -> bool:
+        """Record one epoch's validation result; returns True when training should stop."""
+        if self.improved(value):
+            self.value, self.epoch, self.metrics = value, epoch, dict(metrics)
+            self.state = copy.deepcopy(model.state_dict())
+            if self.path is not None:
+                save_best(model, self.path, metadata={"epoch": str(epoch), self.metric: repr(value)})
+            self.patience_left = self.patience
+            return False
+        self.patience_left -= 1
+        return self.patience_left <= 0
+
+    def reset_patience(self) -> None:
+        """Restart the patience count (at an unfreezing boundary, when the arm asks for it)."""
+        self.patience_left = self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best weights back into ``model``."""
+        assert self.state is not None, "restore() before any update()"
+        model.load_state_dict(self.state)
