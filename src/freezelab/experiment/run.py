@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
-import subprocess
 import sys
 import threading
 import time
@@ -20,30 +18,10 @@ import yaml
 
 from freezelab.experiment.failures import exception_record, tail
 from freezelab.tracking import files
+from freezelab.tracking.environment import peak_memory_bytes
 from freezelab.tracking.tracker import Tracker
 
 HEARTBEAT_SECONDS = 30
-
-
-def environment(device: str | None = None, precision: str | None = None) -> dict[str, Any]:
-    """Python, library versions, device and git commit, for summary.json."""
-    import torch
-
-    import freezelab
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "freezelab": freezelab.__version__}
-    for lib in ("transformers", "numpy", "lightning"):
-        with contextlib.suppress(Exception):
-            versions[lib] = __import__(lib).__version__
-    commit = None
-    with contextlib.suppress(Exception):
-        root = Path(freezelab.__file__).resolve().parents[2]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        commit = out if len(out) == 40 else None
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {**versions, "device": device, "gpu": gpu, "precision": precision, "git_commit": commit,
-            "host": platform.node(), "cpu_count": os.cpu_count()}
 
 
 class _Heartbeat(threading.Thread):
@@ -55,18 +33,6 @@ class _Heartbeat(threading.Thread):
         while not self.stop.wait(HEARTBEAT_SECONDS):
             with contextlib.suppress(Exception):
                 files.heartbeat(self.run_dir)
-
-
-def peak_memory_bytes() -> int:
-    """Peak resident memory of this process (and peak CUDA memory when a GPU is used)."""
-    import resource
-
-    import torch
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if torch.cuda.is_available():
-        rss = max(rss, torch.cuda.max_memory_allocated())
-    return int(rss)
 
 
 def execute_run(run_dir: Path, *, progress: bool = True, tensorboard: bool = True,

@@ -99,7 +99,7 @@ class LMTask:
 
         fabric = Fabric(accelerator=device.type, devices=1,
                         precision="bf16-mixed" if cfg.runtime.precision == "bf16" else "32-true")
-        from freezelab.experiment.run import environment
+        from freezelab.tracking.environment import environment
 
         facts = ctx.facts
         facts["environment"] = environment(str(device), cfg.runtime.precision)

@@ -102,10 +102,10 @@ class TSTask:
         return facts
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        from freezelab.experiment.run import environment
         from freezelab.tasks.timeseries.batches import budget, load_data
         from freezelab.tasks.timeseries.scoring import score_baselines
         from freezelab.tasks.timeseries.train import selection_mode, train_run
+        from freezelab.tracking.environment import environment
 
         cfg = TSConfig.model_validate(ctx.config)
         if cfg.runtime.threads:
