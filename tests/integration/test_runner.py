@@ -157,3 +157,34 @@ def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["run", str(bad)])
     assert res.exit_code == 2
     assert "phase2.max_epochs=0" in res.output and "greater than or equal to 1" in res.output
+
+
+def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_one(
+        write_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from freezelab.tasks.lm import phases
+
+    path = write_study({"frozen": {"reference": True, "overrides": {"phase2.unfreeze": {"at_epoch": 1}}}},
+                       base=None)
+    _run(path, tmp_path / "whole")
+    real = phases.save_last
+
+    def killed_after_epoch_2(state: dict, where: Path) -> None:
+        real(state, where)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt  # like a kill: nothing below the runner records it
+    monkeypatch.setattr(phases, "save_last", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(path, tmp_path / "cut")
+    run_dir = _run_dir(tmp_path / "cut", "frozen")
+    assert read_json(run_dir / "status.json")["status"] == "running"
+    monkeypatch.setattr(phases, "save_last", real)
+    assert _run(path, tmp_path / "cut") == {"frozen/0": "succeeded"}
+    assert "resumed after epoch 2" in (run_dir / "logs" / "run.log").read_text()
+    assert not (run_dir / "attempts").exists()
+
+    def epochs(out: Path) -> dict[int, tuple]:
+        rows = read_jsonl(_run_dir(out, "frozen") / "metrics.jsonl")
+        return {r["epoch"]: (r["train/loss"], r["val/loss"], r["lr/embed"]) for r in rows if r["kind"] == "epoch"}
+    assert epochs(tmp_path / "cut") == epochs(tmp_path / "whole")  # bitwise, unfreeze boundary included
+    a, b = (read_json(_run_dir(out, "frozen") / "summary.json") for out in (tmp_path / "whole", tmp_path / "cut"))
+    assert a["test"] == b["test"] and a["best"] == b["best"] and a["steps"] == b["steps"]

@@ -1,9 +1,9 @@
 """Run a plan: prepare run folders, skip finished runs, isolate each run, never stop on a failure.
 
-Resume semantics (protocol §4): succeeded runs are skipped; failed and interrupted runs (status
-``running`` with a stale heartbeat, or no live lock holder) are rerun, their earlier attempt moved to
-``attempts/<n>/`` so nothing is lost. A file lock per run folder keeps two runners (or Ray workers)
-from executing the same run.
+Resume semantics (protocol §4): succeeded runs are skipped; interrupted runs (status ``running`` and no
+live lock holder) continue from their last epoch checkpoint when there is one; failed runs are rerun
+from scratch, their earlier attempt moved to ``attempts/<n>/`` so nothing is lost. A file lock per run
+folder keeps two runners (or Ray workers) from executing the same run.
 """
 
 from __future__ import annotations
@@ -135,7 +135,10 @@ def _run_locked(spec: RunSpec, run_dir: Path, cache_dir: Path, *, isolation: Iso
     if state == "failed" and not retry_failed:
         return RunOutcome(spec.run_id, spec.arm, spec.seed, "failed", "failed earlier (not retried)")
     attempt = int(status.get("attempt", 0))
-    if state in ("failed", "running"):  # we hold the lock, so a "running" one was interrupted
+    # We hold the lock, so a "running" one was interrupted: it resumes in place from checkpoints/last.pt
+    # when the task wrote one; a failed one (or one without a checkpoint) starts over, its files kept.
+    resumable = state == "running" and (run_dir / "checkpoints" / "last.pt").exists()
+    if state in ("failed", "running") and not resumable:
         _archive_attempt(run_dir, attempt)
     files.write_status(run_dir, "pending", run_id=spec.run_id, arm=spec.arm, seed=spec.seed,
                        attempt=attempt + 1, error=None)

@@ -1,11 +1,13 @@
-"""Checkpoints: best weights in safetensors, written atomically."""
+"""Checkpoints, written atomically: best weights in safetensors, the resumable state in ``last.pt``."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import torch
 from safetensors.torch import save_model
 from torch import nn
 
@@ -22,3 +24,25 @@ def save_best(model: nn.Module, path: Path, *, metadata: dict[str, str] | None =
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_last(state: dict[str, Any], path: Path) -> None:
+    """Write the resumable training state (``torch.save``) atomically: a kill mid-write keeps the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_last(path: Path) -> dict[str, Any] | None:
+    """The state written by ``save_last``, or None when there is none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)

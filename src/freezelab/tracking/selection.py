@@ -57,6 +57,15 @@ class EarlyStopping:
         """Restart the patience count (at an unfreezing boundary, when the arm asks for it)."""
         self.patience_left = self.patience
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue selection after a resume (best weights included)."""
+        return {"value": self.value, "epoch": self.epoch, "metrics": self.metrics, "state": self.state,
+                "patience_left": self.patience_left}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value, self.epoch, self.metrics = state["value"], state["epoch"], state["metrics"]
+        self.state, self.patience_left = state["state"], state["patience_left"]
+
     def restore(self, model: nn.Module) -> None:
         """Load the best weights back into ``model``."""
         assert self.state is not None, "restore() before any update()"

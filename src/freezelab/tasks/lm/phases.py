@@ -25,6 +25,7 @@ from freezelab.freeze.invariants import check_finite, check_frozen_unchanged, de
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.lm import phase1 as p1
 from freezelab.tasks.lm.model import CVFPModel
+from freezelab.tracking.checkpoints import save_last
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import torch_generator
@@ -183,8 +184,13 @@ def evaluate(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor, context
 def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, ids: Splits, offs: Splits,
                contexts: Splits, *, seed: int, fabric: Any, tracker: Tracker, log: Callable[[str], None],
                facts: dict[str, Any], run_dir: Path, token_bytes: torch.Tensor | None, progress: bool,
-               first_step: int = 0) -> dict[str, Any]:
+               first_step: int = 0, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train with early stopping on val loss; restore the best weights; score test once.
+
+    The state at every epoch end goes to ``checkpoints/last.pt``; with ``resume`` (that state, loaded)
+    training continues after the saved epoch and reproduces the uninterrupted run exactly: batch
+    order and noise derive from (seed, epoch), and model, optimizer, scheduler, group flags and
+    early-stopping state are restored.
 
     Freeze invariants are checked after step 1 (I1, I2, I5), at every epoch end (I1) and at the end;
     parameters are checked finite after every step (I7).
@@ -205,8 +211,22 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     best = EarlyStopping("val/loss", "min", c2.patience, path=run_dir / "checkpoints" / "best.safetensors")
     step, tokens_seen, train_seconds = 0, 0, 0.0
     dead: list[str] = []
-    epoch = 0
-    for epoch in range(1, c2.max_epochs + 1):
+    epoch = start = 0
+    if resume is not None:
+        start, step, tokens_seen, train_seconds, dead = (resume["epoch"], resume["step"], resume["tokens_seen"],
+                                                         resume["train_seconds"], resume["dead"])
+        for name, (frozen, scale) in resume["groups"].items():
+            controller.groups[name].lr_scale = scale
+            controller.set_frozen(name, frozen)
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        best.load_state_dict(resume["early_stopping"])
+        frozen_ids = {id(p) for _, p in controller.frozen_params()}
+        frozen_before = snapshot(frozen_state(model, frozen_ids))
+        trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        log(f"resumed after epoch {start} (step {step})")
+    for epoch in range(start + 1, c2.max_epochs + 1):
         facts["epoch"] = epoch
         if c2.unfreeze is not None and epoch == c2.unfreeze.at_epoch + 1:
             frozen_before, trainable_before = _unfreeze(model, controller, opt, cfg)
@@ -266,7 +286,13 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         tracker.log(record, step=first_step + epoch)
         log(f"epoch {epoch}: train loss {train_loss:.4f} | val loss {val['loss']:.4f} ppl {val['ppl']:.2f} "
             f"acc {val['acc']:.2%}")
-        if best.update(epoch, val["loss"], {f"val/{k}": v for k, v in val.items()}, model):
+        stop = best.update(epoch, val["loss"], {f"val/{k}": v for k, v in val.items()}, model)
+        save_last({"epoch": epoch, "step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
+                   "dead": dead, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                   "scheduler": sched.state_dict(), "early_stopping": best.state_dict(),
+                   "groups": {n: (g.frozen, g.lr_scale) for n, g in controller.groups.items()},
+                   "phase1": facts.get("phase1")}, run_dir / "checkpoints" / "last.pt")
+        if stop:
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
     best.restore(model)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import torch
+from safetensors.torch import load_model
 
 from freezelab.config.schema import LMConfig
 from freezelab.freeze.invariants import check_expected_counts, count_parameters
@@ -20,6 +21,7 @@ from freezelab.pretrained.hf import LoadedEmbedding, load_embedding, resolve_sou
 from freezelab.tasks.base import RunContext
 from freezelab.tasks.lm.cache import load_lm_data
 from freezelab.tasks.lm.model import CVFPModel
+from freezelab.tracking.checkpoints import load_last, save_best
 from freezelab.utils.hashing import hash_json
 from freezelab.utils.seeding import torch_generator
 
@@ -139,12 +141,23 @@ class LMTask:
 
         t1 = time.time()
         model.requires_grad_(False)
-        p1 = run_phase1(model, cfg, ids, offs, seed=ctx.seed, tracker=ctx.tracker, log=ctx.log,
-                        progress=ctx.progress) if cfg.phase1.enabled else None
-        contexts = compute_contexts(model, cfg, ids, offs)
+        phase1_weights = ctx.run_dir / "checkpoints" / "phase1.safetensors"
+        resume = load_last(ctx.run_dir / "checkpoints" / "last.pt")
+        if resume is not None and phase1_weights.exists():
+            # an interrupted attempt: contexts come from the weights at the end of Phase 1 (wte may have
+            # trained since), then Phase 2 continues from its last epoch
+            load_model(model, phase1_weights)
+            facts["phase1"] = resume["phase1"]
+            contexts = compute_contexts(model, cfg, ids, offs)
+        else:
+            resume = None
+            p1 = run_phase1(model, cfg, ids, offs, seed=ctx.seed, tracker=ctx.tracker, log=ctx.log,
+                            progress=ctx.progress) if cfg.phase1.enabled else None
+            contexts = compute_contexts(model, cfg, ids, offs)
+            save_best(model, phase1_weights, metadata={"phase": "1"})
+            facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False}),
+                               **context_diagnostics(model, cfg, contexts, ids, offs, seed=ctx.seed)}
         phase1_seconds = time.time() - t1
-        facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False}),
-                           **context_diagnostics(model, cfg, contexts, ids, offs, seed=ctx.seed)}
         ctx.log(f"phase 1: {facts['phase1']} ({phase1_seconds:.1f}s)")
 
         # --- Phase 2 ---------------------------------------------------------------------------
@@ -160,7 +173,7 @@ class LMTask:
         result = run_phase2(model, controller, cfg, ids, offs, contexts, seed=ctx.seed, fabric=fabric,
                             tracker=ctx.tracker, log=ctx.log, facts=facts, run_dir=ctx.run_dir,
                             token_bytes=token_bytes, progress=ctx.progress,
-                            first_step=p1.iterations if p1 is not None else 0)
+                            first_step=facts["phase1"].get("iterations", 0), resume=resume)
         phase2_seconds = time.time() - t2
         head_trainable = not controller.groups["embed" if model.head is None else "head"].frozen  # at the end
         tokens_per_second = result["tokens_seen"] / max(result["train_seconds"], 1e-9)
