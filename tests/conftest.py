@@ -17,6 +17,17 @@ WORDS = ("the cat sat on a mat while the dog ran to the park and a bird sang in 
          "near the river where children played with a red ball every sunny morning").split()
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds contention on a shared 2-core box."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BERT-style model folder saved locally: real MiniLM tokenizer, random 16-dim embedding."""

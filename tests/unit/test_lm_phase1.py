@@ -16,13 +16,7 @@ OFFSETS = torch.tensor([0, 100, 250, 400, 600])
 D = 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on a shared 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_inputs(seed: int = 0) -> tuple[ContextBlock, torch.Tensor]:

@@ -17,15 +17,7 @@ from freezelab.tasks.lm.recurrence import (
 )
 
 OFFSETS = torch.tensor([0, 5, 5, 17, 18, 40, 63])  # includes an empty and a one-token document
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on a shared 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from freezelab.report.aggregate import Study, epoch_metric_keys, epoch_values
 from freezelab.report.analysis import Analysis, Metric
@@ -99,6 +99,7 @@ def learning_curves(study: Study, base: str, log_scale: bool, plots_dir: Path) -
                 _band(ax, data[arm][split], color, f"{split}/{base}", style)
         ax.set_title(arm, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.tick_params(labelsize=7)
         if log_scale:
             _log_y(ax)

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from freezelab.config.schema import Strict
 
 TF = Literal["m1", "m5", "m15", "m30", "h1", "h4", "d"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class TSDataConfig(_Strict):
+class TSDataConfig(Strict):
     source: Literal["fx_default", "file", "synthetic"] = Field(
         "fx_default", description="fx_default: EUR/USD hourly bars shipped in backtesting's wheel (offline, "
         "base_tf h1); file: your own CSV/Parquet at `path`; synthetic: a seeded random walk (tests, smoke).")
@@ -51,7 +49,7 @@ class TSDataConfig(_Strict):
         return self
 
 
-class WindowsConfig(_Strict):
+class WindowsConfig(Strict):
     context: dict[str, int] = Field(
         {"h1": 64, "h4": 32, "d": 8},
         description="K_f: bars per window for each timeframe, all ending at the anchor t (only bars closed by "
@@ -66,7 +64,7 @@ class WindowsConfig(_Strict):
                                             "windows each, spread over the whole period.")
 
 
-class MaskingConfig(_Strict):
+class MaskingConfig(Strict):
     ratio: Union[float, dict[str, float]] = Field(0.15, description="ρ_f: share of each TF's bars in seed spans.")
     span_min: Optional[dict[str, int]] = Field(None, description="Shortest seed span per TF (default: 3 for "
                                                "m1–m15, 1 for m30 and coarser).")
@@ -80,7 +78,7 @@ class MaskingConfig(_Strict):
                               "never use it for results.")
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     patch_len: Union[int, dict[str, int]] = Field(
         {"h1": 8, "h4": 8, "d": 4}, description="P: bars per token, one value or per TF.")
     position: Literal["tau", "patch_index"] = Field(
@@ -92,7 +90,7 @@ class ModelConfig(_Strict):
     mask_init_std: float = Field(0.02, ge=0, description="Init std of the learned mask vectors μ_f.")
 
 
-class BackboneConfig(_Strict):
+class BackboneConfig(Strict):
     kind: Literal["pretrained", "random_init", "none", "one_attn"] = Field(
         "pretrained", description="pretrained: load `source`; random_init: same config, re-initialised by the "
         "backbone's own initialiser (seeded); none: identity (no_backbone); one_attn: one random-init "
@@ -118,7 +116,7 @@ class BackboneConfig(_Strict):
                               "group encoder.norm) train while the rest stays frozen (GPT4TS).")
 
 
-class OptimConfig(_Strict):
+class OptimConfig(Strict):
     lr: float = Field(1e-3, gt=0, description="Base LR; each group gets base · scale_g · f(s) · active_g(s).")
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas (no momentum cycling).")
     eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
@@ -129,13 +127,13 @@ class OptimConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0, description="Max total norm, after unscaling, over optimizer params.")
 
 
-class LossConfig(_Strict):
+class LossConfig(Strict):
     huber_delta: float = Field(1.0, gt=0, description="δ of the masked Huber loss (normalised units).")
     tf_weights: Optional[dict[str, float]] = Field(None, description="w_f across TFs (None: equal).")
     consistency_weight: float = Field(0.0, ge=0, description="λ_c of the cross-TF consistency term (0: off).")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     max_epochs: int = Field(10, ge=1, description="Epoch budget (every arm the same).")
     batch_size: int = Field(64, ge=1, description="Windows per step (drop_last).")
     steps_per_epoch: Optional[int] = Field(None, ge=1, description="Cap on steps per epoch (None: one pass).")
@@ -149,7 +147,7 @@ class TrainConfig(_Strict):
     leak_check_batches: int = Field(2, ge=1, description="Batches per epoch checked for masked-input leaks.")
 
 
-class TSRuntimeConfig(_Strict):
+class TSRuntimeConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     precision: Literal["bf16", "fp32", "fp16"] = Field(
         "bf16", description="bf16 autocast (default), fp32, or fp16 autocast with a GradScaler whose collapse "
@@ -161,7 +159,7 @@ class TSRuntimeConfig(_Strict):
     max_nonfinite_steps: int = Field(3, ge=1, description="Consecutive non-finite losses/norms before FAILED.")
 
 
-class TSConfig(_Strict):
+class TSConfig(Strict):
     """The resolved configuration of one run of the time-series transfer study."""
 
     data: TSDataConfig = Field(default_factory=TSDataConfig)
