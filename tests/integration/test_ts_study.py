@@ -72,3 +72,38 @@ def test_shipped_example_resolves_and_counts(tmp_path):
     configs = {name: arm.config for name, arm in study.arms.items()}
     for section in ("data", "windows", "masking", "train"):                     # identical budget and data
         assert len({str(c[section]) for c in configs.values()}) == 1, section
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path, tiny_backbones, monkeypatch):
+    from freezelab.tasks.timeseries import train
+
+    base = tiny_ts_base(tiny_backbones["t5"])
+    base["train"]["max_epochs"] = 3
+    arms = {"ftu": {"reference": True, "overrides": {"backbone.train": "frozen_then_unfrozen",
+                                                      "backbone.unfreeze_epoch": 1}}}
+    study = load_study(write_ts_study(tmp_path / "study.yaml", base, arms))
+
+    def run(out: Path) -> None:
+        run_plan(study, make_plan(study), out, isolation="inline", progress=False, tensorboard=False)
+
+    run(tmp_path / "whole")
+    real = train.save_last
+
+    def killed_after_epoch_2(state, where):
+        real(state, where)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt  # like a kill: the run's status stays "running"
+    monkeypatch.setattr(train, "save_last", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut")
+    monkeypatch.setattr(train, "save_last", real)
+    run(tmp_path / "cut")
+
+    def result(out: Path) -> tuple:
+        run_dir = next((out / "runs").glob("ftu__*"))
+        epochs = {r["epoch"]: (r["train/loss"], r["val/mse"], r["lr/encoder.0"])
+                  for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "epoch"}
+        s = read_json(run_dir / "summary.json")
+        return epochs, s["test"], s["best"], s["status"]
+    assert result(tmp_path / "cut") == result(tmp_path / "whole")
+    assert "resumed after epoch 2" in (next((tmp_path / "cut" / "runs").glob("ftu__*")) / "logs" / "run.log").read_text()

@@ -31,6 +31,7 @@ from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
 from freezelab.tasks.timeseries.masking import assert_no_masked_leak
 from freezelab.tasks.timeseries.scoring import add_skill, evaluate
+from freezelab.tracking.checkpoints import load_last, save_last
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import derive_seed
@@ -171,8 +172,27 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
     step, seen, skipped_total, nonfinite_run, train_seconds = 0, 0, 0, 0, 0.0
     dead: list[str] = []
     notes: list[str] = []
-    epoch = 0
-    for epoch in range(1, t.max_epochs + 1):
+    epoch = start = 0
+    last_path = run_dir / "checkpoints" / "last.pt"
+    resume = load_last(last_path)
+    if resume is not None:  # an interrupted attempt: continue after its last epoch, bit for bit
+        start, step, seen, skipped_total, train_seconds = (resume["epoch"], resume["step"], resume["seen"],
+                                                           resume["skipped_total"], resume["train_seconds"])
+        dead, notes, (ramp_steps, ramp_done) = resume["dead"], resume["notes"], resume["ramp"]
+        for name, (frozen, scale) in resume["groups"].items():
+            controller.groups[name].lr_scale = scale
+            controller.set_frozen(name, frozen)
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        best.load_state_dict(resume["early_stopping"])
+        if prec.scaler is not None:
+            prec.scaler.load_state_dict(resume["scaler"])
+        torch.set_rng_state(resume["torch_rng"])
+        phase = PhaseSnapshots.take(model, controller)
+        phase.check_dead = resume["check_dead"]
+        log(f"resumed after epoch {start} (step {step})")
+    for epoch in range(start + 1, t.max_epochs + 1):
         facts["epoch"] = epoch
         if bb.train == "frozen_then_unfrozen" and epoch == bb.unfreeze_epoch + 1:
             _unfreeze(controller, opt, cfg, f(step), log, facts, epoch)
@@ -272,7 +292,15 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         value = val[sel]
         if not math.isfinite(value):
             raise NumericFailure("non_finite", f"selection metric {sel} is {value} at epoch {epoch}")
-        if best.update(epoch, value, val, model):
+        stop = best.update(epoch, value, val, model)
+        save_last({"epoch": epoch, "step": step, "seen": seen, "skipped_total": skipped_total,
+                   "train_seconds": train_seconds, "dead": dead, "notes": notes, "ramp": (ramp_steps, ramp_done),
+                   "groups": {n: (g.frozen, g.lr_scale) for n, g in controller.groups.items()},
+                   "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                   "early_stopping": best.state_dict(), "check_dead": phase.check_dead,
+                   "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
+                   "torch_rng": torch.get_rng_state()}, last_path)
+        if stop:
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
     best.restore(model)
