@@ -106,4 +106,5 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path, tiny_back
         s = read_json(run_dir / "summary.json")
         return epochs, s["test"], s["best"], s["status"]
     assert result(tmp_path / "cut") == result(tmp_path / "whole")
-    assert "resumed after epoch 2" in (next((tmp_path / "cut" / "runs").glob("ftu__*")) / "logs" / "run.log").read_text()
+    run_dir = next((tmp_path / "cut" / "runs").glob("ftu__*"))
+    assert "resumed after epoch 2" in (run_dir / "logs" / "run.log").read_text()
