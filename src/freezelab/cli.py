@@ -202,6 +202,20 @@ def report(
 
 
 @app.command()
+def fields(task: str = typer.Argument("lm", help="lm or timeseries.")) -> None:
+    """Every config key of a task with its type, default and description (what a study's base may set)."""
+    from freezelab.config.schema import iter_fields, task_config
+
+    if task not in ("lm", "timeseries"):
+        _fail(FreezelabError(f"unknown task {task!r}; choose lm or timeseries"))
+    for key, info in iter_fields(task_config(task)):
+        ann = info.annotation
+        kind = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+        default = info.get_default(call_default_factory=True)
+        console.print(f"[bold]{key}[/bold] ({kind}, default {default!r}): {info.description or ''}", highlight=False)
+
+
+@app.command()
 def bench(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     quick: bool = typer.Option(False, "--quick", help="Smaller sizes (seconds)."),

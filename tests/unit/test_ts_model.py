@@ -231,14 +231,8 @@ def test_config_rejects_inconsistent_windows(tiny_backbones):
 
 
 def test_every_config_field_is_documented():
-    def walk(model):
-        for name, field in model.model_fields.items():
-            ann = field.annotation
-            if isinstance(ann, type) and hasattr(ann, "model_fields"):
-                yield from walk(ann)
-            else:
-                yield f"{model.__name__}.{name}", field.description
+    from freezelab.config.schema import iter_fields
 
-    missing = [n for n, d in walk(TSConfig) if not d]
+    missing = [key for key, info in iter_fields(TSConfig) if not info.description]
     assert not missing, missing
     json.dumps(TSConfig().model_dump(mode="json"))

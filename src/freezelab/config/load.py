@@ -105,7 +105,7 @@ def _format_errors(where: str, err: ValidationError, prefix: str = "") -> list[s
         key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check spelling; `freezelab inspect --help` lists the fields)"
+            msg = "unknown key (check spelling; `freezelab fields TASK` lists every key)"
         value = e.get("input")
         shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) else f"={value!r}"
         lines.append(f"{where}: {key}{shown}: {msg}")

@@ -96,16 +96,19 @@ class ContextConfig(Strict):
 class Phase1Config(Strict):
     enabled: bool = Field(True, description="False = untrained ContextBlock ablation (no_phase1).")
     max_iterations: int = Field(10, ge=1, description="Iteration 0 (no learning) counts.")
-    min_iterations: int = Field(3, ge=1)
-    convergence_threshold: float = Field(0.03, gt=0)
-    min_converged_ratio: float = Field(0.95, gt=0, le=1)
-    lr: float = Field(0.002, gt=0)
+    min_iterations: int = Field(3, ge=1, description="Never stop before this many iterations (iteration 0 counts).")
+    convergence_threshold: float = Field(0.03, gt=0, description="A token has converged when mean_d (Y - C)² "
+                                         "is below this.")
+    min_converged_ratio: float = Field(0.95, gt=0, le=1, description="Stop when this share of tokens converged.")
+    lr: float = Field(0.002, gt=0, description="Adam learning rate of the ContextBlock.")
     dist_reg_weight: float = Field(0.5, ge=0, le=1, description="Weight w of the diversity loss.")
-    noise_std: float = Field(0.1, ge=0)
-    chunk_rows: int = Field(4096, ge=1)
-    grad_clip: float = Field(1.0, gt=0)
-    diversity_norm: Literal["faithful", "rms"] = "faithful"
-    iter0: Literal["sequential", "jacobi"] = "sequential"
+    noise_std: float = Field(0.1, ge=0, description="Gaussian noise on the previous contexts in training passes.")
+    chunk_rows: int = Field(4096, ge=1, description="Rows per chunk of the parallel pass (gradient accumulation).")
+    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip before each Adam step.")
+    diversity_norm: Literal["faithful", "rms"] = Field(
+        "faithful", description="faithful: -‖Y - ȳ‖_F / |chunk| (depends on chunk size); rms: batch-size free.")
+    iter0: Literal["sequential", "jacobi"] = Field(
+        "sequential", description="Iteration 0: exact recurrence batched over documents, or Jacobi sweeps.")
     er_rows: int = Field(8192, ge=2, description="Rows sampled (seeded, fixed) for effective rank.")
 
     @model_validator(mode="after")
@@ -118,20 +121,22 @@ class Phase1Config(Strict):
 
 class UnfreezeConfig(Strict):
     at_epoch: int = Field(..., ge=1, description="Groups become trainable after this many epochs.")
-    groups: list[Literal["embed", "embed_norm", "head"]] = Field(["embed"])
+    groups: list[Literal["embed", "embed_norm", "head"]] = Field(["embed"], description="Groups to unfreeze.")
     lr_scale: float = Field(1.0, gt=0, description="LR scale of the unfrozen groups.")
-    optimizer_state: Literal["reset", "keep"] = "reset"
+    optimizer_state: Literal["reset", "keep"] = Field(
+        "reset", description="reset: fresh Adam moments for the unfrozen groups; keep: leave them.")
     reset_patience: bool = Field(True, description="Early-stopping patience restarts at the boundary.")
 
 
 class Phase2Config(Strict):
-    max_epochs: int = Field(10, ge=1)
-    batch_size: int = Field(512, ge=1)
-    lr: float = Field(0.002, gt=0)
-    grad_clip: float = Field(1.0, gt=0)
+    max_epochs: int = Field(10, ge=1, description="Epoch budget of Phase 2.")
+    batch_size: int = Field(512, ge=1, description="Next-token positions per Adam step (seed: 512).")
+    lr: float = Field(0.002, gt=0, description="Adam learning rate (base; each group multiplies its lr scale).")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip over the optimizer's parameters.")
     patience: int = Field(2, ge=1, description="Epochs without val improvement before stopping.")
-    order: Literal["shuffled", "contiguous"] = "shuffled"
-    eval_batch_size: int = Field(1024, ge=1)
+    order: Literal["shuffled", "contiguous"] = Field(
+        "shuffled", description="shuffled positions (seeded per epoch), or contiguous chunks (the original).")
+    eval_batch_size: int = Field(1024, ge=1, description="Positions per evaluation batch.")
     unfreeze: Optional[UnfreezeConfig] = None
 
     @model_validator(mode="after")
@@ -143,7 +148,7 @@ class Phase2Config(Strict):
 
 
 class RuntimeConfig(Strict):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = bf16 autocast in Phase 2.")
     threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads (None = default).")
 
@@ -189,8 +194,8 @@ PROTECTED_KEYS: dict[str, tuple[str, ...]] = {
 
 
 class ExpectedParams(Strict):
-    total: Optional[int] = Field(None, ge=0)
-    trainable: Optional[int] = Field(None, ge=0)
+    total: Optional[int] = Field(None, ge=0, description="Unique parameters of the model.")
+    trainable: Optional[int] = Field(None, ge=0, description="Trainable parameters at the start of Phase 2.")
 
 
 class ArmConfig(Strict):
@@ -203,19 +208,20 @@ class ArmConfig(Strict):
 
 
 class ProfileConfig(Strict):
-    description: str = ""
-    seeds: Optional[list[int]] = None
+    description: str = Field("", description="What the profile is for.")
+    seeds: Optional[list[int]] = Field(None, description="Replaces the study's seeds under this profile.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted keys applied to base.")
 
 
 class StudyConfig(Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Study name (used in run ids).")
-    description: str = ""
-    hypothesis: str = ""
-    task: Literal["lm", "timeseries"] = "lm"
+    description: str = Field("", description="The study's question, shown as the report's purpose.")
+    hypothesis: str = Field("", description="What the study expects, shown in the report's overview.")
+    task: Literal["lm", "timeseries"] = Field("lm", description="Which study type the base config describes.")
     output_dir: str = Field("runs", description="Default output folder (relative to the study file).")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    base: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                             description="Run seeds; every arm runs every seed (paired comparisons).")
+    base: dict[str, Any] = Field(default_factory=dict, description="The config every arm shares (task keys).")
     arms: dict[str, ArmConfig] = Field(..., min_length=1)
     profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
 
@@ -243,6 +249,17 @@ class StudyConfig(Strict):
     def reference_arm(self) -> str:
         refs = [a for a, c in self.arms.items() if c.reference]
         return refs[0] if refs else next(iter(self.arms))
+
+
+def iter_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, pydantic FieldInfo) of every leaf field of a config model, nested sections expanded."""
+    out: list[tuple[str, Any]] = []
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        sub = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
+                    and issubclass(a, BaseModel)), None)
+        out += iter_fields(sub, f"{prefix}{name}.") if sub is not None else [(prefix + name, info)]
+    return out
 
 
 def task_config(task: str) -> type[BaseModel]:
