@@ -46,3 +46,24 @@ def load_last(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, controller: Any,
+                   early_stopping: Any, **counters: Any) -> dict[str, Any]:
+    """What every task saves at an epoch end: weights, optimizer, scheduler, group flags and lr scales,
+    early-stopping state (best weights included), plus the task's own counters."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "groups": {n: (g.frozen, g.lr_scale) for n, g in controller.groups.items()},
+            "early_stopping": early_stopping.state_dict(), **counters}
+
+
+def restore_training_state(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+                           scheduler: Any, controller: Any, early_stopping: Any) -> None:
+    """Inverse of ``training_state``: group flags first (so requires_grad and modes match), then the rest."""
+    for name, (frozen, scale) in state["groups"].items():
+        controller.groups[name].lr_scale = scale
+        controller.set_frozen(name, frozen)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    early_stopping.load_state_dict(state["early_stopping"])

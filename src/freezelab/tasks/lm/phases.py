@@ -25,7 +25,7 @@ from freezelab.freeze.invariants import check_finite, check_frozen_unchanged, de
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.lm import phase1 as p1
 from freezelab.tasks.lm.model import CVFPModel
-from freezelab.tracking.checkpoints import save_last
+from freezelab.tracking.checkpoints import restore_training_state, save_last, training_state
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import torch_generator
@@ -215,13 +215,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     if resume is not None:
         start, step, tokens_seen, train_seconds, dead = (resume["epoch"], resume["step"], resume["tokens_seen"],
                                                          resume["train_seconds"], resume["dead"])
-        for name, (frozen, scale) in resume["groups"].items():
-            controller.groups[name].lr_scale = scale
-            controller.set_frozen(name, frozen)
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
-        best.load_state_dict(resume["early_stopping"])
+        restore_training_state(resume, model, opt, sched, controller, best)
         frozen_ids = {id(p) for _, p in controller.frozen_params()}
         frozen_before = snapshot(frozen_state(model, frozen_ids))
         trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -287,11 +281,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         log(f"epoch {epoch}: train loss {train_loss:.4f} | val loss {val['loss']:.4f} ppl {val['ppl']:.2f} "
             f"acc {val['acc']:.2%}")
         stop = best.update(epoch, val["loss"], {f"val/{k}": v for k, v in val.items()}, model)
-        save_last({"epoch": epoch, "step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-                   "dead": dead, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                   "scheduler": sched.state_dict(), "early_stopping": best.state_dict(),
-                   "groups": {n: (g.frozen, g.lr_scale) for n, g in controller.groups.items()},
-                   "phase1": facts.get("phase1")}, run_dir / "checkpoints" / "last.pt")
+        save_last(training_state(model, opt, sched, controller, best, epoch=epoch, step=step, tokens_seen=tokens_seen,
+                                 train_seconds=train_seconds, dead=dead, phase1=facts.get("phase1")),
+                  run_dir / "checkpoints" / "last.pt")
         if stop:
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break

@@ -31,7 +31,7 @@ from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
 from freezelab.tasks.timeseries.masking import assert_no_masked_leak
 from freezelab.tasks.timeseries.scoring import add_skill, evaluate
-from freezelab.tracking.checkpoints import load_last, save_last
+from freezelab.tracking.checkpoints import load_last, restore_training_state, save_last, training_state
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import derive_seed
@@ -179,13 +179,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         start, step, seen, skipped_total, train_seconds = (resume["epoch"], resume["step"], resume["seen"],
                                                            resume["skipped_total"], resume["train_seconds"])
         dead, notes, (ramp_steps, ramp_done) = resume["dead"], resume["notes"], resume["ramp"]
-        for name, (frozen, scale) in resume["groups"].items():
-            controller.groups[name].lr_scale = scale
-            controller.set_frozen(name, frozen)
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
-        best.load_state_dict(resume["early_stopping"])
+        restore_training_state(resume, model, opt, sched, controller, best)
         if prec.scaler is not None:
             prec.scaler.load_state_dict(resume["scaler"])
         torch.set_rng_state(resume["torch_rng"])
@@ -293,13 +287,11 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         if not math.isfinite(value):
             raise NumericFailure("non_finite", f"selection metric {sel} is {value} at epoch {epoch}")
         stop = best.update(epoch, value, val, model)
-        save_last({"epoch": epoch, "step": step, "seen": seen, "skipped_total": skipped_total,
-                   "train_seconds": train_seconds, "dead": dead, "notes": notes, "ramp": (ramp_steps, ramp_done),
-                   "groups": {n: (g.frozen, g.lr_scale) for n, g in controller.groups.items()},
-                   "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                   "early_stopping": best.state_dict(), "check_dead": phase.check_dead,
-                   "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
-                   "torch_rng": torch.get_rng_state()}, last_path)
+        save_last(training_state(model, opt, sched, controller, best, epoch=epoch, step=step, seen=seen,
+                                 skipped_total=skipped_total, train_seconds=train_seconds, dead=dead, notes=notes,
+                                 ramp=(ramp_steps, ramp_done), check_dead=phase.check_dead,
+                                 scaler=prec.scaler.state_dict() if prec.scaler is not None else None,
+                                 torch_rng=torch.get_rng_state()), last_path)
         if stop:
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
