@@ -96,6 +96,9 @@ def run(
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile from the study file (e.g. quick)."),
     set_: list[str] = typer.Option([], "--set", help="Override for every arm: dotted.key=value (repeatable)."),
     isolation: str = typer.Option("process", help="process: each run in its own process; inline: this one."),
+    executor: str = typer.Option("local", help="local: runs one after another here; ray: each run a Ray task."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local instance)."),
+    gpus_per_run: float = typer.Option(0.0, help="GPUs each Ray task reserves (fractions share a GPU)."),
     retry_failed: bool = typer.Option(True, "--retry-failed/--skip-failed", help="Rerun runs that failed before."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the comparison report at the end."),
 ) -> None:
@@ -116,8 +119,16 @@ def run(
         command = "freezelab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         console.print(f"{study.spec.name}: {len(plan)} runs ({len(set(r.arm for r in plan))} arms × "
                       f"{len(set(r.seed for r in plan))} seeds) → {out_dir}")
-        outcomes = run_plan(study, plan, out_dir, isolation=isolation, retry_failed=retry_failed,  # type: ignore[arg-type]
-                            command=command)
+        if executor == "ray":
+            from freezelab.experiment.ray_executor import run_plan_ray
+
+            outcomes = run_plan_ray(study, plan, out_dir, address=ray_address, gpus_per_run=gpus_per_run,
+                                    retry_failed=retry_failed, command=command)
+        elif executor == "local":
+            outcomes = run_plan(study, plan, out_dir, isolation=isolation,  # type: ignore[arg-type]
+                                retry_failed=retry_failed, command=command)
+        else:
+            raise FreezelabError(f"--executor must be local or ray, got {executor!r}")
     except FreezelabError as err:
         _fail(err)
         return

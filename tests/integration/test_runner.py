@@ -188,3 +188,24 @@ def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_one
     assert epochs(tmp_path / "cut") == epochs(tmp_path / "whole")  # bitwise, unfreeze boundary included
     a, b = (read_json(_run_dir(out, "frozen") / "summary.json") for out in (tmp_path / "whole", tmp_path / "cut"))
     assert a["test"] == b["test"] and a["best"] == b["best"] and a["steps"] == b["steps"]
+
+
+def test_ray_executor_runs_each_run_as_a_task_and_skips_finished_ones(write_study, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")  # in the dev extra; optional for users
+    from freezelab.experiment.ray_executor import run_plan_ray
+
+    path = write_study({"frozen": {"reference": True}, "trainable": {"overrides": {"embedding.freeze": False}},
+                        "broken": {"overrides": {"embedding.source": str(tmp_path / "missing-model")}}})
+    study = load_study(path)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        first = run_plan_ray(study, make_plan(study), tmp_path / "out", progress=False, tensorboard=False)
+        again = run_plan_ray(study, make_plan(study), tmp_path / "out", progress=False, tensorboard=False,
+                             retry_failed=False)
+    finally:
+        ray.shutdown()
+    assert [(o.arm, o.status) for o in first] == [("frozen", "succeeded"), ("trainable", "succeeded"),
+                                                  ("broken", "failed")]
+    assert "PretrainedUnavailableError" in first[2].message
+    assert [o.status for o in again] == ["skipped", "skipped", "failed"]
+    assert read_json(_run_dir(tmp_path / "out", "trainable") / "summary.json")["status"] == "succeeded"

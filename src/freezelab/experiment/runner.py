@@ -96,6 +96,20 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
         One outcome per run in the plan.
     """
     out_dir = Path(out_dir)
+    write_study_record(study, out_dir, command)
+    cache_dir = out_dir / "cache"
+    outcomes: list[RunOutcome] = []
+    bar = tqdm(plan, desc=study.spec.name, unit="run", disable=not progress, file=sys.stderr)
+    for spec in bar:
+        bar.set_postfix_str(f"{spec.arm} seed={spec.seed}")
+        run_dir = prepare_run(spec, out_dir, task=study.spec.task, command=command)
+        outcomes.append(run_one(spec, run_dir, cache_dir, isolation=isolation, retry_failed=retry_failed,
+                                progress=progress, tensorboard=tensorboard))
+    return outcomes
+
+
+def write_study_record(study: Study, out_dir: Path, command: str) -> None:
+    """OUT/study.json: the validated study, read by the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files.write_json(out_dir / "study.json", {
         "name": study.spec.name, "task": study.spec.task, "description": study.spec.description,
@@ -104,24 +118,21 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
         "arms": {n: {"description": a.description, "reference": a.reference, "diff_from_base": a.diff_from_base,
                      "allow_confound": list(a.allow_confound)} for n, a in study.arms.items()},
         "command": command})
-    cache_dir = out_dir / "cache"
-    outcomes: list[RunOutcome] = []
-    bar = tqdm(plan, desc=study.spec.name, unit="run", disable=not progress, file=sys.stderr)
-    for spec in bar:
-        bar.set_postfix_str(f"{spec.arm} seed={spec.seed}")
-        run_dir = prepare_run(spec, out_dir, task=study.spec.task, command=command)
-        lock = FileLock(str(run_dir / ".lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            outcomes.append(RunOutcome(spec.run_id, spec.arm, spec.seed, "locked", "another process runs it"))
-            continue
-        try:
-            outcomes.append(_run_locked(spec, run_dir, cache_dir, isolation=isolation,
-                                        retry_failed=retry_failed, progress=progress, tensorboard=tensorboard))
-        finally:
-            lock.release()
-    return outcomes
+
+
+def run_one(spec: RunSpec, run_dir: Path, cache_dir: Path, *, isolation: Isolation = "process",
+            retry_failed: bool = True, progress: bool = False, tensorboard: bool = True) -> RunOutcome:
+    """Execute one prepared run folder under its lock (the unit a local loop or a Ray task calls)."""
+    lock = FileLock(str(run_dir / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return RunOutcome(spec.run_id, spec.arm, spec.seed, "locked", "another process runs it")
+    try:
+        return _run_locked(spec, run_dir, cache_dir, isolation=isolation, retry_failed=retry_failed,
+                           progress=progress, tensorboard=tensorboard)
+    finally:
+        lock.release()
 
 
 def _run_locked(spec: RunSpec, run_dir: Path, cache_dir: Path, *, isolation: Isolation, retry_failed: bool,
