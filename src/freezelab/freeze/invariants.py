@@ -8,6 +8,7 @@ I7: no non-finite parameter after a step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -79,7 +80,7 @@ def count_parameters(model: nn.Module, *, frozen: set[int] | None = None, unused
                        unused=n_unused, buffers=n_buffers, tied_aliases=aliases)
 
 
-def check_expected_counts(counts: ParamCounts, expected: dict[str, int | None] | None, arm: str) -> None:
+def check_expected_counts(counts: ParamCounts, expected: dict[str, int] | None, arm: str) -> None:
     """I3: fail the run when declared counts differ from the model's."""
     if not expected:
         return
@@ -91,14 +92,15 @@ def check_expected_counts(counts: ParamCounts, expected: dict[str, int | None] |
                                      f"parameters but the model has {got:,}. Fix expected_params or the arm.")
 
 
-def snapshot(named: list[tuple[str, torch.Tensor]]) -> dict[str, str]:
+def snapshot(named: Sequence[tuple[str, torch.Tensor]]) -> dict[str, str]:
     """SHA-256 of each named tensor's raw bytes (on CPU)."""
     return {name: hash_tensor(t) for name, t in named}
 
 
 def frozen_state(model: nn.Module, frozen_ids: set[int]) -> list[tuple[str, torch.Tensor]]:
     """Named frozen parameters (unique) plus every buffer: what I1 hashes."""
-    out, seen = [], set()
+    out: list[tuple[str, torch.Tensor]] = []
+    seen: set[int] = set()
     for name, p in model.named_parameters():
         if id(p) in frozen_ids and id(p) not in seen:
             seen.add(id(p))
@@ -107,7 +109,7 @@ def frozen_state(model: nn.Module, frozen_ids: set[int]) -> list[tuple[str, torc
     return out
 
 
-def check_frozen_unchanged(before: dict[str, str], named: list[tuple[str, torch.Tensor]], *, when: str) -> None:
+def check_frozen_unchanged(before: dict[str, str], named: Sequence[tuple[str, torch.Tensor]], *, when: str) -> None:
     """I1: raise ``frozen_tensor_changed`` naming every frozen tensor whose bytes changed."""
     now = snapshot(named)
     changed = [n for n, h in before.items() if now.get(n) != h]
@@ -116,13 +118,13 @@ def check_frozen_unchanged(before: dict[str, str], named: list[tuple[str, torch.
                                  f"{changed[:5]}")
 
 
-def dead_tensors(before: dict[str, str], named: list[tuple[str, torch.Tensor]]) -> list[str]:
+def dead_tensors(before: dict[str, str], named: Sequence[tuple[str, torch.Tensor]]) -> list[str]:
     """I2: trainable tensors still bit-identical to ``before`` (call after the first step)."""
     now = snapshot(named)
     return [n for n, h in before.items() if now.get(n) == h]
 
 
-def check_finite(params: list[torch.Tensor]) -> None:
+def check_finite(params: Sequence[torch.Tensor]) -> None:
     """I7: one fused check that no parameter became NaN/Inf."""
     if not params:
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -122,7 +122,7 @@ class FreezeController:
 
     # -------------------------------------------------------------- optimizer
     def build_optimizer(self, base_lr: float, *, kind: Literal["adam", "adamw"] = "adam",
-                        **kwargs: float) -> torch.optim.Optimizer:
+                        **kwargs: Any) -> torch.optim.Optimizer:
         """One optimizer over *all* groups, frozen ones included, each tagged with its name."""
         param_groups = [{"params": self.groups[n].params, "name": n, "lr": base_lr * self.groups[n].lr_scale,
                          "weight_decay": self.groups[n].weight_decay} for n in self.order]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -67,28 +67,27 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
     model.context_block.requires_grad_(True)
     bar = tqdm(total=cfg.phase1.max_iterations, desc="phase 1", unit="it", disable=not progress, leave=False)
 
+    stats_of: dict[int, dict[str, Any]] = {}  # train_phase1 reports an iteration's stats, then its contexts
+
+    def on_iteration(stats: dict[str, Any]) -> None:
+        stats_of[stats["iteration"]] = stats
+
     def on_contexts(k: int, c_train: torch.Tensor) -> None:
+        """One metrics line per iteration: the procedure's stats plus train/val ER on the same rows."""
         c_val, _, _ = p1.exact_contexts(model.context_block, x_val, offs["val"], pcfg, all_layers=False)
         er_t = effective_rank_centred(c_train, rows=rows, generator=torch_generator(seed, "er", "train"))
         er_v = effective_rank_centred(c_val, rows=rows, generator=torch_generator(seed, "er", "val"))
         legacy = effective_rank_legacy(c_train, generator=torch_generator(seed, "er", "legacy"))
-        pending.update({"train/er": er_t["er_frac"], "train/pr": er_t["pr_frac"], "val/er": er_v["er_frac"],
-                        "val/pr": er_v["pr_frac"], "train/er_legacy": legacy / c_train.shape[1], "er_rows": rows})
-
-    def on_iteration(stats: dict[str, Any]) -> None:
-        record = {"kind": "iteration", "phase": "phase1", "iteration": stats["iteration"], **pending,
-                  **{f"phase1/{k}": v for k, v in stats.items() if k not in ("iteration",) and v is not None}}
-        pending.clear()
-        tracker.log(record, step=stats["iteration"])
+        stats = stats_of.pop(k, {})
+        tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k,
+                     "train/er": er_t["er_frac"], "train/pr": er_t["pr_frac"], "val/er": er_v["er_frac"],
+                     "val/pr": er_v["pr_frac"], "train/er_legacy": legacy / c_train.shape[1], "er_rows": rows,
+                     **{f"phase1/{n}": v for n, v in stats.items() if n != "iteration" and v is not None}}, step=k)
         bar.update(1)
 
-    pending: dict[str, Any] = {}
-    # on_iteration runs before on_contexts for the same k inside train_phase1; buffer so one line holds both.
-    records: list[dict[str, Any]] = []
     result = p1.train_phase1(model.context_block, x_train, offs["train"], pcfg,
                              generator=torch_generator(seed, "phase1", "noise"),
-                             on_iteration=records.append, on_contexts=lambda k, c: (on_contexts(k, c),
-                                                                                   on_iteration(records.pop(0))))
+                             on_iteration=on_iteration, on_contexts=on_contexts)
     bar.close()
     model.context_block.requires_grad_(False)
     summary = {"enabled": True, "iterations": result.iterations, "max_iterations": cfg.phase1.max_iterations,
@@ -112,7 +111,7 @@ def compute_contexts(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits)
             n = x.shape[0]
             out[split] = torch.zeros(n, cfg.model.num_layers, model.context_dim, dtype=dtype, device=x.device)
             continue
-        method = "sequential" if cfg.context.reset == "per_document" else "jacobi"
+        method: Literal["sequential", "jacobi"] = "sequential" if cfg.context.reset == "per_document" else "jacobi"
         c, _, _ = p1.exact_contexts(model.context_block, x, offs[split], pcfg, method=method)
         out[split] = c.to(dtype)
     return out
