@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -112,8 +113,8 @@ def run(
     try:
         study = _load(study_file, profile, set_, seeds)
         plan = make_plan(study, arms=_csv(arms))
-        out_dir = out or (study.path.parent / study.spec.output_dir
-                          if not Path(study.spec.output_dir).is_absolute() else Path(study.spec.output_dir))
+        # output_dir is relative to the study file; normpath turns examples/../runs/x into runs/x
+        out_dir = out or Path(os.path.normpath(study.path.parent / study.spec.output_dir))
         if isolation not in ("process", "inline"):
             raise FreezelabError(f"--isolation must be process or inline, got {isolation!r}")
         command = "freezelab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
