@@ -9,18 +9,20 @@ import pytest
 
 from freezelab.errors import DataError, DataNotFoundError
 from freezelab.tasks.timeseries.bars import NS_PER_MINUTE, Bars, resample, synthetic_bars
-from freezelab.tasks.timeseries.windows import (
+from freezelab.tasks.timeseries.normalise import (
     NormStats,
-    build_window_index,
     fit_norm_stats,
-    gather_times,
-    gather_windows,
     load_norm_stats,
-    make_split,
     normalise_windows,
     save_norm_stats,
     to_bp,
     window_reference,
+)
+from freezelab.tasks.timeseries.windows import (
+    build_window_index,
+    gather_times,
+    gather_windows,
+    make_split,
     window_rows,
 )
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from freezelab.tasks.timeseries import bars as tsbars
+from freezelab.tasks.timeseries import normalise as tsnorm
 from freezelab.tasks.timeseries import windows as tswin
 from freezelab.tasks.timeseries.masking import (
     MaskConfig,
@@ -78,7 +79,7 @@ class TSData:
 
     bars: dict[str, tsbars.Bars]
     split: tswin.WindowSplit
-    stats: tswin.NormStats
+    stats: tsnorm.NormStats
     mask_cfg: MaskConfig
     patch_len: dict[str, int]
     mask_inputs: bool
@@ -167,14 +168,14 @@ def _iso(ns: int) -> str:
     return str(np.datetime64(int(ns), "ns"))[:19]
 
 
-def _stats(bars: dict[str, tsbars.Bars], split: tswin.WindowSplit, stats_dir: Path | None) -> tswin.NormStats:
+def _stats(bars: dict[str, tsbars.Bars], split: tswin.WindowSplit, stats_dir: Path | None) -> tsnorm.NormStats:
     """Train-only stats; written to a file keyed by the split hash and read back through its checks."""
-    stats = tswin.fit_norm_stats(bars, split)
+    stats = tsnorm.fit_norm_stats(bars, split)
     if stats_dir is None:
         return stats
     path = Path(stats_dir) / f"norm_stats_{split.hash}.json"
-    tswin.save_norm_stats(stats, path)
-    return tswin.load_norm_stats(path, split_hash=split.hash, tfs=list(split.index.tfs))
+    tsnorm.save_norm_stats(stats, path)
+    return tsnorm.load_norm_stats(path, split_hash=split.hash, tfs=list(split.index.tfs))
 
 
 # ----------------------------------------------------------------------------- batches
@@ -207,8 +208,8 @@ def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: d
         rows, masks = rows[keep], {f: m[keep] for f, m in masks.items()}
         opens, closes = {f: t[keep] for f, t in opens.items()}, {f: t[keep] for f, t in closes.items()}
     ohlc = tswin.gather_windows(data.bars, part, rows)                                   # {tf: (B, K, 4)}
-    ref, fallback = tswin.window_reference(ohlc, closes, part.base_tf, masks if data.mask_inputs else None)
-    z = tswin.normalise_windows(ohlc, ref, data.stats)                                   # {tf: (B, K, 4)}
+    ref, fallback = tsnorm.window_reference(ohlc, closes, part.base_tf, masks if data.mask_inputs else None)
+    z = tsnorm.normalise_windows(ohlc, ref, data.stats)                                   # {tf: (B, K, 4)}
     anchor = part.anchors[rows][:, None]                                                 # (B, 1)
     inputs, flags, minutes = {}, {}, {}
     for f in data.tfs:

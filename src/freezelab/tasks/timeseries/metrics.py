@@ -34,7 +34,7 @@ def masked_counts(mask: np.ndarray) -> tuple[int, int]:
 def masked_mse(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
     """Mean squared error over masked entries: (mse, n_entries); (nan, 0) when nothing is masked.
 
-    In bp²: mse_norm * s_f² (see windows.NormStats.scale_bp).
+    In bp²: mse_norm * s_f² (see normalise.NormStats.scale_bp).
     """
     m = np.broadcast_to(mask[..., None], pred.shape)  # (B, K, 4)
     n = int(m.sum())
