@@ -159,3 +159,19 @@ def test_parameter_in_no_group_is_rejected() -> None:
     model = Tiny()
     with pytest.raises(InvariantViolation, match="parameters in no group"):
         FreezeController(model, [ParamGroup("head", [model.head])])
+
+
+def test_phase_snapshots_flag_dead_tensors_once_per_phase() -> None:
+    from freezelab.freeze.invariants import PhaseSnapshots
+
+    model, ctl = _controller()
+    phase = PhaseSnapshots.take(model, ctl)
+    with pytest.raises(InvariantViolation, match="all_trainable_dead"):
+        phase.check_first_step(1)  # no step taken: every trainable tensor is still bit-identical
+    ctl.set_frozen("body", False)  # a new phase (unfreeze): snapshots are taken again
+    phase = PhaseSnapshots.take(model, ctl)
+    opt = ctl.build_optimizer(0.1)
+    model.train()
+    model(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    assert phase.check_dead and phase.check_first_step(2) == [] and not phase.check_dead

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -131,3 +132,34 @@ def check_finite(params: Sequence[torch.Tensor]) -> None:
     flags = torch.stack([torch.isfinite(p.detach()).all() for p in params])
     if not bool(flags.all()):
         raise InvariantViolation("non_finite", "a parameter became NaN or Inf after an optimizer step")
+
+
+@dataclass
+class PhaseSnapshots:
+    """What I1 and I2 compare against during one phase (the frozen set is constant within a phase)."""
+
+    frozen_ids: set[int]
+    frozen_before: dict[str, str]
+    trainable: list[tuple[str, nn.Parameter]]
+    trainable_before: dict[str, str]
+    check_dead: bool = True
+
+    @classmethod
+    def take(cls, model: nn.Module, controller: Any) -> PhaseSnapshots:
+        """Hash the frozen tensors (and buffers) and the trainable ones of ``controller``'s current phase."""
+        frozen_ids = {id(p) for _, p in controller.frozen_params()}
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        return cls(frozen_ids, snapshot(frozen_state(model, frozen_ids)), trainable, snapshot(trainable))
+
+    def check_frozen(self, model: nn.Module, when: str) -> None:
+        """I1: frozen tensors and buffers bit-identical to the phase start."""
+        check_frozen_unchanged(self.frozen_before, frozen_state(model, self.frozen_ids), when=when)
+
+    def check_first_step(self, epoch: int) -> list[str]:
+        """I2 after the phase's first applied step: dead tensors (raises when all are dead)."""
+        self.check_dead = False
+        dead = dead_tensors(self.trainable_before, self.trainable)
+        if dead and len(dead) == len(self.trainable):
+            raise InvariantViolation("all_trainable_dead", f"no trainable tensor changed after the first applied "
+                                     f"step of epoch {epoch}")
+        return dead

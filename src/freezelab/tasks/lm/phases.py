@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from freezelab.config.schema import LMConfig
-from freezelab.errors import InvariantViolation, NumericFailure
-from freezelab.freeze.invariants import check_finite, check_frozen_unchanged, dead_tensors, frozen_state, snapshot
+from freezelab.errors import NumericFailure
+from freezelab.freeze.invariants import PhaseSnapshots, check_finite
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.lm import phase1 as p1
 from freezelab.tasks.lm.model import CVFPModel
@@ -203,10 +203,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     sched = controller.build_scheduler(opt, c2.lr)
     train_pos = target_positions(offs["train"])
     n_batches = math.ceil(len(train_pos) / c2.batch_size)
-    frozen_ids = {id(p) for _, p in controller.frozen_params()}
-    frozen_before = snapshot(frozen_state(model, frozen_ids))
-    trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    trainable_before = snapshot(trainable_named)
+    phase = PhaseSnapshots.take(model, controller)
     best = EarlyStopping("val/loss", "min", c2.patience, path=run_dir / "checkpoints" / "best.safetensors")
     step, tokens_seen, train_seconds = 0, 0, 0.0
     dead: list[str] = []
@@ -215,18 +212,16 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         start, step, tokens_seen, train_seconds, dead = (resume["epoch"], resume["step"], resume["tokens_seen"],
                                                          resume["train_seconds"], resume["dead"])
         restore_training_state(resume, model, opt, sched, controller, best)
-        frozen_ids = {id(p) for _, p in controller.frozen_params()}
-        frozen_before = snapshot(frozen_state(model, frozen_ids))
-        trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        phase = PhaseSnapshots.take(model, controller)
+        phase.check_dead = False  # the resumed phase already took its first step
         log(f"resumed after epoch {start} (step {step})")
     for epoch in range(start + 1, c2.max_epochs + 1):
         facts["epoch"] = epoch
         if c2.unfreeze is not None and epoch == c2.unfreeze.at_epoch + 1:
-            frozen_before, trainable_before = _unfreeze(model, controller, opt, cfg)
+            _unfreeze(controller, opt, cfg)
+            phase = PhaseSnapshots.take(model, controller)
             if c2.unfreeze.reset_patience:
                 best.reset_patience()
-            frozen_ids = {id(p) for _, p in controller.frozen_params()}
-            trainable_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
             log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
         model.train()
         order = (torch.randperm(len(train_pos), generator=torch_generator(seed, "phase2", "order", str(epoch)))
@@ -253,20 +248,19 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             sched.step()
             step += 1
             facts["step"] = step
-            check_finite([p for _, p in trainable_named])
+            check_finite([p for _, p in phase.trainable])                            # I7
             if step == 1:
-                check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when="after step 1")
-                dead = dead_tensors(trainable_before, trainable_named)
-                if dead and len(dead) == len(trainable_named):
-                    raise InvariantViolation("all_trainable_dead", "no trainable tensor changed after step 1")
+                phase.check_frozen(model, "after step 1")                             # I1
+            if phase.check_dead:                                                      # I2, once per phase
+                dead = phase.check_first_step(epoch)
                 if dead:
-                    log(f"warning: tensors unchanged after step 1 (dead): {dead}")
+                    log(f"warning: tensors unchanged after the first step of epoch {epoch} (dead): {dead}")
             loss_sum += float(loss.detach()) * len(pos)
             correct += int((logits.argmax(-1) == ids["train"][pos + 1]).sum())
             seen += len(pos)
         train_seconds += time.time() - t_epoch
         tokens_seen += seen
-        check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when=f"at the end of epoch {epoch}")
+        phase.check_frozen(model, f"at the end of epoch {epoch}")
         val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
                        autocast=fabric.autocast, token_bytes=token_bytes)
         train_loss = loss_sum / seen
@@ -287,7 +281,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
     best.restore(model)
-    check_frozen_unchanged(frozen_before, frozen_state(model, frozen_ids), when="at the end of the run")
+    phase.check_frozen(model, "at the end of the run")
     test = evaluate(model, ids["test"], offs["test"], contexts["test"], batch_size=c2.eval_batch_size,
                     autocast=fabric.autocast, token_bytes=token_bytes)
     log(f"test at best epoch {best.epoch}: loss {test['loss']:.4f} ppl {test['ppl']:.2f} acc {test['acc']:.2%}")
@@ -297,8 +291,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": []}}
 
 
-def _unfreeze(model: CVFPModel, controller: FreezeController, opt: torch.optim.Optimizer,
-              cfg: LMConfig) -> tuple[dict[str, str], dict[str, str]]:
+def _unfreeze(controller: FreezeController, opt: torch.optim.Optimizer, cfg: LMConfig) -> None:
     """Phase boundary: flip the listed groups' flags and scales; nothing else in the optimizer changes."""
     u = cfg.phase2.unfreeze
     assert u is not None
@@ -308,7 +301,4 @@ def _unfreeze(model: CVFPModel, controller: FreezeController, opt: torch.optim.O
         if u.optimizer_state == "reset":
             controller.reset_state(opt, name)
     controller.sync_lrs(opt)
-    frozen_ids = {id(p) for _, p in controller.frozen_params()}
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return snapshot(frozen_state(model, frozen_ids)), snapshot(trainable)
 

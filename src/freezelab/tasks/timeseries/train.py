@@ -17,15 +17,14 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from freezelab.errors import ConfigError, InvariantViolation, NumericFailure
-from freezelab.freeze.invariants import check_finite, check_frozen_unchanged, dead_tensors, frozen_state, snapshot
+from freezelab.errors import ConfigError, NumericFailure
+from freezelab.freeze.invariants import PhaseSnapshots, check_finite
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
@@ -104,36 +103,6 @@ def _apply_decay(opt: torch.optim.Optimizer, ids: set[int], wd: float) -> None:
         ps = [p for p in pg["params"] if id(p) in ids and p.grad is not None]
         if ps and pg["lr"] > 0:
             torch._foreach_mul_(ps, 1.0 - pg["lr"] * wd)
-
-
-@dataclass
-class PhaseSnapshots:
-    """What I1 and I2 compare against during one phase (the frozen set is constant within a phase)."""
-
-    frozen_ids: set[int]
-    frozen_before: dict[str, str]
-    trainable: list[tuple[str, torch.nn.Parameter]]
-    trainable_before: dict[str, str]
-    check_dead: bool = True
-
-    @classmethod
-    def take(cls, model: torch.nn.Module, controller: FreezeController) -> PhaseSnapshots:
-        frozen_ids = {id(p) for _, p in controller.frozen_params()}
-        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        return cls(frozen_ids, snapshot(frozen_state(model, frozen_ids)), trainable, snapshot(trainable))
-
-    def check_frozen(self, model: torch.nn.Module, when: str) -> None:
-        """I1: frozen tensors and buffers bit-identical to the phase start."""
-        check_frozen_unchanged(self.frozen_before, frozen_state(model, self.frozen_ids), when=when)
-
-    def check_first_step(self, epoch: int) -> list[str]:
-        """I2 after the phase's first applied step: dead tensors (raises when all are dead)."""
-        self.check_dead = False
-        dead = dead_tensors(self.trainable_before, self.trainable)
-        if dead and len(dead) == len(self.trainable):
-            raise InvariantViolation("all_trainable_dead", f"no trainable tensor changed after the first applied "
-                                     f"step of epoch {epoch}")
-        return dead
 
 
 def check_leak(batch: B.Batch) -> None:
