@@ -44,17 +44,16 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, *, size: int | None = 
 def bench_phase2(device: torch.device, *, vocab: int, dim: int, layers: int, batch: int, steps: int,
                  precision: str, head_trainable: bool) -> dict[str, float]:
     """Time Phase-2 training steps on cached contexts; return tokens/s and achieved FLOP/s."""
-    from freezelab.freeze.param_groups import FreezeController, ParamGroup
-    from freezelab.tasks.lm.model import CVFPModel
+    from freezelab.config.schema import LMConfig
+    from freezelab.freeze.param_groups import FreezeController
     from freezelab.tasks.lm.phases import phase2_flops_per_token
+    from freezelab.tasks.lm.task import build_model, phase2_groups
 
+    # the study's own model and group layout: tied head, trained with wte or frozen with it
+    cfg = LMConfig.model_validate({"embedding": {"freeze": not head_trainable}, "model": {"num_layers": layers}})
+    model = build_model(cfg, vocab, dim, seed=0).to(device)
+    ctl = FreezeController(model, phase2_groups(model, cfg))
     g = torch.Generator().manual_seed(0)
-    model = CVFPModel(vocab_size=vocab, embed_dim=dim, context_dim=dim, num_layers=layers, tie_head=True,
-                      generator=g).to(device)
-    ctl = FreezeController(model, [ParamGroup("embed", [model.wte], frozen=not head_trainable),
-                                   ParamGroup("embed_norm", [model.embed_norm], frozen=True),
-                                   ParamGroup("context_block", [model.context_block], frozen=True),
-                                   ParamGroup("token_block", [model.token_block])])
     opt = ctl.build_optimizer(2e-3)
     ids = torch.randint(0, vocab, (batch * steps + 1,), generator=g).to(device)
     contexts = torch.randn(batch * steps, layers, dim, generator=g).to(device)
