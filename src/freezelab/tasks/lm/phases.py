@@ -58,8 +58,6 @@ class Phase1Outcome:
 def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, seed: int, tracker: Tracker,
                log: Callable[[str], None], progress: bool) -> Phase1Outcome:
     """Train the ContextBlock; log convergence, both losses and train/val effective rank per iteration."""
-    from freezelab.tasks.lm.rank import effective_rank_centred, effective_rank_legacy
-
     pcfg = phase1_config(cfg)
     x_train = token_inputs_all(model, ids["train"], offs["train"])
     x_val = token_inputs_all(model, ids["val"], offs["val"])
@@ -75,13 +73,9 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
     def on_contexts(k: int, c_train: torch.Tensor) -> None:
         """One metrics line per iteration: the procedure's stats plus train/val ER on the same rows."""
         c_val, _, _ = p1.exact_contexts(model.context_block, x_val, offs["val"], pcfg, all_layers=False)
-        er_t = effective_rank_centred(c_train, rows=rows, generator=torch_generator(seed, "er", "train"))
-        er_v = effective_rank_centred(c_val, rows=rows, generator=torch_generator(seed, "er", "val"))
-        legacy = effective_rank_legacy(c_train, generator=torch_generator(seed, "er", "legacy"))
         stats = stats_of.pop(k, {})
         tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k,
-                     "train/er": er_t["er_frac"], "train/pr": er_t["pr_frac"], "val/er": er_v["er_frac"],
-                     "val/pr": er_v["pr_frac"], "train/er_legacy": legacy / c_train.shape[1], "er_rows": rows,
+                     **effective_ranks(c_train, c_val, rows=rows, seed=seed),
                      **{f"phase1/{n}": v for n, v in stats.items() if n != "iteration" and v is not None}}, step=k)
         bar.update(1)
 
@@ -117,22 +111,33 @@ def compute_contexts(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits)
     return out
 
 
+def effective_ranks(c_train: torch.Tensor, c_val: torch.Tensor, *, rows: int, seed: int,
+                    tag: str = "iteration") -> dict[str, Any]:
+    """Centred ER and participation ratio of train and val contexts on the same number of seeded rows,
+    plus the faithful (uncentred, up to 10,000 rows) train ER, all as fractions of d_c (cvfp-lm.md §4)."""
+    from freezelab.tasks.lm.rank import effective_rank_centred, effective_rank_legacy
+
+    out: dict[str, Any] = {"er_rows": rows}
+    for split, c in (("train", c_train), ("val", c_val)):
+        er = effective_rank_centred(c, rows=rows, generator=torch_generator(seed, "er", tag, split))
+        out[f"{split}/er"], out[f"{split}/pr"] = er["er_frac"], er["pr_frac"]
+    legacy = effective_rank_legacy(c_train, generator=torch_generator(seed, "er", "legacy"))
+    out["train/er_legacy"] = legacy / c_train.shape[1]
+    return out
+
+
 @torch.no_grad()
 def context_diagnostics(model: CVFPModel, cfg: LMConfig, contexts: Splits, ids: Splits, offs: Splits, *,
                         seed: int) -> dict[str, Any]:
     """Effective rank of the cached final contexts (train and val on the same rows) and the
     memory-horizon probe (cvfp-lm.md §4, §10), for every arm including the untrained ContextBlock."""
-    from freezelab.tasks.lm.rank import effective_rank_centred, effective_rank_legacy, memory_horizon
+    from freezelab.tasks.lm.rank import memory_horizon
 
     c_train, c_val = contexts["train"][:, -1].float(), contexts["val"][:, -1].float()
     rows = min(cfg.phase1.er_rows, c_train.shape[0], c_val.shape[0])
     out: dict[str, Any] = {"er_rows": rows}
     if cfg.model.use_context:
-        for split, c in (("train", c_train), ("val", c_val)):
-            er = effective_rank_centred(c, rows=rows, generator=torch_generator(seed, "er", "final", split))
-            out[f"{split}/er"], out[f"{split}/pr"] = er["er_frac"], er["pr_frac"]
-        out["train/er_legacy"] = effective_rank_legacy(c_train, generator=torch_generator(seed, "er", "legacy")) \
-            / c_train.shape[1]
+        out.update(effective_ranks(c_train, c_val, rows=rows, seed=seed, tag="final"))
     x = token_inputs_all(model, ids["val"], offs["val"])
     if x.shape[0] >= 16:
         out["memory_horizon"] = memory_horizon(model.context_block, x, horizons=16,
