@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +13,29 @@ from safetensors.torch import save_model
 from torch import nn
 
 
-def save_best(model: nn.Module, path: Path, *, metadata: dict[str, str] | None = None) -> None:
-    """Write ``model``'s weights to ``path`` (safetensors; tied tensors stored once) atomically."""
+def write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Let ``write`` fill a temporary file beside ``path``, then rename it over ``path``: a kill mid-write
+    leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_model(model, tmp, metadata=metadata)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_best(model: nn.Module, path: Path, *, metadata: dict[str, str] | None = None) -> None:
+    """Write ``model``'s weights to ``path`` (safetensors; tied tensors stored once) atomically."""
+    write_atomically(path, lambda tmp: save_model(model, tmp, metadata=metadata))
 
 
 def save_last(state: dict[str, Any], path: Path) -> None:
-    """Write the resumable training state (``torch.save``) atomically: a kill mid-write keeps the old one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the resumable training state (``torch.save``) atomically."""
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_last(path: Path) -> dict[str, Any] | None:

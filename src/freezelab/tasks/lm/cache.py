@@ -19,6 +19,7 @@ from freezelab.config.schema import LMConfig
 from freezelab.pretrained.hf import LoadedEmbedding
 from freezelab.tasks.lm.baselines import score_baselines
 from freezelab.tasks.lm.data import LMData, TokenDocs, build_lm_data, load_texts, token_byte_lengths
+from freezelab.tracking.checkpoints import write_atomically
 from freezelab.tracking.files import atomic_write_text
 from freezelab.utils.hashing import hash_json
 
@@ -52,9 +53,10 @@ def _save(path: Path, data: LMData, baselines: dict[str, Any] | None) -> None:
         arrays[f"{split}_ids"], arrays[f"{split}_offsets"] = docs.ids, docs.offsets
     if data.token_bytes is not None:
         arrays["token_bytes"] = data.token_bytes
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path.with_suffix(".npz"))
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
+            np.savez(f, **arrays)
+    write_atomically(path.with_suffix(".npz"), write)
     meta = {"vocab_size": data.vocab_size, "data_hash": data.data_hash, "split_hash": data.split_hash,
             "dropped": list(data.dropped), "baselines": baselines,
             "names": {s: list(getattr(data, s).doc_names) for s in ("train", "val", "test")}}
