@@ -15,6 +15,7 @@ from freezelab.tasks.base import RunContext
 from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries import scoring
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
+from freezelab.tasks.timeseries.masking import MaskSet
 from freezelab.tasks.timeseries.task import TSTask
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.hashing import hash_tensor
@@ -223,13 +224,17 @@ def test_consistency_is_zero_for_perfect_predictions(tiny_backbones):
     data = B.load_data(cfg, log=lambda m: None)
     part = data.part("train")
     batch = B.make_batch(data, part, np.arange(64), seed=0, epoch=1, with_n_sub=True)
-    masks = {f: m.numpy() for f, m in batch.masks.items()}
-    index = consistency_index(batch.open_times, batch.close_times, batch.n_sub, masks)
-    assert sum(int(v.sum()) for *_, v in index) > 0
-    exact = consistency_loss(batch.targets, batch.targets, batch.masks, index, data.stats.scale_bp)
+    blanked = batch.blanked
+    index = consistency_index(batch.open_times, batch.close_times, batch.n_sub, blanked)
+    assert sum(int(valid.sum()) for *_, valid, _ in index) > 0
+    for _, g, _, _, _, valid, _ in index:                        # never scored against a visible coarse bar
+        assert not (valid & ~blanked[g]).any()
+    exact = consistency_loss(batch.targets, batch.targets, index, data.stats.scale_bp)
     assert float(exact) < 1e-8                                   # aggregation over real bar boundaries is exact
     noisy = {f: t + 0.5 * batch.masks[f][..., None] for f, t in batch.targets.items()}
-    assert float(consistency_loss(noisy, batch.targets, batch.masks, index, data.stats.scale_bp)) > 0.01
+    assert float(consistency_loss(noisy, batch.targets, index, data.stats.scale_bp)) > 0.01
+    visible_noise = {f: t + 0.5 * torch.from_numpy(~blanked[f])[..., None] for f, t in batch.targets.items()}
+    assert float(consistency_loss(visible_noise, batch.targets, index, data.stats.scale_bp)) < 1e-8  # inputs read
 
 
 def test_eval_masks_are_fixed_and_baselines_use_them(tiny_backbones):
@@ -254,10 +259,10 @@ def test_windows_with_nothing_visible_are_left_out(tiny_backbones):
     data = B.load_data(cfg, log=lambda m: None)
     part = data.part("train")
     rows = np.arange(8)
-    masks = {f: np.zeros((8, k), dtype=bool) for f, k in cfg.windows.context.items()}
-    for m in masks.values():
+    targets = {f: np.zeros((8, k), dtype=bool) for f, k in cfg.windows.context.items()}
+    for m in targets.values():
         m[3] = True                                              # window 3: every bar of every TF masked
-    batch = B.make_batch(data, part, rows, masks)
+    batch = B.make_batch(data, part, rows, MaskSet(targets, {f: np.zeros_like(m) for f, m in targets.items()}))
     assert batch.n_dropped == 1 and len(batch) == 7
     assert data.info["eval_fully_masked_windows"].keys() == {"val", "test"}
 

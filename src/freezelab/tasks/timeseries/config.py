@@ -51,7 +51,7 @@ class TSDataConfig(Strict):
 
 class WindowsConfig(Strict):
     context: dict[str, int] = Field(
-        {"h1": 64, "h4": 32, "d": 8},
+        {"h1": 64, "h4": 32, "d": 16},
         description="K_f: bars per window for each timeframe, all ending at the anchor t (only bars closed by "
         "t). Each must be a multiple of that timeframe's model.patch_len.")
     max_gap_minutes: dict[str, Optional[float]] = Field(
@@ -65,15 +65,28 @@ class WindowsConfig(Strict):
 
 
 class MaskingConfig(Strict):
-    ratio: Union[float, dict[str, float]] = Field(0.15, description="ρ_f: share of each TF's bars in seed spans.")
+    ratio: Union[float, dict[str, float]] = Field(0.15, description="ρ_f: share of each TF's bars that are "
+                                                  "targets (scored); the run records the measured share.")
     span_min: Optional[dict[str, int]] = Field(None, description="Shortest seed span per TF (default: 3 for "
                                                "m1–m15, 1 for m30 and coarser).")
     span_max: Optional[dict[str, int]] = Field(None, description="Longest seed span per TF (default: 10 for "
                                                "m1–m15, 4 for m30 and coarser).")
-    closure: Literal["seed", "full"] = Field(
-        "seed", description="seed: every bar intersecting a seed-masked interval is masked (spec §3 step 2); "
-        "full: repeat until no visible bar shares a minute with any masked bar.")
+    scheme: Literal["disjoint", "seed_closure", "full_closure"] = Field(
+        "disjoint", description="disjoint: leak-free at the declared ratio; coarse-TF targets only before every "
+        "finer window, bars sharing time with a target hidden (docs/timeseries-masking.md). seed_closure: one "
+        "closure step from seed spans (earlier runs; LEAKS, the report warns). full_closure: closure to the "
+        "fixed point (earlier runs; leak-free but masks most fine bars).")
     mask_seed: int = Field(0, description="Seed of the fixed val/test masks (identical for every arm and seed).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "closure" in data:
+            old = data["closure"]
+            raise ValueError(f"masking.closure was replaced by masking.scheme: use scheme: {old}_closure to "
+                             f"reproduce closure: {old} (it leaks or over-masks, see docs/timeseries-masking.md), or "
+                             "drop the key for the leak-free default scheme: disjoint")
+        return data
     mask_inputs: bool = Field(True, description="false reproduces the original's leak (inputs not masked); "
                               "never use it for results.")
 
