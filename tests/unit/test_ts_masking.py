@@ -222,3 +222,11 @@ def test_bad_mask_config_is_rejected():
             np.random.default_rng(0),
             default_mask_config(["m1"]),
         )
+
+
+def test_the_old_closure_key_says_what_replaced_it():
+    from freezelab.tasks.timeseries.config import TSConfig
+
+    with pytest.raises(ValueError, match=r"masking.closure was replaced by masking.scheme: use scheme: seed_closure"):
+        TSConfig.model_validate({"masking": {"closure": "seed"}})
+    assert TSConfig.model_validate({}).masking.scheme == "disjoint"

@@ -273,3 +273,13 @@ def test_unknown_selection_metric_is_a_config_error(tmp_path, tiny_backbones):
     cfg = tiny_ts_base(tiny_backbones["bert"], **{"train.selection_metric": "val/mse/h2", "train.max_epochs": 1})
     with pytest.raises(ConfigError, match=r"train.selection_metric='val/mse/h2' is not a validation metric"):
         run_task(tmp_path, cfg)
+
+
+def test_cuda_requested_without_cuda_is_an_error_not_a_cpu_run(tmp_path, tiny_backbones, monkeypatch):
+    from freezelab.errors import ConfigError
+    from freezelab.utils.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"runtime.device=cuda, but CUDA is not available.*runtime.device: auto"):
+        run_task(tmp_path, tiny_ts_base(tiny_backbones["bert"], **{"runtime.device": "cuda"}))
+    assert resolve_device("auto").type == resolve_device("cpu").type == "cpu"

@@ -14,6 +14,7 @@ out of its batch (training) or of the fixed eval set (val/test, once), and count
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 from freezelab.tasks.timeseries import bars as tsbars
 from freezelab.tasks.timeseries import normalise as tsnorm
 from freezelab.tasks.timeseries import windows as tswin
+from freezelab.tasks.timeseries.bar_files import InvalidRowsWarning, UnsortedRowsWarning, load_multi_timeframe
 from freezelab.tasks.timeseries.masking import (
     MaskConfig,
     MaskSet,
@@ -33,6 +35,8 @@ from freezelab.tasks.timeseries.masking import (
     mask_rng,
     masks_hash,
 )
+from freezelab.tasks.timeseries.sessions import Session
+from freezelab.tasks.timeseries.sources import SHIPPED, shipped_path
 from freezelab.utils.hashing import hash_json
 
 NS_PER_MINUTE = tsbars.NS_PER_MINUTE
@@ -112,11 +116,15 @@ def load_bars(cfg: Any) -> dict[str, tsbars.Bars]:
         DataNotFoundError / DataError: missing file, unreadable file, invalid rows (with row numbers).
     """
     d = cfg.data
+    session = Session(d.session_timezone, d.session_close)
     if d.source == "synthetic":
         base = tsbars.synthetic_bars(d.synthetic_bars, tf=d.base_tf, seed=d.synthetic_seed)
-        return {f: tsbars.resample(base, f) for f in d.timeframes}
-    path = tsbars.default_fx_path() if d.source == "fx_default" else Path(d.path)
-    return tsbars.load_multi_timeframe(path, d.base_tf, d.timeframes, d.on_invalid, time_column=d.time_column)
+        return {f: tsbars.resample(base, f, session) for f in d.timeframes}
+    path, timezone = Path(d.path or ""), d.timezone
+    if d.source in SHIPPED:  # files whose time zone is known (sources.py)
+        path, timezone = shipped_path(d.source), d.timezone or SHIPPED[d.source][3]
+    return load_multi_timeframe(path, d.base_tf, d.timeframes, d.on_invalid, time_column=d.time_column,
+                                timezone=timezone, session=session)
 
 
 def mask_config(cfg: Any) -> MaskConfig:
@@ -139,7 +147,16 @@ def load_data(cfg: Any, *, stats_dir: Path | None = None, log: Any = print) -> T
     Raises:
         DataError: empty split, missing TF in the stats, hash mismatch, unreadable bars.
     """
-    bars = load_bars(cfg)
+    with warnings.catch_warnings(record=True) as caught:  # rows sorted or dropped: into the log and the summary
+        warnings.simplefilter("always", InvalidRowsWarning)
+        warnings.simplefilter("always", UnsortedRowsWarning)
+        bars = load_bars(cfg)
+    notes = [str(w.message) for w in caught if issubclass(w.category, (InvalidRowsWarning, UnsortedRowsWarning))]
+    for w in caught:
+        if not issubclass(w.category, (InvalidRowsWarning, UnsortedRowsWarning)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for note in notes:
+        log(f"WARNING: {note}")
     w = cfg.windows
     index = tswin.build_window_index(bars, base_tf=cfg.data.base_tf, context=dict(w.context),
                                      max_gap_minutes=dict(w.max_gap_minutes) or None)
@@ -162,7 +179,7 @@ def load_data(cfg: Any, *, stats_dir: Path | None = None, log: Any = print) -> T
                            "split": split.hash, "mask_inputs": cfg.masking.mask_inputs})
     info = {"bars": {f: len(b) for f, b in bars.items()}, "windows": {k: len(v) for k, v in split.rows.items()},
             "embargoed": split.n_embargoed, "rejected": index.n_rejected, "scale_bp": stats.scale_bp,
-            "eval_fully_masked_windows": dropped,
+            "eval_fully_masked_windows": dropped, "load_warnings": notes,
             "first_anchor": {k: _iso(index.anchors[v[0]]) for k, v in split.rows.items()},
             "last_anchor": {k: _iso(index.anchors[v[-1]]) for k, v in split.rows.items()}}
     hashes = {"data_hash": hash_json(index.data_hashes), "split_hash": split.hash, "eval_hash": eval_hash}
