@@ -230,3 +230,11 @@ def test_the_old_closure_key_says_what_replaced_it():
     with pytest.raises(ValueError, match=r"masking.closure was replaced by masking.scheme: use scheme: seed_closure"):
         TSConfig.model_validate({"masking": {"closure": "seed"}})
     assert TSConfig.model_validate({}).masking.scheme == "disjoint"
+
+
+def test_the_finest_timeframe_keeps_its_declared_ratio_even_above_one_half(batch):
+    _, index, rows, o, c = batch
+    cfg = default_mask_config(TFS)
+    cfg = MaskConfig({**cfg.ratio, "m1": 0.7}, cfg.span_min, cfg.span_max)
+    masks = draw_masks(o, c, mask_rng(1, 0, index.anchors[rows]), cfg)
+    assert masks.targets["m1"].mean() >= 0.7  # no cap on the finest TF: its window is all eligible

@@ -283,3 +283,16 @@ def test_cuda_requested_without_cuda_is_an_error_not_a_cpu_run(tmp_path, tiny_ba
     with pytest.raises(ConfigError, match=r"runtime.device=cuda, but CUDA is not available.*runtime.device: auto"):
         run_task(tmp_path, tiny_ts_base(tiny_backbones["bert"], **{"runtime.device": "cuda"}))
     assert resolve_device("auto").type == resolve_device("cpu").type == "cpu"
+
+
+def test_a_run_whose_leak_free_scheme_leaks_fails_loudly(tmp_path, tiny_backbones, monkeypatch):
+    """Plant the fault: the scheme says disjoint, the drawn masks are the old one-step closure."""
+    from freezelab.tasks.timeseries import masking
+
+    real = masking.draw_masks
+
+    def leaky(o, c, rng, cfg):
+        return real(o, c, rng, masking.MaskConfig(cfg.ratio, cfg.span_min, cfg.span_max, scheme="seed_closure"))
+    monkeypatch.setattr(B, "draw_masks", leaky)
+    with pytest.raises(InvariantViolation, match=r"masked_time_leak: masking.scheme=disjoint leaked on train"):
+        run_task(tmp_path, tiny_ts_base(tiny_backbones["bert"], **{"train.max_epochs": 1}))

@@ -188,15 +188,17 @@ def seed_masks(
 def eligible_prefix(
     open_times: Mapping[str, np.ndarray], close_times: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Per TF and window, how many leading bars close before every finer TF's window opens: {tf: (B,)}.
+    """Per coarser TF and window, how many leading bars close before every finer TF's window opens: {tf: (B,)}.
 
-    The finest TF gets its whole window. Bars are sorted in time, so the eligible bars are a prefix.
+    The finest TF is not listed (its spans go anywhere in its window, uncapped). Bars are sorted in time, so
+    the eligible bars are a prefix.
     """
     out: dict[str, np.ndarray] = {}
     horizon = None  # (B,) earliest open over the finer windows seen so far
     for f in sorted(open_times, key=TIMEFRAMES.__getitem__):
         o, c = open_times[f], close_times[f]
-        out[f] = np.full(len(o), o.shape[1]) if horizon is None else (c <= horizon[:, None]).sum(axis=1)
+        if horizon is not None:
+            out[f] = (c <= horizon[:, None]).sum(axis=1)
         horizon = o[:, 0] if horizon is None else np.minimum(horizon, o[:, 0])
     return out
 
