@@ -127,7 +127,7 @@ class TSTask:
         if not cfg.masking.mask_inputs:
             ctx.log("WARNING: masking.mask_inputs=false: masked bars reach the model (the original's leak)")
             facts.setdefault("warnings", []).append("masking.mask_inputs=false: inputs are not masked")
-        facts["baselines"] = score_baselines(data, batch_size=cfg.train.eval_batch_size)
+        facts["baselines"] = score_baselines(data, batch_size=cfg.train.eval_batch_size, run_dir=ctx.run_dir)
         ctx.log(f"baselines (test mse): persistence {facts['baselines']['persistence']['test/mse']:.4f}, "
                 f"interpolation {facts['baselines']['interpolation']['test/mse']:.4f} ({time.time() - t0:.1f}s)")
 
