@@ -8,6 +8,7 @@ folder keeps two runners (or Ray workers) from executing the same run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -96,7 +97,7 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
         One outcome per run in the plan.
     """
     out_dir = Path(out_dir)
-    write_study_record(study, out_dir, command)
+    write_study_record(study, out_dir, command, plan)
     cache_dir = out_dir / "cache"
     outcomes: list[RunOutcome] = []
     bar = tqdm(plan, desc=study.spec.name, unit="run", disable=not progress, file=sys.stderr)
@@ -108,16 +109,24 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
     return outcomes
 
 
-def write_study_record(study: Study, out_dir: Path, command: str) -> None:
-    """OUT/study.json: the validated study, read by the report."""
+def write_study_record(study: Study, out_dir: Path, command: str, plan: list[RunSpec] | None = None) -> None:
+    """OUT/study.json: the validated study, read by the report; ``planned`` accumulates the (arm, seed)
+    pairs every invocation asked for, so a report on a subset run covers only what was requested."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    planned = [[s.arm, s.seed] for s in plan or []]
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        old = files.read_json(out_dir / "study.json")
+        if old.get("name") == study.spec.name:
+            planned = [list(p) for p in dict.fromkeys(map(tuple, [*old.get("planned", []), *planned]))]
     files.write_json(out_dir / "study.json", {
         "name": study.spec.name, "task": study.spec.task, "description": study.spec.description,
-        "hypothesis": study.spec.hypothesis, "study_file": str(study.path), "profile": study.profile,
+        "hypothesis": study.spec.hypothesis, "description_ja": study.spec.description_ja,
+        "hypothesis_ja": study.spec.hypothesis_ja, "study_file": str(study.path), "profile": study.profile,
         "seeds": study.seeds, "reference": study.reference, "base": study.base,
-        "arms": {n: {"description": a.description, "reference": a.reference, "diff_from_base": a.diff_from_base,
+        "arms": {n: {"description": a.description, "description_ja": study.spec.arms[n].description_ja,
+                     "reference": a.reference, "diff_from_base": a.diff_from_base,
                      "allow_confound": list(a.allow_confound)} for n, a in study.arms.items()},
-        "command": command})
+        "planned": planned, "command": command})
 
 
 def run_one(spec: RunSpec, run_dir: Path, cache_dir: Path, *, isolation: Isolation = "process",

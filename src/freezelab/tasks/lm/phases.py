@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -26,6 +27,7 @@ from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.lm import phase1 as p1
 from freezelab.tasks.lm.model import CVFPModel
 from freezelab.tracking.checkpoints import restore_training_state, save_last, training_state
+from freezelab.tracking.items import MODEL, metric, write_items
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import torch_generator
@@ -162,22 +164,52 @@ def target_positions(offsets: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(~is_last).flatten()
 
 
+def item_metrics(with_bytes: bool) -> dict[str, dict[str, Any]]:
+    """The metrics of items/<source>.npz as ratios of its per-document columns (tracking/items.py)."""
+    out = {"loss": metric("loss_sum", "tokens"), "acc": metric("correct", "tokens")}
+    return {**out, "bpb": metric("loss_sum", "bytes", 1 / math.log(2))} if with_bytes else out
+
+
+def write_baseline_items(run_dir: Path, data: Any, vocab_size: int) -> None:
+    """items/unigram.npz and items/kn_bigram.npz: the naive baselines per document of val and test."""
+    from freezelab.tasks.lm.baselines import baseline_items
+
+    found = baseline_items(data.train, data.val, data.test, vocab_size, token_bytes=data.token_bytes)
+    for name, splits in found.items():
+        write_items(run_dir, name, splits, task="lm", metrics=item_metrics(data.token_bytes is not None))
+
+
 @torch.no_grad()
 def evaluate(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor, contexts: torch.Tensor, *,
-             batch_size: int, autocast: Callable, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
-    """Mean CE (nats), perplexity, top-1 accuracy and bits per byte over a split's next-token positions."""
+             batch_size: int, autocast: Callable, token_bytes: torch.Tensor | None = None,
+             items: dict[str, Any] | None = None) -> dict[str, float]:
+    """Mean CE (nats), perplexity, top-1 accuracy and bits per byte over a split's next-token positions.
+
+    With ``items`` (a dict), it is filled with per-document sums: id, loss_sum, tokens, correct, bytes.
+    """
     model.eval()
     positions = target_positions(offsets)
+    doc = torch.searchsorted(offsets, positions, right=True) - 1                # (n_targets,) document index
+    per_doc = torch.zeros(3, len(offsets) - 1, dtype=torch.float64, device=offsets.device)  # loss, correct, bytes
     total, correct, nbytes = 0.0, 0, 0
     for s in range(0, len(positions), batch_size):
         pos = positions[s:s + batch_size]                                      # (B,)
         with autocast():
             logits = model(contexts[pos].float(), model.token_inputs(ids, offsets, pos))  # (B, V)
         targets = ids[pos + 1]
-        total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
-        correct += int((logits.argmax(-1) == targets).sum())
+        ce = F.cross_entropy(logits.float(), targets, reduction="none")       # (B,)
+        hit = logits.argmax(-1) == targets
+        total += float(ce.sum())
+        correct += int(hit.sum())
         if token_bytes is not None:
             nbytes += int(token_bytes[targets].sum())
+        if items is not None:
+            b = token_bytes[targets] if token_bytes is not None else torch.zeros_like(targets)
+            per_doc.index_add_(1, doc[s:s + batch_size], torch.stack([ce.double(), hit.double(), b.double()]))
+    if items is not None:
+        tokens = torch.bincount(doc, minlength=len(offsets) - 1).double()
+        items.update(id=np.arange(len(offsets) - 1), tokens=tokens.cpu().numpy(),
+                     **dict(zip(("loss_sum", "correct", "bytes"), per_doc.cpu().numpy())))
     loss = total / len(positions)
     out = {"loss": loss, "ppl": math.exp(loss), "acc": correct / len(positions)}
     if nbytes:
@@ -287,8 +319,12 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             break
     best.restore(model)
     phase.check_frozen(model, "at the end of the run")
+    items: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
+    evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
+             autocast=fabric.autocast, token_bytes=token_bytes, items=items["val"])  # val items at the best epoch
     test = evaluate(model, ids["test"], offs["test"], contexts["test"], batch_size=c2.eval_batch_size,
-                    autocast=fabric.autocast, token_bytes=token_bytes)
+                    autocast=fabric.autocast, token_bytes=token_bytes, items=items["test"])
+    write_items(run_dir, MODEL, _docs_with_tokens(items), task="lm", metrics=item_metrics(token_bytes is not None))
     log(f"test at best epoch {best.epoch}: loss {test['loss']:.4f} ppl {test['ppl']:.2f} acc {test['acc']:.2%}")
     return {"best": {"epoch": best.epoch, "metrics": best.metrics},
             "test": {f"test/{k}": v for k, v in test.items()}, "epochs_run": epoch, "steps": step,
@@ -307,3 +343,8 @@ def _unfreeze(controller: FreezeController, opt: torch.optim.Optimizer, cfg: LMC
             controller.reset_state(opt, name)
     controller.sync_lrs(opt)
 
+
+def _docs_with_tokens(items: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Drop documents without a next-token target (a 1-token document) from the per-document items."""
+    return {split: {k: np.asarray(v)[np.asarray(cols["tokens"]) > 0] for k, v in cols.items()}
+            for split, cols in items.items()}

@@ -125,6 +125,10 @@ class LMTask:
                          "val_tokens": data.val.n_tokens, "test_tokens": data.test.n_tokens}
         facts["train_tokens"] = data.train.n_targets
         facts["baselines"] = baselines
+        if baselines is not None:  # per-document baseline scores on the same items as the model's
+            from freezelab.tasks.lm.phases import write_baseline_items
+
+            write_baseline_items(ctx.run_dir, data, emb.vocab_size)
         ctx.log(f"data: {facts['data']} ({time.time() - t0:.1f}s)")
 
         # --- model -----------------------------------------------------------------------------

@@ -129,7 +129,7 @@ class TSTask:
         if not cfg.masking.mask_inputs:
             ctx.log("WARNING: masking.mask_inputs=false: masked bars reach the model (the original's leak)")
             facts.setdefault("warnings", []).append("masking.mask_inputs=false: inputs are not masked")
-        facts["baselines"] = score_baselines(data, batch_size=cfg.train.eval_batch_size)
+        facts["baselines"] = score_baselines(data, batch_size=cfg.train.eval_batch_size, run_dir=ctx.run_dir)
         facts["masking"] = audit_masks(data, seed=ctx.seed, batch_size=cfg.train.eval_batch_size)
         for line in masking_problems(facts["masking"], mask_inputs=cfg.masking.mask_inputs):
             ctx.log(f"WARNING: {line}")

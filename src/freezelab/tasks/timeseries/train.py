@@ -30,7 +30,7 @@ from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
 from freezelab.tasks.timeseries.masking import assert_no_masked_leak
 from freezelab.tasks.timeseries.masking_audit import check_batch_leak
-from freezelab.tasks.timeseries.scoring import add_skill, evaluate
+from freezelab.tasks.timeseries.scoring import add_skill, evaluate, score_best
 from freezelab.tracking.checkpoints import load_last, restore_training_state, save_last, training_state
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
@@ -270,8 +270,8 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             break
     best.restore(model)
     phase.check_frozen(model, "at the end of the run")
-    test = evaluate(model, data, "test", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
-                    delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
+    test = score_best(model, data, run_dir, batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
+                      delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
     test = add_skill(test, baselines, "test", data.tfs)
     log(f"test at best epoch {best.epoch}: mse {test['test/mse']:.4f} r2 {test['test/r2']:.3f} "
         f"corr {test['test/corr']:.3f}")
