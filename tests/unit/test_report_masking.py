@@ -88,3 +88,27 @@ def test_missing_or_malformed_figures_are_named_not_a_crash(tmp_path):
     assert found["mask_unmeasured"]["runs"] == "`frozen` s1"
     write_report(out)
     assert "## Masking" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_unmasked_inputs_get_their_own_headline_warning_not_a_scheme_advice(tmp_path):
+    """masking.mask_inputs: false (every target visible in the input) is named as such, for the arms that ran it."""
+    out = make_timeseries_study(tmp_path)
+    per_tf = figures(dict.fromkeys(TFS, 0.17), dict.fromkeys(TFS, 1.0), dict.fromkeys(TFS, 0.0))
+    for v in per_tf.values():
+        v["visible_targets"] = v["targets"]
+    write_masking(out, "disjoint", per_tf)
+    for path in sorted((out / "runs").glob("*/summary.json")):
+        s = json.loads(path.read_text())
+        if s["arm"] == "frozen":  # the other arms mask their inputs
+            s["masking"]["mask_inputs"] = False
+        else:
+            s["masking"]["splits"] = {k: figures(dict.fromkeys(TFS, 0.17), dict.fromkeys(TFS, 0.0),
+                                                 dict.fromkeys(TFS, 0.0)) for k in ("train", "val", "test")}
+        path.write_text(json.dumps(s))
+    found = {f.code: f.params for f in analyze(load_study(out)).warnings}
+    assert found["mask_inputs"] == {"arms": "`frozen`", "share": "100 %"}
+    assert "mask_leak" not in found  # the time-sharing figures of an unmasked run are not a scheme's leak
+    write_report(out, lang="ja")
+    head = (out / "report.md").read_text(encoding="utf-8").split("## Settings")[0]
+    assert "INPUTS NOT MASKED (masking.mask_inputs: false) in `frozen`" in head
+    assert "入力がマスクされていない" in (out / "report.ja.md").read_text(encoding="utf-8")

@@ -291,8 +291,9 @@ def test_a_run_whose_leak_free_scheme_leaks_fails_loudly(tmp_path, tiny_backbone
 
     real = masking.draw_masks
 
-    def leaky(o, c, rng, cfg):
-        return real(o, c, rng, masking.MaskConfig(cfg.ratio, cfg.span_min, cfg.span_max, scheme="seed_closure"))
+    def leaky(o, c, rng, cfg, padding=None):
+        return real(o, c, rng, masking.MaskConfig(cfg.ratio, cfg.span_min, cfg.span_max, scheme="seed_closure"),
+                    padding)
     monkeypatch.setattr(B, "draw_masks", leaky)
     with pytest.raises(InvariantViolation, match=r"masked_time_leak: masking.scheme=disjoint leaked on train"):
         run_task(tmp_path, tiny_ts_base(tiny_backbones["bert"], **{"train.max_epochs": 1}))

@@ -15,7 +15,7 @@ from freezelab.report import document as doc
 from freezelab.report.aggregate import Run, Study
 from freezelab.report.analysis import Finding
 
-HEADLINE_CODES = ("mask_leak", "mask_band")
+HEADLINE_CODES = ("mask_inputs", "mask_leak", "mask_band")
 ORACLE_TOLERANCE = 1e-6  # as in the task: an oracle gain above this means visible bars reveal targets
 SPLITS = ("train", "val", "test")
 
@@ -31,6 +31,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "w_mask_leak": "MASK LEAK (scheme {schemes}): masked bars share time with visible bars, so visible bars reveal them; skill on these timeframes is not reconstruction. Per timeframe, worst over runs and splits, share of targets sharing time with a visible bar / aggregation-oracle gain over interpolation: {figures}. Use masking.scheme: disjoint (see the masking section).",  # noqa: E501
         "w_mask_band": "MASKED FRACTION OUT OF BAND (scheme {schemes}): the target fraction leaves {lo}×–{hi}× the declared ratio; per timeframe, furthest over runs and splits (declared): {figures}.",  # noqa: E501
         "w_mask_unmeasured": "Runs {runs} record no masking figures (older freezelab): leaks and masked fractions are unknown; rerun them.",  # noqa: E501
+        "w_mask_inputs": "INPUTS NOT MASKED (masking.mask_inputs: false) in {arms}: the true values of the scored bars reach the model input ({share} of targets visible), so their scores measure copying, not reconstruction (the original's defect, spec flaw 2). Never compare them with masked runs as results.",  # noqa: E501
+        "m_unmasked": "This run does not mask its inputs (masking.mask_inputs: false): every target is visible in the input, so the oracle and interpolation read the targets themselves.",  # noqa: E501
     },
     "ja": {
         "masking": "マスキング",
@@ -43,6 +45,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "w_mask_leak": "マスクのリーク（方式 {schemes}）: マスクした足が可視の足と時間を共有し、可視の足から復元できる。これらの時間足の性能は復元能力ではない。時間足ごとに全ラン・全分割で最悪の値、可視の足と時間を共有するターゲットの割合 / 集約オラクルの線形補間に対する改善: {figures}。masking.scheme: disjoint を使うこと（マスキングの節を参照）。",  # noqa: E501
         "w_mask_band": "マスク比率が許容帯の外（方式 {schemes}）: ターゲット比率が宣言値の {lo}×–{hi}× を外れる。時間足ごとに最も外れた値（宣言値）: {figures}。",  # noqa: E501
         "w_mask_unmeasured": "ラン {runs} にマスキングの記録がない（旧版 freezelab）: リークとマスク比率は不明。再実行すること。",  # noqa: E501
+        "w_mask_inputs": "入力がマスクされていない（masking.mask_inputs: false）: {arms}。採点される足の真値がモデル入力に入る（ターゲットの {share} が可視）ため、その性能は復元ではなくコピーを測る（元の研究の欠陥、spec の欠陥 2）。マスクしたランと結果として比較しないこと。",  # noqa: E501
+        "m_unmasked": "このランは入力をマスクしない（masking.mask_inputs: false）: すべてのターゲットが入力で可視なので、オラクルと線形補間はターゲットそのものを読む。",  # noqa: E501
     },
 }
 
@@ -79,11 +83,23 @@ def _gain(x: float) -> str:
     return "—" if not math.isfinite(x) else "0" if abs(x) <= ORACLE_TOLERANCE else f"{x:+.3f}"
 
 
+def _unmasked_share(m: dict[str, Any]) -> float:
+    """Share of targets whose own value reaches the input (``mask_inputs: false``); 0 for masked runs."""
+    rows = _per_tf(m)
+    visible = sum(_figure(v, "visible_targets") for _, _, v in rows if math.isfinite(_figure(v, "visible_targets")))
+    targets = sum(_figure(v, "targets") for _, _, v in rows if math.isfinite(_figure(v, "targets")))
+    if m.get("mask_inputs") is False:
+        return visible / targets if visible and targets else 1.0
+    return visible / targets if targets else 0.0
+
+
 def masking_findings(study: Study) -> list[Finding]:
-    """Headline findings over every run: leaks (with the measured figures) and fractions out of band."""
+    """Headline findings over every run: unmasked inputs, leaks (with the measured figures) and fractions
+    out of band."""
     leak: dict[str, tuple[float, float]] = {}  # tf -> worst (leaked share, oracle gain) over runs and splits
     band: dict[str, tuple[float, float]] = {}  # tf -> (target fraction furthest from the declared ratio, ratio)
     schemes: set[str] = set()
+    unmasked: dict[str, float] = {}  # arm -> largest share of targets visible in the input
     lo, hi, unmeasured = 0.5, 2.0, []
     for run in study.runs:
         m = _entry(run)
@@ -91,13 +107,16 @@ def masking_findings(study: Study) -> list[Finding]:
             if study.task == "timeseries" and run.ok:
                 unmeasured.append(f"`{run.arm}` s{run.seed}")
             continue
+        share = _unmasked_share(m)
+        if share > 0:  # every target is visible: that is its leak (its own warning), not time sharing
+            unmasked[run.arm] = max(unmasked.get(run.arm, 0.0), share)
         if isinstance(m.get("band"), list) and len(m["band"]) == 2:
             lo, hi = (float(x) for x in m["band"])
         for _, tf, v in _per_tf(m):
-            share, gain = _figure(v, "leaked_fraction"), _figure(v, "oracle_gain")
-            if _figure(v, "leaked_targets") > 0 or gain > ORACLE_TOLERANCE:
+            leaked, gain = _figure(v, "leaked_fraction"), _figure(v, "oracle_gain")
+            if share == 0 and (_figure(v, "leaked_targets") > 0 or gain > ORACLE_TOLERANCE):
                 old = leak.get(tf, (-math.inf, -math.inf))
-                leak[tf] = (max(old[0], share), max(old[1], gain))
+                leak[tf] = (max(old[0], leaked), max(old[1], gain))
                 schemes.add(str(m.get("scheme")))
             rho, frac = _figure(m["ratio"], tf), _figure(v, "target_fraction")
             if rho > 0 and math.isfinite(frac) and not lo * rho <= frac <= hi * rho:
@@ -105,6 +124,10 @@ def masking_findings(study: Study) -> list[Finding]:
                 band[tf] = (frac if abs(math.log(max(frac, 1e-9) / rho)) > abs(math.log(far / rho)) else far, rho)
                 schemes.add(str(m.get("scheme")))
     found = []
+    if unmasked:
+        arms = [a for a in study.arms if a in unmasked]
+        found.append(Finding("mask_inputs", {"arms": ", ".join(f"`{a}`" for a in arms),
+                                             "share": _pct(max(unmasked.values()))}))
     names = ", ".join(f"`{s}`" for s in sorted(schemes))
     if leak:
         figures = "; ".join(f"{tf} {_pct(s)} / {_gain(g)}" for tf, (s, g) in leak.items())
@@ -131,6 +154,8 @@ def masking_section(ctx: Any) -> list[doc.Block]:
         "masking_note", scheme=m.get("scheme"), ratio=ratio, lo=f"{band[0]:g}", hi=f"{band[1]:g}", run=run.run_id))]
     if m.get("scheme") == "disjoint":
         blocks.append(doc.Para(ctx.t("masking_disjoint")))
+    if _unmasked_share(m) > 0:
+        blocks.append(doc.Para(ctx.t("m_unmasked")))
     rows = []
     for split, tf, v in _per_tf(m):
         leaked, share = _figure(v, "leaked_targets"), _figure(v, "leaked_fraction")

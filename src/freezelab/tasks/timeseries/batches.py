@@ -4,7 +4,11 @@ Everything is index arithmetic on numpy arrays (no per-window pandas). The order
 the data layer: gather windows and times → draw masks (training: ``mask_rng(run seed, epoch, anchors)``;
 val/test: ``mask_rng(mask_seed, 0, anchors)``, drawn once, stored and hashed) → ref from visible bars →
 normalise with the train-only scales → blank target and hidden inputs (the model puts μ_f there). Losses,
-metrics and baselines score the targets only; baselines read visible bars only.
+metrics and baselines score the targets only; baselines read visible bars only. The faithful options plug in
+here: ``windows.layout: legacy`` (legacy_windows.py; padding slots are 0 in inputs and targets, never masked
+or scored), ``masking.scheme: legacy_index_sync`` (one fixed mask per window), ``data.normalisation``
+(normalise.py), ``model.channels`` (channels.py) and ``masking.mask_inputs: false``, which passes every bar's
+true values with no mask flag (the original's input) while the same bars stay the scored targets.
 
 A window whose every bar of every TF is blanked (possible with the closure schemes, when a coarse TF's span
 covers the whole window of a finer one) has no reference price and nothing to reconstruct from: it is left
@@ -26,7 +30,10 @@ from freezelab.tasks.timeseries import bars as tsbars
 from freezelab.tasks.timeseries import normalise as tsnorm
 from freezelab.tasks.timeseries import windows as tswin
 from freezelab.tasks.timeseries.bar_files import InvalidRowsWarning, UnsortedRowsWarning, load_multi_timeframe
+from freezelab.tasks.timeseries.channels import input_channels
+from freezelab.tasks.timeseries.legacy_windows import build_legacy_index, look_ahead_minutes
 from freezelab.tasks.timeseries.masking import (
+    FIXED_SCHEMES,
     MaskConfig,
     MaskSet,
     apply_mask,
@@ -47,8 +54,9 @@ class Batch:
     """One batch of windows, as torch tensors (model inputs) plus numpy extras for scoring.
 
     Attributes:
-        inputs: {tf: (B, K, 4) float32} normalised OHLC, blanked (target and hidden) bars set to 0.
-        flags: {tf: (B, K) float32} 1 = blanked.
+        inputs: {tf: (B, K, 4 + C) float32} normalised OHLC and the ``model.channels``, blanked (target and
+            hidden) bars and padding set to 0.
+        flags: {tf: (B, K) float32} 1 = blanked in the input (all 0 with ``masking.mask_inputs: false``).
         targets: {tf: (B, K, 4) float32} normalised OHLC (the truth of every bar).
         masks: {tf: (B, K) bool} the target bars, the ones scored.
         minutes: {tf: (B, K/P) float32} minutes from each patch's close to the anchor.
@@ -57,6 +65,7 @@ class Batch:
         fallback_refs: windows whose ref is not from the base TF (all its bars masked).
         n_dropped: windows left out because every bar of every TF was masked (no visible bar at all).
         hidden: {tf: (B, K) bool} (numpy) bars blanked in the input but not scored; None = none.
+        padding: {tf: (B, K) bool} (numpy) left-padding slots of legacy windows (no bar); None = none.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -70,11 +79,17 @@ class Batch:
     fallback_refs: int = 0
     n_dropped: int = 0
     hidden: dict[str, np.ndarray] | None = None
+    padding: dict[str, np.ndarray] | None = None
 
     @property
     def blanked(self) -> dict[str, np.ndarray]:
-        """{tf: (B, K) bool} bars not visible in the input: targets | hidden (numpy)."""
+        """{tf: (B, K) bool} bars replaced by the mask vector: targets | hidden (numpy)."""
         return {f: m.numpy() | (self.hidden[f] if self.hidden else False) for f, m in self.masks.items()}
+
+    @property
+    def visible(self) -> dict[str, np.ndarray]:
+        """{tf: (B, K) bool} real bars that are not blanked: what baselines may read (numpy)."""
+        return {f: ~b & (~self.padding[f] if self.padding else True) for f, b in self.blanked.items()}
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -83,7 +98,7 @@ class Batch:
         move = lambda d: {f: t.to(device, non_blocking=True) for f, t in d.items()}
         return Batch(move(self.inputs), move(self.flags), move(self.targets), move(self.masks), move(self.minutes),
                      self.open_times, self.close_times, self.n_sub, self.fallback_refs, self.n_dropped,
-                     self.hidden)
+                     self.hidden, self.padding)
 
 
 @dataclass
@@ -100,6 +115,8 @@ class TSData:
     eval_rows: dict[str, np.ndarray]                  # split -> (N,) scored rows of the split's index
     hashes: dict[str, str]
     info: dict[str, Any]
+    mask_seed: int = 0                                # FIXED_SCHEMES draw training masks from it too
+    channels: tuple[str, ...] = ()                    # model.channels
 
     def part(self, name: str) -> tswin.WindowIndex:
         return self.split.part(name)
@@ -158,49 +175,83 @@ def load_data(cfg: Any, *, stats_dir: Path | None = None, log: Any = print) -> T
     for note in notes:
         log(f"WARNING: {note}")
     w = cfg.windows
-    index = tswin.build_window_index(bars, base_tf=cfg.data.base_tf, context=dict(w.context),
-                                     max_gap_minutes=dict(w.max_gap_minutes) or None)
+    if w.layout == "legacy":
+        index = build_legacy_index(bars, base_tf=cfg.data.base_tf, context=dict(w.context))
+    else:
+        index = tswin.build_window_index(bars, base_tf=cfg.data.base_tf, context=dict(w.context),
+                                         max_gap_minutes=dict(w.max_gap_minutes) or None)
     split = tswin.make_split(bars, index, fractions=tuple(cfg.data.split), train_stride_minutes=w.train_stride_minutes,
                              eval_stride_minutes=w.eval_stride_minutes, max_eval_windows=w.max_eval_windows,
                              seed=cfg.data.data_seed)
-    stats = _stats(bars, split, stats_dir)
+    stats = _stats(bars, split, stats_dir, cfg.data.normalisation)
     mcfg = mask_config(cfg)
     eval_masks, eval_rows, dropped = {}, {}, {}
     for name in ("val", "test"):
         part = split.part(name)
         o, c = tswin.gather_times(bars, part, np.arange(len(part)))
-        masks = draw_masks(o, c, mask_rng(cfg.masking.mask_seed, 0, part.anchors), mcfg)
+        masks = draw_masks(o, c, mask_rng(cfg.masking.mask_seed, 0, part.anchors), mcfg,
+                           _padding(part, np.arange(len(part))))
         keep = ~fully_masked(masks.blanked)
         eval_rows[name] = np.flatnonzero(keep)
         eval_masks[name] = masks.select(keep)
         dropped[name] = int((~keep).sum())
     eval_hash = hash_json({"val": masks_hash(eval_masks["val"]), "test": masks_hash(eval_masks["test"]),
                            "rows": {k: hash_json(v.tolist()) for k, v in eval_rows.items()},
-                           "split": split.hash, "mask_inputs": cfg.masking.mask_inputs})
+                           "split": split.hash, "mask_inputs": cfg.masking.mask_inputs,
+                           **({"normalisation": cfg.data.normalisation}
+                              if cfg.data.normalisation != "train_only" else {})})
     info = {"bars": {f: len(b) for f, b in bars.items()}, "windows": {k: len(v) for k, v in split.rows.items()},
             "embargoed": split.n_embargoed, "rejected": index.n_rejected, "scale_bp": stats.scale_bp,
             "eval_fully_masked_windows": dropped, "load_warnings": notes,
             "first_anchor": {k: _iso(index.anchors[v[0]]) for k, v in split.rows.items()},
-            "last_anchor": {k: _iso(index.anchors[v[-1]]) for k, v in split.rows.items()}}
+            "last_anchor": {k: _iso(index.anchors[v[-1]]) for k, v in split.rows.items()},
+            "layout": w.layout, "normalisation": cfg.data.normalisation}
+    if w.layout == "legacy":
+        info["legacy"] = _legacy_facts(bars, split)
     hashes = {"data_hash": hash_json(index.data_hashes), "split_hash": split.hash, "eval_hash": eval_hash}
     patch = {f: cfg.patch_len(f) for f in cfg.data.timeframes}
     log(f"data: bars {info['bars']}, windows {info['windows']}, scale_bp "
         f"{ {f: round(s, 1) for f, s in stats.scale_bp.items()} }")
-    return TSData(bars, split, stats, mcfg, patch, cfg.masking.mask_inputs, eval_masks, eval_rows, hashes, info)
+    return TSData(bars, split, stats, mcfg, patch, cfg.masking.mask_inputs, eval_masks, eval_rows, hashes, info,
+                  cfg.masking.mask_seed, tuple(cfg.model.channels))
 
 
 def _iso(ns: int) -> str:
     return str(np.datetime64(int(ns), "ns"))[:19]
 
 
-def _stats(bars: dict[str, tsbars.Bars], split: tswin.WindowSplit, stats_dir: Path | None) -> tsnorm.NormStats:
-    """Train-only stats; written to a file keyed by the split hash and read back through its checks."""
-    stats = tsnorm.fit_norm_stats(bars, split)
+def _stats(bars: dict[str, tsbars.Bars], split: tswin.WindowSplit, stats_dir: Path | None,
+           kind: str = "train_only") -> tsnorm.NormStats:
+    """Stats of ``data.normalisation``; written to a file keyed by the split hash and read back through its checks."""
+    stats = tsnorm.fit_norm_stats(bars, split, kind=kind)
     if stats_dir is None:
         return stats
     path = Path(stats_dir) / f"norm_stats_{split.hash}.json"
     tsnorm.save_norm_stats(stats, path)
-    return tsnorm.load_norm_stats(path, split_hash=split.hash, tfs=list(split.index.tfs))
+    loaded = tsnorm.load_norm_stats(path, split_hash=split.hash, tfs=list(split.index.tfs))
+    if loaded.kind != kind:
+        raise tsnorm.DataError(f"{path}: stats of normalisation {loaded.kind!r}, the config asks for {kind!r}; "
+                               "delete the file to refit them.")
+    return loaded
+
+
+def _padding(part: tswin.WindowIndex, rows: np.ndarray) -> dict[str, np.ndarray] | None:
+    """{tf: (B, K) bool} padding slots of these windows (legacy layout), else None."""
+    if part.start is None:
+        return None
+    return {f: tswin.window_padding(part, f, rows) for f in part.tfs}  # type: ignore[misc]
+
+
+def _legacy_facts(bars: dict[str, tsbars.Bars], split: tswin.WindowSplit) -> dict[str, Any]:
+    """What the original's window does on this data, over all windows: real bars per TF and the look-ahead."""
+    index = split.index
+    rows = np.arange(len(index))
+    ahead = look_ahead_minutes(bars, index, rows)
+    real = {f: index.end[f] - index.start[f] for f in index.tfs}  # type: ignore[index]
+    return {"real_bars_mean": {f: float(v.mean()) for f, v in real.items()},
+            "empty_share": {f: float((v == 0).mean()) for f, v in real.items()},
+            "look_ahead_share": {f: float((a > 0).mean()) for f, a in ahead.items()},
+            "look_ahead_max_minutes": {f: float(a.max()) for f, a in ahead.items()}}
 
 
 # ----------------------------------------------------------------------------- batches
@@ -225,35 +276,44 @@ def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: M
         The batch (CPU tensors).
     """
     opens, closes = tswin.gather_times(data.bars, part, rows)                            # {tf: (B, K)} ns
+    padding = _padding(part, rows)                                                       # {tf: (B, K)} | None
     if masks is None:
-        masks = draw_masks(opens, closes, mask_rng(seed, epoch, part.anchors[rows]), data.mask_cfg)
+        s, e = (data.mask_seed, 0) if data.mask_cfg.scheme in FIXED_SCHEMES else (seed, epoch)
+        masks = draw_masks(opens, closes, mask_rng(s, e, part.anchors[rows]), data.mask_cfg, padding)
     keep = ~fully_masked(masks.blanked)                                                  # (B,)
     n_dropped = int((~keep).sum())
     if n_dropped:  # nothing visible: no reference price and nothing to reconstruct from
         rows, masks = rows[keep], masks.select(keep)
         opens, closes = {f: t[keep] for f, t in opens.items()}, {f: t[keep] for f, t in closes.items()}
-    ohlc = tswin.gather_windows(data.bars, part, rows)                                   # {tf: (B, K, 4)}
+        padding = None if padding is None else {f: p[keep] for f, p in padding.items()}
+    ohlc = tswin.gather_windows(data.bars, part, rows)                                   # {tf: (B, K, 4)} NaN pad
     blanked = masks.blanked                                                              # {tf: (B, K)}
     ref, fallback = tsnorm.window_reference(ohlc, closes, part.base_tf, blanked if data.mask_inputs else None)
     z = tsnorm.normalise_windows(ohlc, ref, data.stats)                                   # {tf: (B, K, 4)}
+    if padding is not None:  # no bar: 0 in inputs and targets, never masked, never scored
+        z = {f: np.where(padding[f][..., None], 0.0, v) for f, v in z.items()}
     anchor = part.anchors[rows][:, None]                                                 # (B, 1)
     inputs, flags, minutes = {}, {}, {}
     for f in data.tfs:
         if data.mask_inputs:
             inputs[f], flags[f] = apply_mask(z[f], blanked[f])
-        else:  # reproduces the original leak; the task logs a loud warning
-            inputs[f], flags[f] = z[f].copy(), blanked[f].astype(z[f].dtype)
+        else:  # the original's input: every bar's true value, no mask flag (the leak; the report flags it)
+            inputs[f], flags[f] = z[f].copy(), np.zeros(blanked[f].shape, dtype=z[f].dtype)
+        if data.channels:
+            unseen = blanked[f] if data.mask_inputs else np.zeros_like(blanked[f])
+            unseen = unseen | padding[f] if padding is not None else unseen
+            inputs[f] = np.concatenate([inputs[f], input_channels(ohlc[f], unseen, data.channels)], axis=-1)
         p = data.patch_len[f]
         patch_close = closes[f][:, p - 1::p]                                              # (B, K/P)
         minutes[f] = (anchor - patch_close) / NS_PER_MINUTE
     t = lambda d: {f: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for f, v in d.items()}
     n_sub = None
     if with_n_sub:
-        n_sub = {f: data.bars[f].n_sub[tswin.window_rows(part, f, rows)] for f in data.tfs}
+        n_sub = tswin.gather_n_sub(data.bars, part, rows)
     return Batch(inputs=t(inputs), flags=t(flags), targets=t(z),
                  masks={f: torch.from_numpy(m) for f, m in masks.targets.items()}, minutes=t(minutes),
                  open_times=opens, close_times=closes, n_sub=n_sub,
-                 fallback_refs=int(fallback.sum()), n_dropped=n_dropped, hidden=masks.hidden)
+                 fallback_refs=int(fallback.sum()), n_dropped=n_dropped, hidden=masks.hidden, padding=padding)
 
 
 def train_order(n_windows: int, batch_size: int, steps_cap: int | None, *, seed: int, epoch: int) -> list[np.ndarray]:

@@ -46,6 +46,11 @@ class TSDataConfig(Strict):
     split: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Train/val/test shares of anchors, "
                                               "chronological, with an embargo between periods.")
     data_seed: int = Field(0, description="Seed of the fixed val/test window subsets; same for every run.")
+    normalisation: Literal["train_only", "whole_period", "none"] = Field(
+        "train_only", description="train_only: per-window level removal (bp from the last visible base close), "
+        "scaled by the std over train windows only (spec §3). whole_period: the original's intent, raw prices "
+        "z-scored per timeframe with mean/std over every bar of the file, val and test included (LEAKS their "
+        "level and scale). none: raw prices, what the seed run trained on (its stats were never loaded).")
 
     @model_validator(mode="after")
     def _consistent(self) -> TSDataConfig:
@@ -68,6 +73,11 @@ class TSDataConfig(Strict):
 
 
 class WindowsConfig(Strict):
+    layout: Literal["anchored", "legacy"] = Field(
+        "anchored", description="anchored: every timeframe's K_f most recent bars closed by the anchor t (spec "
+        "§3). legacy: the original's window (spec §2): K consecutive base bars, each coarser timeframe the bars "
+        "whose OPEN time lies within them (the last one aggregates bars after the window: look-ahead), "
+        "right-aligned in K_f slots and zero-padded on the left; no gap rule; padding is never masked or scored.")
     context: dict[str, int] = Field(
         {"h1": 64, "h4": 32, "d": 16},
         description="K_f: bars per window for each timeframe, all ending at the anchor t (only bars closed by "
@@ -89,11 +99,14 @@ class MaskingConfig(Strict):
                                                "m1–m15, 1 for m30 and coarser).")
     span_max: Optional[dict[str, int]] = Field(None, description="Longest seed span per TF (default: 10 for "
                                                "m1–m15, 4 for m30 and coarser).")
-    scheme: Literal["disjoint", "seed_closure", "full_closure"] = Field(
+    scheme: Literal["disjoint", "seed_closure", "full_closure", "legacy_index_sync"] = Field(
         "disjoint", description="disjoint: leak-free at the declared ratio; coarse-TF targets only before every "
         "finer window, bars sharing time with a target hidden (docs/timeseries-masking.md). seed_closure: one "
         "closure step from seed spans (earlier runs; LEAKS, the report warns). full_closure: closure to the "
-        "fixed point (earlier runs; leak-free but masks most fine bars).")
+        "fixed point (earlier runs; leak-free but masks most fine bars). legacy_index_sync: the original's masks "
+        "(spec §2): spans drawn once over max K_f slot positions with the finest timeframe's ratio and spans, the "
+        "same SLOTS copied to every timeframe (right-aligned, padding never masked), one fixed mask per window "
+        "for every epoch and seed (LEAKS: slots are not times; the report warns).")
     mask_seed: int = Field(0, description="Seed of the fixed val/test masks (identical for every arm and seed).")
 
     @model_validator(mode="before")
@@ -105,8 +118,9 @@ class MaskingConfig(Strict):
                              f"reproduce closure: {old} (it leaks or over-masks, see docs/timeseries-masking.md), or "
                              "drop the key for the leak-free default scheme: disjoint")
         return data
-    mask_inputs: bool = Field(True, description="false reproduces the original's leak (inputs not masked); "
-                              "never use it for results.")
+    mask_inputs: bool = Field(True, description="false reproduces the original's leak: masked bars enter the "
+                              "model with their true values and no mask flag (the input is the unmasked window) "
+                              "while still being the scored targets; the report flags it. Never use it for results.")
 
 
 class ModelConfig(Strict):
@@ -119,6 +133,10 @@ class ModelConfig(Strict):
     embed_norm: bool = Field(True, description="LayerNorm on the summed token embedding before the backbone.")
     embed_scale: float = Field(1.0, gt=0, description="Multiplier on the token embedding (the original: 1/√d).")
     mask_init_std: float = Field(0.02, ge=0, description="Init std of the learned mask vectors μ_f.")
+    channels: list[Literal["log_range", "log_return"]] = Field(
+        default_factory=list, description="Extra input channels per bar (spec §3), in per cent: log_range = "
+        "100·ln(high/low), log_return = 100·ln(close/previous close), 0 for a window's first bar. Blanked bars "
+        "get 0, and so does the return of a bar whose previous bar is blanked (it would reveal that close).")
 
 
 class BackboneConfig(Strict):
@@ -231,6 +249,14 @@ class TSConfig(Strict):
                             f"train.max_epochs={self.train.max_epochs}")
         if self.backbone.train_norms and self.backbone.train != "frozen":
             problems.append("backbone.train_norms (frozen_ln) applies to backbone.train=frozen only")
+        if self.loss.consistency_weight > 0 and self.data.normalisation != "train_only":
+            problems.append("loss.consistency_weight needs data.normalisation: train_only (the term aggregates "
+                            "across timeframes in level-free bp)")
+        if self.windows.layout == "legacy" and self.windows.max_gap_minutes:
+            problems.append("windows.max_gap_minutes has no effect with windows.layout: legacy (the original kept "
+                            "every window); remove it")
+        if len(set(self.model.channels)) != len(self.model.channels):
+            problems.append(f"model.channels has duplicates: {self.model.channels}")
         if self.runtime.precision == "fp16" and self.runtime.fp16_init_scale < 1:
             problems.append("runtime.fp16_init_scale must be >= 1")
         if problems:

@@ -16,7 +16,13 @@ visible bars. Schemes (``MaskConfig.scheme``):
   by closure: this leaks, and masks far more than declared. Kept to reproduce earlier runs.
 - ``full_closure``: the closure repeated to its fixed point. Leak-free, but it masks most bars of the finest
   TF on long layouts. Kept to reproduce earlier runs.
-With both closures every masked bar is a target (nothing hidden). ``masking_audit.py`` measures the result.
+- ``legacy_index_sync``: the original's masks (spec §2). Spans are drawn once per window over max K_f slot
+  positions, with the finest TF's ratio and span lengths, and the same **slots** are copied to every TF
+  (right-aligned, as the original right-aligned every TF in its slots): the same positions, not the same
+  times, so visible bars of other TFs cover the targets. It leaks. The mask is fixed per window: every
+  epoch and every seed draw it from (mask seed, 0, window id), as the original seeded it by sample index.
+With the closures and legacy_index_sync every masked bar is a target (nothing hidden). Padding slots (legacy
+windows) are never masked. ``masking_audit.py`` measures the result.
 
 Masks are bool arrays, True = masked. Random draws come from a `np.random.Generator` (draws depend on
 the batch) or from `mask_rng(seed, epoch, window_ids)`: a counter-based stream per window, so a
@@ -36,8 +42,10 @@ from freezelab.errors import ConfigError, InvariantViolation
 from freezelab.tasks.timeseries.bars import TIMEFRAMES
 
 Closure = Literal["full", "seed"]
-Scheme = Literal["disjoint", "seed_closure", "full_closure"]
-SCHEMES: tuple[str, ...] = ("disjoint", "seed_closure", "full_closure")
+Scheme = Literal["disjoint", "seed_closure", "full_closure", "legacy_index_sync"]
+SCHEMES: tuple[str, ...] = ("disjoint", "seed_closure", "full_closure", "legacy_index_sync")
+LEAKY_SCHEMES: tuple[str, ...] = ("seed_closure", "legacy_index_sync")  # kept to reproduce runs; they leak
+FIXED_SCHEMES: tuple[str, ...] = ("legacy_index_sync",)  # training masks not redrawn between epochs
 _FINE_TFS = ("m1", "m5", "m15")  # spec defaults: spans 3..10 for M1-M15, 1..4 for M30 and coarser
 
 
@@ -48,8 +56,9 @@ class MaskConfig:
     Attributes:
         ratio: {tf: ρ_f}, share of the K_f bars covered by seed spans (at least 1 bar when ρ_f > 0).
         span_min / span_max: {tf: bars}, span lengths are uniform on span_min..span_max.
-        scheme: "disjoint" (default, leak-free at the declared ratio), "seed_closure" (leaks) or
-            "full_closure" (leak-free, over-masks); see the module doc.
+        scheme: "disjoint" (default, leak-free at the declared ratio), "seed_closure" (leaks),
+            "full_closure" (leak-free, over-masks) or "legacy_index_sync" (the original's, leaks); see the
+            module doc.
     """
 
     ratio: dict[str, float]
@@ -294,13 +303,28 @@ class MaskSet:
         return MaskSet({f: m[rows] for f, m in self.targets.items()}, {f: m[rows] for f, m in self.hidden.items()})
 
 
+def index_sync_masks(shapes: Mapping[str, tuple[int, int]], rng: np.random.Generator | WindowRng,
+                     cfg: MaskConfig) -> dict[str, np.ndarray]:
+    """The original's masks: one span draw over max K_f slots (the finest TF's ratio and spans), the same
+    slots in every TF, right-aligned: {tf: (B, K_f) bool} (module doc)."""
+    first = next(iter(shapes))
+    n, k_max = shapes[first][0], max(k for _, k in shapes.values())
+    slots = seed_masks({first: (n, k_max)}, rng, cfg)[first]  # (B, K_max)
+    return {f: slots[:, k_max - k:].copy() for f, (_, k) in shapes.items()}
+
+
 def draw_masks(
     open_times: Mapping[str, np.ndarray],
     close_times: Mapping[str, np.ndarray],
     rng: np.random.Generator | WindowRng,
     cfg: MaskConfig,
+    padding: Mapping[str, np.ndarray] | None = None,
 ) -> MaskSet:
-    """Targets and hidden bars of the configured scheme (module doc). TFs follow `open_times` order."""
+    """Targets and hidden bars of the configured scheme (module doc). TFs follow `open_times` order.
+
+    Args:
+        padding: {tf: (B, K_f) bool} left-padding slots of legacy windows, never masked (None: none).
+    """
     missing = [f for f in open_times if f not in cfg.ratio]
     if missing:
         raise ConfigError(f"mask config has no settings for timeframes {missing}.")
@@ -308,10 +332,18 @@ def draw_masks(
     if cfg.scheme == "disjoint":
         targets = seed_masks(shapes, rng, cfg, eligible_prefix(open_times, close_times))
         covered = close_masks(open_times, close_times, targets, "seed")  # every bar sharing time with a target
-        return MaskSet(targets, {f: covered[f] & ~targets[f] for f in targets})
-    closed = close_masks(open_times, close_times, seed_masks(shapes, rng, cfg),
-                         "seed" if cfg.scheme == "seed_closure" else "full")
-    return MaskSet(closed, {f: np.zeros_like(m) for f, m in closed.items()})
+        masks = MaskSet(targets, {f: covered[f] & ~targets[f] for f in targets})
+    elif cfg.scheme == "legacy_index_sync":
+        synced = index_sync_masks(shapes, rng, cfg)
+        masks = MaskSet(synced, {f: np.zeros_like(m) for f, m in synced.items()})
+    else:
+        closed = close_masks(open_times, close_times, seed_masks(shapes, rng, cfg),
+                             "seed" if cfg.scheme == "seed_closure" else "full")
+        masks = MaskSet(closed, {f: np.zeros_like(m) for f, m in closed.items()})
+    if padding is None:
+        return masks
+    return MaskSet({f: m & ~padding[f] for f, m in masks.targets.items()},
+                   {f: m & ~padding[f] for f, m in masks.hidden.items()})
 
 
 def masks_hash(masks: Mapping[str, np.ndarray] | MaskSet) -> str:
@@ -357,10 +389,11 @@ def assert_no_masked_leak(
         InvariantViolation("masked_input_leak"): some masked bar carries another value.
     """
     fill_v = np.zeros(inputs.shape[-1]) if fill is None else np.asarray(fill, dtype=np.float64)
-    leaked = mask & (inputs != fill_v).any(axis=-1)  # (B, K)
+    leaked = mask & (inputs != fill_v).any(axis=-1)  # (B, K); extra input channels must hold the fill too
     if leaked.any():
         b, k = np.argwhere(leaked)[0]
-        same = mask & (inputs == targets).all(axis=-1) & (targets != fill_v).any(axis=-1)
+        prices, fill_p = inputs[..., :targets.shape[-1]], fill_v[:targets.shape[-1]]
+        same = mask & (prices == targets).all(axis=-1) & (targets != fill_p).any(axis=-1)
         raise InvariantViolation(
             "masked_input_leak",
             f"{int(leaked.sum())} masked bar(s) reach the model input with a value other than the fill "

@@ -6,7 +6,8 @@ For the fixed val/test masks and a sample of epoch-1 training masks, every run r
 - ``target_fraction``: share of bars that are targets (scored); the declared ratio ρ_f is the goal and
   [0.5 ρ_f, 2 ρ_f] the band. ``hidden_fraction``: share blanked in the input but not scored.
 - ``leaked_targets``: targets that share time with a bar visible in the input, in any TF (must be 0).
-  Checked interval against interval, independently of how the masks were drawn.
+  Checked interval against interval, independently of how the masks were drawn. ``visible_targets``: targets
+  whose own true value reaches the input (``masking.mask_inputs: false``, the original's leak; must be 0).
 - the **aggregation oracle** against linear interpolation on the targets: the oracle knows only visible
   bars. It starts from the TF's own interpolation, then uses visible finer bars inside a target (exact
   OHLC when they tile it, else its open/close where they line up and bounds on high/low) and visible coarser
@@ -26,12 +27,13 @@ import numpy as np
 
 from freezelab.errors import InvariantViolation
 from freezelab.tasks.timeseries.bars import TIMEFRAMES
+from freezelab.tasks.timeseries.masking import LEAKY_SCHEMES
 from freezelab.tasks.timeseries.metrics import interpolation_baseline
 
 BAND = (0.5, 2.0)  # target fraction must lie in [0.5 ρ, 2 ρ]
 ORACLE_TOLERANCE = 1e-6  # oracle_gain above this: visible bars tell something about targets
 TRAIN_AUDIT_WINDOWS = 2000  # epoch-1 training windows audited per run
-_FIELDS = ("bars", "targets", "hidden", "leaked", "entries", "sse_oracle", "sse_interpolation")
+_FIELDS = ("bars", "targets", "hidden", "leaked", "visible_targets", "entries", "sse_oracle", "sse_interpolation")
 
 
 def _packing(open_times: Mapping[str, np.ndarray], close_times: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -124,30 +126,40 @@ def oracle_predictions(values_bp: Mapping[str, np.ndarray], open_times: Mapping[
 class MaskAudit:
     """Accumulates the figures of one split over batches: ``add`` per batch, then ``result``."""
 
-    def __init__(self, tfs: list[str], scale_bp: Mapping[str, float]) -> None:
-        self.scale_bp = scale_bp
+    def __init__(self, tfs: list[str], scale_bp: Mapping[str, float],
+                 offset: Mapping[str, float] | None = None) -> None:
+        self.scale_bp, self.offset = scale_bp, offset or {}
         self.sums = {f: dict.fromkeys(_FIELDS, 0.0) for f in tfs}
         self.windows = 0
 
     def add(self, batch: Any, mask_inputs: bool = True) -> None:
-        """One ``Batch`` (built with n_sub): its targets, hidden bars, times and true values."""
+        """One ``Batch`` (built with n_sub): its targets, hidden bars, times and true values.
+
+        ``scale_bp`` and ``offset`` map model units to the common space where TFs aggregate exactly (bp from
+        the window's ref, or the price under the legacy normalisations): v = z · scale + offset.
+        """
         targets = {f: m.numpy() for f, m in batch.masks.items()}
         blanked = batch.blanked
-        visible = {f: ~b if mask_inputs else np.ones_like(b) for f, b in blanked.items()}
-        bp = {f: z.numpy().astype(np.float64) * self.scale_bp[f] for f, z in batch.targets.items()}
+        real = {f: ~p for f, p in batch.padding.items()} if batch.padding else {f: np.ones_like(b)
+                                                                                 for f, b in blanked.items()}
+        visible = {f: (~b if mask_inputs else np.ones_like(b)) & real[f] for f, b in blanked.items()}
+        common = {f: z.numpy().astype(np.float64) * self.scale_bp[f] + self.offset.get(f, 0.0)
+                  for f, z in batch.targets.items()}
         leaks = time_leaks(batch.open_times, batch.close_times, targets, visible)
-        oracle = oracle_predictions(bp, batch.open_times, batch.close_times, batch.n_sub, visible)
+        oracle = oracle_predictions(common, batch.open_times, batch.close_times, batch.n_sub, visible)
         self.windows += len(batch)
         for f, t in targets.items():
-            s, v = self.sums[f], bp[f] / self.scale_bp[f]
+            s, v = self.sums[f], batch.targets[f].numpy().astype(np.float64)
             interp = interpolation_baseline(v, ~visible[f], batch.open_times[f], batch.close_times[f])
             interp = np.where(visible[f][..., None], v, interp)
-            s["bars"] += t.size
+            s["bars"] += int(real[f].sum())
             s["targets"] += int(t.sum())
             s["hidden"] += int((blanked[f] & ~t).sum())
             s["leaked"] += int(leaks[f].sum())
+            s["visible_targets"] += int((t & visible[f]).sum())
             s["entries"] += 4 * int(t.sum())
-            s["sse_oracle"] += float(((oracle[f] / self.scale_bp[f] - v)[t] ** 2).sum())
+            pred = (oracle[f] - self.offset.get(f, 0.0)) / self.scale_bp[f]
+            s["sse_oracle"] += float(((pred - v)[t] ** 2).sum())
             s["sse_interpolation"] += float(((interp - v)[t] ** 2).sum())
 
     def result(self) -> dict[str, dict[str, float]]:
@@ -161,6 +173,7 @@ class MaskAudit:
             out[f] = {"target_fraction": nt / n, "hidden_fraction": s["hidden"] / n,
                       "blanked_fraction": (nt + s["hidden"]) / n, "targets": int(nt),
                       "leaked_targets": int(s["leaked"]), "leaked_fraction": s["leaked"] / nt if nt else 0.0,
+                      "visible_targets": int(s["visible_targets"]),
                       "oracle_mse": mse_o, "interpolation_mse": mse_i, "oracle_gain": gain}
         return out
 
@@ -176,19 +189,21 @@ def audit_masks(data: Any, *, seed: int, batch_size: int) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     part = data.part("train")
     rows = np.unique(np.linspace(0, len(part) - 1, min(len(part), TRAIN_AUDIT_WINDOWS)).astype(np.int64))
-    audit = MaskAudit(data.tfs, data.stats.scale_bp)
+    audit = MaskAudit(data.tfs, data.stats.scale_bp, data.stats.offset)
     for lo in range(0, len(rows), batch_size):
         audit.add(make_batch(data, part, rows[lo:lo + batch_size], seed=seed, epoch=1, with_n_sub=True),
                   data.mask_inputs)
     splits["train"] = audit.result()
     for name in ("val", "test"):
-        audit = MaskAudit(data.tfs, data.stats.scale_bp)
+        audit = MaskAudit(data.tfs, data.stats.scale_bp, data.stats.offset)
         for batch, _ in eval_batches(data, name, batch_size, with_n_sub=True):
             audit.add(batch, data.mask_inputs)
         splits[name] = audit.result()
     ratio = data.mask_cfg.ratio
     return {"scheme": data.mask_cfg.scheme, "ratio": dict(ratio), "band": list(BAND), "splits": splits,
-            "leak_free": all(v["leaked_targets"] == 0 for s in splits.values() for v in s.values()),
+            "mask_inputs": bool(data.mask_inputs),
+            "leak_free": all(v["leaked_targets"] == 0 and v["visible_targets"] == 0
+                             for s in splits.values() for v in s.values()),
             "in_band": all(BAND[0] * ratio[f] <= v["target_fraction"] <= BAND[1] * ratio[f]
                            for s in splits.values() for f, v in s.items() if ratio[f] > 0)}
 
@@ -200,12 +215,15 @@ def masking_problems(audit: dict[str, Any], *, mask_inputs: bool = True) -> list
         InvariantViolation("masked_time_leak"): a scheme that promises no leak (disjoint, full_closure) leaked.
     """
     lines, ratio, (lo, hi) = [], audit["ratio"], audit["band"]
+    if not mask_inputs:
+        lines.append("masking.mask_inputs=false: the true values of every target reach the model input (the "
+                     "original's leak); its scores measure copying, not reconstruction")
     for split, per_tf in audit["splits"].items():
         leaks = {f: v for f, v in per_tf.items() if v["leaked_targets"] or v["oracle_gain"] > ORACLE_TOLERANCE}
         if leaks:
             figures = ", ".join(f"{f} {v['leaked_fraction']:.0%} of targets share time with a visible bar, oracle "
                                 f"{v['oracle_gain']:+.2f} vs interpolation" for f, v in leaks.items())
-            if audit["scheme"] != "seed_closure" and mask_inputs:
+            if audit["scheme"] not in LEAKY_SCHEMES and mask_inputs:
                 raise InvariantViolation("masked_time_leak", f"masking.scheme={audit['scheme']} leaked on {split}: "
                                          f"{figures}. The mask scheme is broken; report this with the config.")
             lines.append(f"masking leak ({audit['scheme']}, {split}): {figures}")
@@ -224,7 +242,7 @@ def check_batch_leak(batch: Any) -> None:
         InvariantViolation("masked_time_leak"): some target shares time with a visible bar.
     """
     targets = {f: m.numpy() for f, m in batch.masks.items()}
-    leaks = time_leaks(batch.open_times, batch.close_times, targets, {f: ~b for f, b in batch.blanked.items()})
+    leaks = time_leaks(batch.open_times, batch.close_times, targets, batch.visible)
     bad = {f: int(m.sum()) for f, m in leaks.items() if m.any()}
     if bad:
         raise InvariantViolation("masked_time_leak", f"targets sharing time with a visible bar of another timeframe: "

@@ -2,9 +2,10 @@
 
 For each timeframe f with K_f bars and patch length P_f:
 
-    x_f      (B, K_f, 4)   normalised OHLC; masked bars hold 0 (apply_mask) and are replaced by μ_f here
+    x_f      (B, K_f, 4+C) normalised OHLC (masked bars hold 0, apply_mask, and their prices are replaced by
+                           μ_f here) and C optional channels (model.channels; 0 at masked bars)
     flag_f   (B, K_f)      1 = masked
-    token    (B, K_f/P_f, d) = Linear_f(P_f·5 → d)([x_f, flag_f] per patch) + e_tf[f] + τ
+    token    (B, K_f/P_f, d) = Linear_f(P_f·(5+C) → d)([x_f, flag_f] per patch) + e_tf[f] + τ
     τ        Linear(sin/cos of w_k · log(1 + minutes from the patch close to t)), or a learned
              per-TF patch-index embedding (model.position: patch_index)
 
@@ -39,17 +40,18 @@ class TSReconstructor(nn.Module):
         embed_norm: LayerNorm the summed token embedding.
         embed_scale: multiplier applied after the input norm.
         mask_init_std: init std of μ_f.
+        channels: C, extra input channels per bar after the 4 prices (channels.py).
     """
 
     def __init__(self, context: dict[str, int], patch_len: dict[str, int], backbone: nn.Module, width: int, *,
                  position: str = "tau", time_frequencies: int = 16, embed_norm: bool = True,
-                 embed_scale: float = 1.0, mask_init_std: float = 0.02) -> None:
+                 embed_scale: float = 1.0, mask_init_std: float = 0.02, channels: int = 0) -> None:
         super().__init__()
         self.tfs = list(context)
         self.context, self.patch_len, self.width = dict(context), dict(patch_len), width
         self.n_patches = {f: context[f] // patch_len[f] for f in self.tfs}
-        self.position, self.embed_scale = position, embed_scale
-        self.patch = nn.ModuleDict({f: nn.Linear(patch_len[f] * 5, width) for f in self.tfs})
+        self.position, self.embed_scale, self.channels = position, embed_scale, channels
+        self.patch = nn.ModuleDict({f: nn.Linear(patch_len[f] * (5 + channels), width) for f in self.tfs})
         self.tf_embed = nn.Embedding(len(self.tfs), width)
         if position == "tau":
             # Frequencies from 1/4 to 64 rad per unit of log(1 + minutes): periods from ~25 down to ~0.1.
@@ -101,11 +103,11 @@ class TSReconstructor(nn.Module):
         """Token embeddings of all TFs, TF-major: (B, T, d) with T = Σ_f K_f / P_f."""
         tokens = []
         for i, f in enumerate(self.tfs):
-            x, flag = inputs[f], flags[f]                                               # (B, K, 4), (B, K)
+            x, flag = inputs[f], flags[f]                                               # (B, K, 4+C), (B, K)
             b, k, _ = x.shape
-            x = torch.where(flag[..., None] > 0, self.mask_vec[f].to(x.dtype), x)      # masked bars → μ_f
-            feats = torch.cat([x, flag[..., None].to(x.dtype)], dim=-1)                 # (B, K, 5)
-            feats = feats.reshape(b, self.n_patches[f], self.patch_len[f] * 5)          # (B, N_f, P·5)
+            prices = torch.where(flag[..., None] > 0, self.mask_vec[f].to(x.dtype), x[..., :4])  # masked → μ_f
+            feats = torch.cat([prices, x[..., 4:], flag[..., None].to(x.dtype)], dim=-1)  # (B, K, 5+C)
+            feats = feats.reshape(b, self.n_patches[f], self.patch_len[f] * (5 + self.channels))  # (B, N_f, P·(5+C))
             tok = self.patch[f](feats) + self.tf_embed.weight[i]                        # (B, N_f, d)
             if self.position == "tau":
                 tok = tok + self.time_encoding(minutes[f])

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from freezelab.tasks.timeseries import metrics as M
-from freezelab.tasks.timeseries.bars import NS_PER_MINUTE, TIMEFRAMES
 from freezelab.tasks.timeseries.batches import Batch, TSData, eval_batches
 from freezelab.tasks.timeseries.losses import masked_huber
+from freezelab.tasks.timeseries.windows import window_span_ns
 from freezelab.tracking import items as items_file
 from freezelab.tracking.items import metric
 
@@ -119,7 +119,7 @@ def evaluate(model: torch.nn.Module, data: TSData, split: str, *, batch_size: in
         The metrics of ``Scorer.result`` plus ``{split}/loss`` (masked Huber).
     """
     model.eval()
-    scorer = Scorer(data.tfs, data.stats.scale_bp)
+    scorer = Scorer(data.tfs, data.stats.bp_per_unit)
     for batch, _ in eval_batches(data, split, batch_size):
         b = batch.to(device)
         with autocast():
@@ -138,8 +138,7 @@ def write_items(run_dir: Path, source: str, scorers: dict[str, Scorer], data: TS
     for split, scorer in scorers.items():
         cols, metrics = scorer.items()  # the same TFs are scored in every split
         splits[split] = {"id": data.part(split).anchors[data.eval_rows[split]], **cols}
-    index = data.split.index
-    span = max(index.context[f] * TIMEFRAMES[f] for f in index.tfs) * NS_PER_MINUTE  # a window's reach back
+    span = window_span_ns(data.split.index)  # how far one window reaches in time
     items_file.write_items(run_dir, source, splits, task="timeseries", metrics=metrics,
                            spans=dict.fromkeys(splits, int(span)))
 
@@ -155,10 +154,11 @@ def score_best(model: torch.nn.Module, data: TSData, run_dir: Path, **kw: object
 
 
 def baseline_predictions(batch: Batch, name: str) -> dict[str, np.ndarray]:
-    """Persistence or linear-interpolation predictions of one batch (normalised units), from visible bars only."""
-    out, blanked = {}, batch.blanked
+    """Persistence or linear-interpolation predictions of one batch (normalised units), from visible bars only
+    (never from blanked bars or padding)."""
+    out, visible = {}, batch.visible
     for f, z in batch.targets.items():
-        values, mask = z.numpy().astype(np.float64), blanked[f]
+        values, mask = z.numpy().astype(np.float64), ~visible[f]
         if name == "persistence":
             out[f] = M.persistence_baseline(values, mask)
         else:
@@ -177,7 +177,7 @@ def score_baselines(data: TSData, *, batch_size: int, run_dir: Path | None = Non
     result: dict[str, dict[str, float]] = {name: {} for name in BASELINES}
     kept: dict[str, dict[str, Scorer]] = {name: {} for name in BASELINES}
     for split in ("val", "test"):
-        scorers = {name: Scorer(data.tfs, data.stats.scale_bp) for name in BASELINES}
+        scorers = {name: Scorer(data.tfs, data.stats.bp_per_unit) for name in BASELINES}
         for batch, _ in eval_batches(data, split, batch_size):
             target = {f: t.numpy().astype(np.float64) for f, t in batch.targets.items()}
             masks = {f: m.numpy() for f, m in batch.masks.items()}

@@ -44,7 +44,8 @@ def build_model(cfg: TSConfig, *, seed: int,
             model = TSReconstructor({f: cfg.windows.context[f] for f in tfs}, {f: cfg.patch_len(f) for f in tfs},
                                     backbone, info.hidden_size, position=cfg.model.position,
                                     time_frequencies=cfg.model.time_frequencies, embed_norm=cfg.model.embed_norm,
-                                    embed_scale=cfg.model.embed_scale, mask_init_std=cfg.model.mask_init_std)
+                                    embed_scale=cfg.model.embed_scale, mask_init_std=cfg.model.mask_init_std,
+                                    channels=len(cfg.model.channels))
     return model, info
 
 
@@ -126,9 +127,6 @@ class TSTask:
         facts["hashes"] = {**data.hashes, "budget_hash": hash_json(budget(cfg, n_train))}
         facts["data"] = {"source": cfg.data.source, "timeframes": cfg.data.timeframes, **data.info}
         facts["train_windows"] = n_train
-        if not cfg.masking.mask_inputs:
-            ctx.log("WARNING: masking.mask_inputs=false: masked bars reach the model (the original's leak)")
-            facts.setdefault("warnings", []).append("masking.mask_inputs=false: inputs are not masked")
         facts["baselines"] = score_baselines(data, batch_size=cfg.train.eval_batch_size, run_dir=ctx.run_dir)
         facts["masking"] = audit_masks(data, seed=ctx.seed, batch_size=cfg.train.eval_batch_size)
         for line in masking_problems(facts["masking"], mask_inputs=cfg.masking.mask_inputs):

@@ -28,7 +28,7 @@ from freezelab.freeze.invariants import PhaseSnapshots, check_finite
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
-from freezelab.tasks.timeseries.masking import assert_no_masked_leak
+from freezelab.tasks.timeseries.masking import LEAKY_SCHEMES, assert_no_masked_leak
 from freezelab.tasks.timeseries.masking_audit import check_batch_leak
 from freezelab.tasks.timeseries.scoring import add_skill, evaluate, score_best
 from freezelab.tracking.checkpoints import load_last, restore_training_state, save_last, training_state
@@ -108,7 +108,8 @@ def _apply_decay(opt: torch.optim.Optimizer, ids: set[int], wd: float) -> None:
 
 def check_leak(batch: B.Batch, time_aligned: bool = True) -> None:
     """Every blanked bar of the model input holds the fill value (0), never its value, and (``time_aligned``:
-    every scheme but seed_closure) no target shares time with a visible bar of another TF (raises)."""
+    every scheme but the leaky ones kept to reproduce runs) no target shares time with a visible bar of another TF
+    (raises)."""
     for f, blanked in batch.blanked.items():
         assert_no_masked_leak(batch.inputs[f].numpy(), batch.targets[f].numpy(), blanked)
     if time_aligned:
@@ -180,7 +181,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             if len(batch) == 0:
                 continue
             if i < t.leak_check_batches and data.mask_inputs:
-                check_leak(batch, data.mask_cfg.scheme != "seed_closure")
+                check_leak(batch, data.mask_cfg.scheme not in LEAKY_SCHEMES)
             for fn in data.tfs:
                 masked[fn] += float(batch.masks[fn].float().mean())
             cidx = (consistency_index(batch.open_times, batch.close_times, batch.n_sub, batch.blanked)

@@ -4,6 +4,9 @@ Spec §3. An anchor t is a base-TF bar close time. For every TF f the window is 
 bars with close_time <= t: end_f = searchsorted(close_time_f, t, "right"), rows [end_f - K_f, end_f).
 So only bars closed by t are used and the forming bar is excluded. Windows are never materialised
 per anchor: a `WindowIndex` stores anchors and end indices, `gather_windows` fancy-indexes a batch.
+The original's window (spec §2, ``windows.layout: legacy``) is built in legacy_windows.py; its left
+padding (rows before ``WindowIndex.start``) gathers as NaN prices, 0 ``n_sub`` and made-up times that
+continue the TF's grid backwards, so padding can never pass for a real bar.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class WindowIndex:
         data_hashes: {tf: Bars.content_hash()} of the bars the index was built on.
         n_candidates: anchors considered before rejection.
         n_rejected: {"<tf>:short" / "<tf>:gap": anchors rejected for that reason (not exclusive)}.
+        start: legacy layout only: {tf: (n,) int64} first real row; the slots before it are padding.
+        layout: "anchored" (spec §3) or "legacy" (spec §2).
     """
 
     base_tf: str
@@ -57,6 +62,8 @@ class WindowIndex:
     data_hashes: dict[str, str]
     n_candidates: int
     n_rejected: dict[str, int]
+    start: dict[str, np.ndarray] | None = None  # {tf: (n,) int64}, legacy layout only
+    layout: str = "anchored"
 
     @property
     def tfs(self) -> tuple[str, ...]:
@@ -76,6 +83,8 @@ class WindowIndex:
             self.data_hashes,
             self.n_candidates,
             self.n_rejected,
+            None if self.start is None else {f: s[rows] for f, s in self.start.items()},
+            self.layout,
         )
 
 
@@ -159,20 +168,74 @@ def window_rows(index: WindowIndex, tf: str, rows: np.ndarray | None = None) -> 
     return e[:, None] - k + np.arange(k)  # (B, K)
 
 
+def window_padding(index: WindowIndex, tf: str, rows: np.ndarray | None = None) -> np.ndarray | None:
+    """(B, K_f) bool, True at left-padding slots (legacy layout); None when the index has no padding."""
+    if index.start is None:
+        return None
+    start = index.start[tf] if rows is None else index.start[tf][rows]
+    return window_rows(index, tf, rows) < start[:, None]
+
+
+def _safe_rows(bars: Bars, index: WindowIndex, tf: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Window rows clipped into the TF's bars (padding rows point at a real row; callers overwrite them)."""
+    idx = window_rows(index, tf, rows)
+    pad = window_padding(index, tf, rows)
+    return (idx if pad is None else np.clip(idx, 0, max(len(bars) - 1, 0))), pad
+
+
 def gather_windows(bars: Mapping[str, Bars], index: WindowIndex, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """OHLC of a batch of windows by fancy indexing: {tf: (B, K_f, 4) float64}."""
-    return {f: bars[f].ohlc[window_rows(index, f, rows)] for f in index.tfs}
+    """OHLC of a batch of windows by fancy indexing: {tf: (B, K_f, 4) float64}; NaN at padding."""
+    out = {}
+    for f in index.tfs:
+        idx, pad = _safe_rows(bars[f], index, f, rows)
+        values = bars[f].ohlc[idx]
+        if pad is not None:
+            values[pad] = np.nan
+        out[f] = values
+    return out
+
+
+def gather_n_sub(bars: Mapping[str, Bars], index: WindowIndex, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Base bars per bar of a batch of windows: {tf: (B, K_f) int64}; 0 at padding."""
+    out = {}
+    for f in index.tfs:
+        idx, pad = _safe_rows(bars[f], index, f, rows)
+        out[f] = bars[f].n_sub[idx] if pad is None else np.where(pad, 0, bars[f].n_sub[idx])
+    return out
 
 
 def gather_times(
     bars: Mapping[str, Bars], index: WindowIndex, rows: np.ndarray
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Open and close times of a batch of windows: ({tf: (B, K_f)}, {tf: (B, K_f)}) int64 ns."""
-    idx = {f: window_rows(index, f, rows) for f in index.tfs}
-    return (
-        {f: bars[f].open_time[i] for f, i in idx.items()},
-        {f: bars[f].close_time[i] for f, i in idx.items()},
-    )
+    """Open and close times of a batch of windows: ({tf: (B, K_f)}, {tf: (B, K_f)}) int64 ns.
+
+    A padding slot j places before the TF's first real bar (or the window's first base bar, when the TF has
+    none) gets [open − j·Δ_f, open − (j − 1)·Δ_f): times stay sorted and never overlap a real bar of its TF.
+    """
+    opens, closes = {}, {}
+    for f in index.tfs:
+        idx, pad = _safe_rows(bars[f], index, f, rows)
+        o, c = bars[f].open_time[idx], bars[f].close_time[idx]
+        if pad is not None and pad.any():
+            start, end = index.start[f][rows], index.end[f][rows]  # type: ignore[index]
+            base = index.base_tf
+            t0 = bars[base].open_time[index.start[base][rows]]  # type: ignore[index]
+            has = start < end
+            first = np.where(has, bars[f].open_time[np.clip(start, 0, max(len(bars[f]) - 1, 0))], t0)  # (B,)
+            delta = TIMEFRAMES[f] * NS_PER_MINUTE
+            made_up = first[:, None] - (start[:, None] - window_rows(index, f, rows)) * delta  # (B, K)
+            o, c = np.where(pad, made_up, o), np.where(pad, made_up + delta, c)
+        opens[f], closes[f] = o, c
+    return opens, closes
+
+
+def window_span_ns(index: WindowIndex) -> int:
+    """How far one window reaches in time (ns): anchored K_f·Δ_f at most; legacy the base run plus the
+    look-ahead of the coarsest TF's last bar."""
+    if index.layout == "legacy":
+        return (index.context[index.base_tf] * TIMEFRAMES[index.base_tf] + max(TIMEFRAMES[f] for f in index.tfs)) \
+            * NS_PER_MINUTE
+    return max(index.context[f] * TIMEFRAMES[f] for f in index.tfs) * NS_PER_MINUTE
 
 
 # ----------------------------------------------------------------------------- split with embargo
@@ -277,12 +340,17 @@ def make_split(
 
 
 def _window_extent(bars: Mapping[str, Bars], index: WindowIndex) -> tuple[np.ndarray, np.ndarray]:
-    """Per anchor: earliest open and latest close over all bars of all its windows, (n,) each."""
-    first_open = np.full(len(index), np.iinfo(np.int64).max)
-    last_close = np.full(len(index), np.iinfo(np.int64).min)
+    """Per anchor: earliest open and latest close over all real bars of all its windows, (n,) each."""
+    big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    first_open = np.full(len(index), big)
+    last_close = np.full(len(index), small)
     for f in index.tfs:
-        first_open = np.minimum(first_open, bars[f].open_time[index.end[f] - index.context[f]])
-        last_close = np.maximum(last_close, bars[f].close_time[index.end[f] - 1])
+        end = index.end[f]
+        start = end - index.context[f] if index.start is None else index.start[f]
+        has = start < end  # legacy: a TF may have no bar in a window
+        top = max(len(bars[f]) - 1, 0)
+        first_open = np.minimum(first_open, np.where(has, bars[f].open_time[np.clip(start, 0, top)], big))
+        last_close = np.maximum(last_close, np.where(has, bars[f].close_time[np.clip(end - 1, 0, top)], small))
     return first_open, last_close
 
 
@@ -301,6 +369,8 @@ def split_hash(index: WindowIndex, rows: Mapping[str, np.ndarray]) -> str:
         "max_gap_minutes": index.max_gap_minutes,
         "data": index.data_hashes,
     }
+    if index.layout != "anchored":
+        meta["layout"] = index.layout
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for name in SPLITS:
         h.update(name.encode())
