@@ -331,3 +331,39 @@ def test_the_leak_really_leaks_in_training(tmp_path, tiny_backbones):
     skill = {mi: run_task(tmp_path, tiny_ts_base(tiny_backbones["bert"], **over, **{"masking.mask_inputs": mi}))
              ["test"]["test/skill_interpolation"] for mi in (True, False)}
     assert skill[False] > 0.5 and skill[False] > skill[True] + 0.4, skill
+
+
+def test_baselines_fall_back_to_the_ref_price_not_zero_when_the_level_stays(tiny_backbones):
+    """Raw prices: a timeframe with no visible bar in a window is predicted at the window's ref price (the last
+    visible base close), as 0 means the ref in level-free units; predicting 0 would be an absurd baseline."""
+    from freezelab.tasks.timeseries.masking import MaskSet
+    from freezelab.tasks.timeseries.scoring import baseline_predictions
+
+    data = load(tiny_backbones["bert"], **{"data.normalisation": "none"})
+    part, rows = data.part("val"), data.eval_rows["val"][:8]
+    masks = data.eval_masks["val"].select(slice(0, 8))
+    targets = dict(masks.targets)
+    targets["d"] = np.ones_like(targets["d"])  # every daily bar a target: nothing visible on d
+    batch = B.make_batch(data, part, rows, MaskSet(targets, {f: np.zeros_like(m) for f, m in targets.items()}))
+    raw = gather_windows(data.bars, part, rows)
+    visible_h1 = ~targets["h1"]
+    last = visible_h1.shape[1] - 1 - np.argmax(visible_h1[:, ::-1], axis=1)
+    ref = raw["h1"][np.arange(8), last, 3]
+    for name in ("persistence", "interpolation"):
+        pred = baseline_predictions(batch, name)["d"]
+        np.testing.assert_allclose(pred, np.broadcast_to(ref[:, None, None], pred.shape), rtol=1e-6)
+
+
+def test_fields_documents_every_faithful_option():
+    from typer.testing import CliRunner
+
+    from freezelab.cli import app
+
+    res = CliRunner().invoke(app, ["fields", "timeseries"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for key, words in (("windows.layout", "look-ahead"), ("masking.scheme", "legacy_index_sync"),
+                       ("masking.mask_inputs", "true values"), ("data.normalisation", "whole_period"),
+                       ("model.channels", "log_range")):
+        line = text.split(key, 1)[1][:700]
+        assert words in line, (key, line)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from freezelab.report import document as doc
-from freezelab.report import findings, headline, html, markdown, masking, sections
+from freezelab.report import findings, headline, html, markdown, masking, replication, sections
 from freezelab.report.aggregate import Study, load_study, results_table, runs_table
 from freezelab.report.analysis import Analysis, analyze
 from freezelab.report.i18n import check_lang, t
@@ -29,7 +29,8 @@ from freezelab.report.plots import Plot, make_plots
 __all__ = ["write_report", "build_document"]
 
 
-def build_document(study: Study, analysis: Analysis, plots: list[Plot], lang: str, when: str) -> list[doc.Block]:
+def build_document(study: Study, analysis: Analysis, plots: list[Plot], lang: str, when: str,
+                   groups: list[replication.Group] | None = None) -> list[doc.Block]:
     """All report sections, in order, as document blocks in one language.
 
     The first screen answers the question (sentence, one row per arm, the curves overlay); settings,
@@ -41,6 +42,8 @@ def build_document(study: Study, analysis: Analysis, plots: list[Plot], lang: st
         plots: figures already written under ``<out>/plots`` in this language (the overlay first).
         lang: ``en`` or ``ja``.
         when: generation time stamp (shared by both languages).
+        groups: a time-series study run under several protocols (report/replication.py): ``study`` and
+            ``analysis`` are then the reference protocol's, and the replication section follows the first screen.
 
     Returns:
         The document blocks.
@@ -54,6 +57,7 @@ def build_document(study: Study, analysis: Analysis, plots: list[Plot], lang: st
                    out=study.out_dir, task=study.task, n_arms=len(study.arms), n_seeds=len(study.seeds),
                    ref=study.reference)),
     ]
+    blocks += replication.replication_section(ctx, groups or [])
     blocks += sections.overview_section(ctx)
     blocks += findings.comparison_section(ctx)
     blocks += sections.settings_section(ctx)
@@ -148,10 +152,14 @@ def write_report(out_dir: Path, *, lang: str = "en", reference: str | None = Non
     """
     out_dir = Path(out_dir)
     check_lang(lang)
-    study = load_study(out_dir, reference)
-    analysis = analyze(study)
+    full = load_study(out_dir, reference)
+    groups = replication.analyse_groups(replication.protocol_groups(full))  # arms under other protocols
+    study = groups[0].study if groups else full
+    analysis = groups[0].analysis if groups else analyze(study)
+    assert analysis is not None
+    analysis.warnings += replication.other_warnings(groups)
     written: dict[str, Path] = {}
-    for name, frame in (("results.csv", results_table(study)), ("runs.csv", runs_table(study))):
+    for name, frame in (("results.csv", results_table(full)), ("runs.csv", runs_table(full))):
         written[name] = _write_text(out_dir / name, frame.to_csv(index=False))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     for code in dict.fromkeys(("en", lang)):
@@ -159,11 +167,13 @@ def write_report(out_dir: Path, *, lang: str = "en", reference: str | None = Non
         for p in plots:
             for ext in ("png", "svg"):
                 written[f"plots/{p.stem}.{ext}"] = out_dir / "plots" / f"{p.stem}.{ext}"
-        blocks = build_document(study, analysis, plots, code, when)
+        blocks = build_document(study, analysis, plots, code, when, groups)
         suffix = "" if code == "en" else f".{code}"
         written[f"report{suffix}.md"] = _write_text(out_dir / f"report{suffix}.md", markdown.render(blocks))
         written[f"report{suffix}.html"] = _write_text(out_dir / f"report{suffix}.html",
                                                       html.render(blocks, out_dir, code))
-    written["report.json"] = _write_text(out_dir / "report.json",
-                                         json.dumps(report_json(study, analysis), indent=2, ensure_ascii=False))
+    data = report_json(study, analysis)
+    if groups:
+        data["replication"] = _jsonable(replication.replication_json(sections.Ctx(study, analysis, "en"), groups))
+    written["report.json"] = _write_text(out_dir / "report.json", json.dumps(data, indent=2, ensure_ascii=False))
     return written

@@ -66,6 +66,8 @@ class Batch:
         n_dropped: windows left out because every bar of every TF was masked (no visible bar at all).
         hidden: {tf: (B, K) bool} (numpy) bars blanked in the input but not scored; None = none.
         padding: {tf: (B, K) bool} (numpy) left-padding slots of legacy windows (no bar); None = none.
+        ref_units: {tf: (B,)} (numpy) the window's reference price in that TF's model units (0 when the level
+            is removed; baselines fall back to it where a TF has no visible bar); None = 0 everywhere.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -80,6 +82,7 @@ class Batch:
     n_dropped: int = 0
     hidden: dict[str, np.ndarray] | None = None
     padding: dict[str, np.ndarray] | None = None
+    ref_units: dict[str, np.ndarray] | None = None
 
     @property
     def blanked(self) -> dict[str, np.ndarray]:
@@ -98,7 +101,7 @@ class Batch:
         move = lambda d: {f: t.to(device, non_blocking=True) for f, t in d.items()}
         return Batch(move(self.inputs), move(self.flags), move(self.targets), move(self.masks), move(self.minutes),
                      self.open_times, self.close_times, self.n_sub, self.fallback_refs, self.n_dropped,
-                     self.hidden, self.padding)
+                     self.hidden, self.padding, self.ref_units)
 
 
 @dataclass
@@ -290,6 +293,9 @@ def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: M
     blanked = masks.blanked                                                              # {tf: (B, K)}
     ref, fallback = tsnorm.window_reference(ohlc, closes, part.base_tf, blanked if data.mask_inputs else None)
     z = tsnorm.normalise_windows(ohlc, ref, data.stats)                                   # {tf: (B, K, 4)}
+    ref_units = None
+    if data.stats.kind != "train_only":  # the level stays in the values: 0 is no price
+        ref_units = {f: data.stats.from_common(ref, f) for f in data.tfs}
     if padding is not None:  # no bar: 0 in inputs and targets, never masked, never scored
         z = {f: np.where(padding[f][..., None], 0.0, v) for f, v in z.items()}
     anchor = part.anchors[rows][:, None]                                                 # (B, 1)
@@ -313,7 +319,8 @@ def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: M
     return Batch(inputs=t(inputs), flags=t(flags), targets=t(z),
                  masks={f: torch.from_numpy(m) for f, m in masks.targets.items()}, minutes=t(minutes),
                  open_times=opens, close_times=closes, n_sub=n_sub,
-                 fallback_refs=int(fallback.sum()), n_dropped=n_dropped, hidden=masks.hidden, padding=padding)
+                 fallback_refs=int(fallback.sum()), n_dropped=n_dropped, hidden=masks.hidden, padding=padding,
+                 ref_units=ref_units)
 
 
 def train_order(n_windows: int, batch_size: int, steps_cap: int | None, *, seed: int, epoch: int) -> list[np.ndarray]:

@@ -75,13 +75,15 @@ def time_leaks(open_times: Mapping[str, np.ndarray], close_times: Mapping[str, n
 
 def oracle_predictions(values_bp: Mapping[str, np.ndarray], open_times: Mapping[str, np.ndarray],
                        close_times: Mapping[str, np.ndarray], n_sub: Mapping[str, np.ndarray],
-                       visible: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+                       visible: Mapping[str, np.ndarray],
+                       empty: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The aggregation oracle's OHLC for every bar: {tf: (B, K_f, 4)} in bp (module doc).
 
     Args:
         values_bp: {tf: (B, K_f, 4)} true level-removed OHLC in bp (one ref for all TFs, so TFs compare).
         open_times, close_times, n_sub: {tf: (B, K_f)} of the same windows.
         visible: {tf: (B, K_f) bool} bars whose values reach the input; only these are read.
+        empty: {tf: (B, 1)} the value where a TF has no visible bar in a window (None: 0, the ref in bp).
     """
     off = _packing(open_times, close_times)
     ko = {f: (t + off).ravel() for f, t in open_times.items()}  # (B*K_f,) sorted
@@ -89,7 +91,9 @@ def oracle_predictions(values_bp: Mapping[str, np.ndarray], open_times: Mapping[
     out = {}
     for g, v in values_bp.items():
         vis_g = visible[g]
-        pred = interpolation_baseline(v, ~vis_g, open_times[g], close_times[g]).reshape(-1, 4).copy()
+        fill = 0.0 if empty is None else empty[g]
+        pred = interpolation_baseline(v, ~vis_g, open_times[g], close_times[g],
+                                      empty_value=fill).reshape(-1, 4).copy()  # type: ignore[arg-type]
         pred[vis_g.ravel()] = v.reshape(-1, 4)[vis_g.ravel()]  # a visible bar is simply read
         n = len(pred)
         for f in sorted(values_bp, key=TIMEFRAMES.__getitem__):
@@ -146,11 +150,15 @@ class MaskAudit:
         common = {f: z.numpy().astype(np.float64) * self.scale_bp[f] + self.offset.get(f, 0.0)
                   for f, z in batch.targets.items()}
         leaks = time_leaks(batch.open_times, batch.close_times, targets, visible)
-        oracle = oracle_predictions(common, batch.open_times, batch.close_times, batch.n_sub, visible)
+        empty = None if batch.ref_units is None else {  # the ref price where a TF has no visible bar
+            f: r[:, None] * self.scale_bp[f] + self.offset.get(f, 0.0) for f, r in batch.ref_units.items()}
+        oracle = oracle_predictions(common, batch.open_times, batch.close_times, batch.n_sub, visible, empty)
         self.windows += len(batch)
         for f, t in targets.items():
             s, v = self.sums[f], batch.targets[f].numpy().astype(np.float64)
-            interp = interpolation_baseline(v, ~visible[f], batch.open_times[f], batch.close_times[f])
+            empty = 0.0 if batch.ref_units is None else batch.ref_units[f][:, None]  # no visible bar: the ref
+            interp = interpolation_baseline(v, ~visible[f], batch.open_times[f], batch.close_times[f],
+                                            empty_value=empty)  # type: ignore[arg-type]
             interp = np.where(visible[f][..., None], v, interp)
             s["bars"] += int(real[f].sum())
             s["targets"] += int(t.sum())

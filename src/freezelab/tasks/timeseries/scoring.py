@@ -155,14 +155,16 @@ def score_best(model: torch.nn.Module, data: TSData, run_dir: Path, **kw: object
 
 def baseline_predictions(batch: Batch, name: str) -> dict[str, np.ndarray]:
     """Persistence or linear-interpolation predictions of one batch (normalised units), from visible bars only
-    (never from blanked bars or padding)."""
+    (never from blanked bars or padding); a TF with no visible bar in a window gets the window's ref price."""
     out, visible = {}, batch.visible
     for f, z in batch.targets.items():
         values, mask = z.numpy().astype(np.float64), ~visible[f]
+        empty = 0.0 if batch.ref_units is None else batch.ref_units[f][:, None]  # (B, 1)
         if name == "persistence":
-            out[f] = M.persistence_baseline(values, mask)
+            out[f] = M.persistence_baseline(values, mask, empty_value=empty)  # type: ignore[arg-type]
         else:
-            out[f] = M.interpolation_baseline(values, mask, batch.open_times[f], batch.close_times[f])
+            out[f] = M.interpolation_baseline(values, mask, batch.open_times[f], batch.close_times[f],
+                                              empty_value=empty)  # type: ignore[arg-type]
     return out
 
 
