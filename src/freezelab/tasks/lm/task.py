@@ -72,6 +72,25 @@ def embedding_shape(cfg: LMConfig) -> tuple[int, int]:
     return int(hf.vocab_size), int(dim)
 
 
+def phase1_lines(p1: dict[str, Any], seconds: float) -> list[str]:
+    """Phase-1 results as readable log lines (run_phase1 logs its convergence): skipped or restored, then
+    the final contexts' effective rank and memory horizon."""
+    lines = []
+    if not p1.get("enabled", True):
+        lines.append("phase 1: skipped (phase1.enabled=false): the ContextBlock keeps its random init")
+    if p1.get("restored"):
+        lines.append("phase 1: restored from checkpoints/phase1.safetensors (a resumed run)")
+    if "train/er" in p1:
+        lines.append(f"phase 1 contexts: effective rank train {p1['train/er']:.3f} / val {p1['val/er']:.3f} of d_c, "
+                     f"participation ratio {p1['train/pr']:.3f} / {p1['val/pr']:.3f} on {p1['er_rows']:,} rows "
+                     f"(uncentred train {p1['train/er_legacy']:.3f})")
+    horizon = p1.get("memory_horizon")
+    if horizon:
+        lines.append("phase 1 memory horizon (distance after j tokens, j = 1, 2, 4, 8, 16): "
+                     + ", ".join(f"{horizon[j - 1]:.3g}" for j in (1, 2, 4, 8, 16) if j <= len(horizon)))
+    return lines + [f"phase 1 done in {seconds:.1f}s (contexts of every split computed and cached)"]
+
+
 # ----------------------------------------------------------------------------- the task
 class LMTask:
     """Task protocol implementation for ``task: lm``."""
@@ -108,6 +127,8 @@ class LMTask:
         facts["selection"] = {"metric": "val/loss", "mode": "min"}
         facts["headline"] = HEADLINE
         facts["max_epochs"] = cfg.phase2.max_epochs
+        ctx.tracker.every_steps = cfg.runtime.log_every_steps
+        ctx.tracker.live.note("loading the embedding and data")
 
         # --- embedding, tokenizer, data ------------------------------------------------------
         t0 = time.time()
@@ -125,7 +146,10 @@ class LMTask:
                          "val_tokens": data.val.n_tokens, "test_tokens": data.test.n_tokens}
         facts["train_tokens"] = data.train.n_targets
         facts["baselines"] = baselines
-        ctx.log(f"data: {facts['data']} ({time.time() - t0:.1f}s)")
+        d = facts["data"]
+        sizes = " | ".join(f"{s} {d[s + '_docs']:,} docs, {d[s + '_tokens']:,} tokens"
+                           for s in ("train", "val", "test"))
+        ctx.log(f"data ({cfg.data.source}): {sizes} ({time.time() - t0:.1f}s)")
 
         # --- model -----------------------------------------------------------------------------
         model = build_model(cfg, emb.vocab_size, emb.dim, seed=ctx.seed)
@@ -148,17 +172,20 @@ class LMTask:
             # trained since), then Phase 2 continues from its last epoch
             load_model(model, phase1_weights)
             facts["phase1"] = resume["phase1"]
+            ctx.tracker.live.note("computing the contexts of every split")
             contexts = compute_contexts(model, cfg, ids, offs)
         else:
             resume = None
             p1 = run_phase1(model, cfg, ids, offs, seed=ctx.seed, tracker=ctx.tracker, log=ctx.log,
                             progress=ctx.progress) if cfg.phase1.enabled else None
+            ctx.tracker.live.note("computing the contexts of every split")
             contexts = compute_contexts(model, cfg, ids, offs)
             save_best(model, phase1_weights, metadata={"phase": "1"})
             facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False}),
                                **context_diagnostics(model, cfg, contexts, ids, offs, seed=ctx.seed)}
         phase1_seconds = time.time() - t1
-        ctx.log(f"phase 1: {facts['phase1']} ({phase1_seconds:.1f}s)")
+        for line in phase1_lines({**facts["phase1"], "restored": resume is not None}, phase1_seconds):
+            ctx.log(line)
 
         # --- Phase 2 ---------------------------------------------------------------------------
         from freezelab.tasks.lm.phases import phase2_flops_per_token, run_phase2
@@ -172,8 +199,7 @@ class LMTask:
         token_bytes = torch.from_numpy(data.token_bytes).to(device) if data.token_bytes is not None else None
         result = run_phase2(model, controller, cfg, ids, offs, contexts, seed=ctx.seed, fabric=fabric,
                             tracker=ctx.tracker, log=ctx.log, facts=facts, run_dir=ctx.run_dir,
-                            token_bytes=token_bytes, progress=ctx.progress,
-                            first_step=facts["phase1"].get("iterations", 0), resume=resume)
+                            token_bytes=token_bytes, progress=ctx.progress, resume=resume)
         phase2_seconds = time.time() - t2
         head_trainable = not controller.groups["embed" if model.head is None else "head"].frozen  # at the end
         tokens_per_second = result["tokens_seen"] / max(result["train_seconds"], 1e-9)
