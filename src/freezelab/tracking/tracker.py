@@ -27,6 +27,20 @@ def tb_tag(record: dict[str, Any], key: str) -> str:
     return key
 
 
+def scalars(record: dict[str, Any], *, per_step: bool) -> dict[str, float]:
+    """Tag → value of a record's numeric metrics, as TensorBoard and MLflow show them.
+
+    Args:
+        record: one metrics.jsonl record.
+        per_step: whether the run writes step records; then an epoch record's ``lr/`` and
+            ``grad_norm/`` values are left to them (one curve per tag, not two kinds of point).
+    """
+    covered = record.get("kind") == "epoch" and per_step
+    return {tb_tag(record, k): float(v) for k, v in record.items()
+            if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and not (covered and k.startswith(PER_STEP_PREFIXES))}
+
+
 class Tracker:
     """Appends one JSON line per record and mirrors numeric values to TensorBoard.
 
@@ -63,13 +77,8 @@ class Tracker:
         self.last = record
         if self._tb is None:
             return
-        covered = record.get("kind") == "epoch" and self.every_steps > 0
-        for key, value in record.items():
-            if "/" not in key or not isinstance(value, (int, float)) or isinstance(value, bool):
-                continue
-            if covered and key.startswith(PER_STEP_PREFIXES):
-                continue
-            self._tb.add_scalar(tb_tag(record, key), value, step)
+        for tag, value in scalars(record, per_step=self.every_steps > 0).items():
+            self._tb.add_scalar(tag, value, step)
 
     def close(self) -> None:
         """Flush and close TensorBoard; the progress file gets its last state."""

@@ -8,6 +8,7 @@ batches) with early stopping → best weights restored → test scored once.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ from freezelab.tasks.lm.cache import load_lm_data
 from freezelab.tasks.lm.model import CVFPModel
 from freezelab.tracking.checkpoints import load_last, save_best
 from freezelab.utils.hashing import hash_json
+from freezelab.utils.meta import on_meta
 from freezelab.utils.seeding import torch_generator
 
 HEADLINE = [{"name": "ppl", "mode": "min", "log_scale": True}, {"name": "acc", "mode": "max"},
@@ -60,14 +62,20 @@ def embedding_shape(cfg: LMConfig) -> tuple[int, int]:
     """(vocab_size, dim) of the configured embedding without loading its weights."""
     if cfg.embedding.source == "random":
         return int(cfg.embedding.vocab_size), int(cfg.embedding.dim)  # type: ignore[arg-type]
+    return _pretrained_shape(cfg.embedding.source, cfg.embedding.revision)
+
+
+@functools.lru_cache(maxsize=16)
+def _pretrained_shape(source: str, revision: str | None) -> tuple[int, int]:
+    """(vocab_size, dim) from a model's config file, read once per source (every arm of a study asks)."""
     from transformers import AutoConfig
 
     from freezelab.pretrained.hf import _explain
 
     try:
-        hf = AutoConfig.from_pretrained(resolve_source(cfg.embedding.source), revision=cfg.embedding.revision)
+        hf = AutoConfig.from_pretrained(resolve_source(source), revision=revision)
     except Exception as err:
-        raise _explain(cfg.embedding.source, err) from err
+        raise _explain(source, err) from err
     dim = next(getattr(hf, k) for k in ("hidden_size", "n_embd", "d_model", "dim") if hasattr(hf, k))
     return int(hf.vocab_size), int(dim)
 
@@ -99,7 +107,7 @@ class LMTask:
         """Parameter accounting on the meta device, with Phase-2 flags (nothing allocated)."""
         cfg = LMConfig.model_validate(config)
         vocab, dim = embedding_shape(cfg)
-        with torch.device("meta"):
+        with on_meta():
             model = CVFPModel(vocab_size=vocab, embed_dim=dim, context_dim=dim * cfg.model.context_multiplier,
                               num_layers=cfg.model.num_layers, num_input_tokens=cfg.model.num_input_tokens,
                               tie_head=cfg.model.head.tie, head_bias=cfg.model.head.bias,
