@@ -170,3 +170,21 @@ def test_a_terminal_gets_a_live_display(tmp_path: Path) -> None:
         _progress(runs[0][1], epoch=2, epochs=3, step_in_epoch=1, steps_per_epoch=9)
         display._live.refresh()
     assert "arm s0" in out.getvalue() and "phase2 epoch 2/3 step 1/9" in out.getvalue()
+
+
+def test_parallel_runs_get_one_line_each_once_their_progress_appears(tmp_path: Path) -> None:
+    """The Ray executor: runs are not started here one by one; a fresh progress file announces each."""
+    clock = Clock(100.0)
+    out = io.StringIO()
+    runs = _plan(tmp_path, 3)
+    display = StudyProgress("study", runs, console=Console(file=out, force_terminal=False, width=300), clock=clock)
+    files.write_json(runs[2][1] / "progress.json", {"phase": "train", "updated": 50.0})  # an earlier attempt's
+    display.poll()
+    assert display.lines() == ["study: 0/3 runs  elapsed 0s  ETA ?"]
+    for _, d in runs[:2]:
+        _progress(d, epoch=1, epochs=2, step_in_epoch=3, steps_per_epoch=4)
+    display.poll()
+    display.poll()                                          # announced once
+    lines = display.lines()
+    assert len(lines) == 3 and lines[1].startswith("  arm s0") and lines[2].startswith("  arm s1")
+    assert out.getvalue().count("arm seed 0 started: log") == 1 and "arm seed 2" not in out.getvalue()

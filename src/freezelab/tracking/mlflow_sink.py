@@ -11,6 +11,7 @@ its error as a tag. The parent gets the report as artefacts. The default store i
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ def default_uri(out_dir: Path) -> str:
 
 
 def _client(uri: str) -> Any:
+    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." is noise here
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         from mlflow.tracking import MlflowClient
     except ImportError as err:
