@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from freezelab.report import document as doc
-from freezelab.report import findings, html, markdown, sections
+from freezelab.report import findings, html, markdown, masking, sections
 from freezelab.report.aggregate import Study, load_study, results_table, runs_table
 from freezelab.report.analysis import Analysis, analyze
 from freezelab.report.i18n import check_lang, t
@@ -55,6 +55,7 @@ def build_document(study: Study, analysis: Analysis, plots: list[Plot], lang: st
     blocks += sections.phase1_section(ctx)
     blocks += sections.epochs_section(ctx)
     blocks += sections.best_epoch_section(ctx)
+    blocks += masking.masking_section(ctx)
     blocks += findings.comparison_section(ctx)
     blocks += findings.runtime_section(ctx)
     blocks += findings.plots_section(ctx, plots)

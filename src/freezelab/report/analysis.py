@@ -195,6 +195,8 @@ def collect_warnings(study: Study, result: Analysis) -> list[Finding]:
         found.append(Finding("superseded", {"run_id": run.run_id, "arm": run.arm, "seed": run.seed}))
     for text in study.problems:
         found.append(Finding("problem", {"where": "study", "text": text}))
+    from freezelab.report.masking import masking_findings  # time-series masks: leaks, fractions out of band
+    found += masking_findings(study)
     return found
 
 

@@ -185,6 +185,10 @@ JA: dict[str, str] = {
 }
 
 STRINGS = {"en": EN, "ja": JA}
+from freezelab.report.masking import STRINGS as _MASKING  # noqa: E402  (the time-series masking section)
+
+for _lang, _strings in _MASKING.items():
+    STRINGS[_lang].update(_strings)
 
 # Protocol §8. Numbers are written identically in both languages.
 _CONTEXT = {

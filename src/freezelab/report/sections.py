@@ -14,9 +14,11 @@ from freezelab.report import document as doc
 from freezelab.report.aggregate import Study, epoch_metric_keys, epoch_values
 from freezelab.report.analysis import COMPARED_HASHES, Analysis, Finding, Metric
 from freezelab.report.i18n import context_rows, t
+from freezelab.report.masking import HEADLINE_CODES as MASKING_CODES
 from freezelab.report.stats import describe
 
 HEADLINE_CODES = ("confound_hash", "confound_precision", "allow_confound", "frozen_changed", "single_seed")
+HEADLINE_CODES += MASKING_CODES  # time-series masking: leaks and fractions out of band (report/masking.py)
 ALL_HASHES = (*COMPARED_HASHES, "pretrained_hash", "config_hash")
 
 

@@ -122,8 +122,8 @@ class LMTask:
         cfg = LMConfig.model_validate(ctx.config)
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
-        device = torch.device("cuda" if cfg.runtime.device in ("auto", "cuda") and torch.cuda.is_available()
-                              else "cpu")
+        from freezelab.utils.device import resolve_device
+        device = resolve_device(cfg.runtime.device)
         from lightning.fabric import Fabric
 
         fabric = Fabric(accelerator=device.type, devices=1,

@@ -92,10 +92,10 @@ def evaluate(model: torch.nn.Module, data: TSData, split: str, *, batch_size: in
 
 
 def baseline_predictions(batch: Batch, name: str) -> dict[str, np.ndarray]:
-    """Persistence or linear-interpolation predictions of one batch (normalised units)."""
-    out = {}
+    """Persistence or linear-interpolation predictions of one batch (normalised units), from visible bars only."""
+    out, blanked = {}, batch.blanked
     for f, z in batch.targets.items():
-        values, mask = z.numpy().astype(np.float64), batch.masks[f].numpy()
+        values, mask = z.numpy().astype(np.float64), blanked[f]
         if name == "persistence":
             out[f] = M.persistence_baseline(values, mask)
         else:

@@ -29,6 +29,7 @@ from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
 from freezelab.tasks.timeseries.masking import assert_no_masked_leak
+from freezelab.tasks.timeseries.masking_audit import check_batch_leak
 from freezelab.tasks.timeseries.scoring import add_skill, evaluate
 from freezelab.tracking.checkpoints import load_last, restore_training_state, save_last, training_state
 from freezelab.tracking.selection import EarlyStopping
@@ -105,10 +106,13 @@ def _apply_decay(opt: torch.optim.Optimizer, ids: set[int], wd: float) -> None:
             torch._foreach_mul_(ps, 1.0 - pg["lr"] * wd)
 
 
-def check_leak(batch: B.Batch) -> None:
-    """Every masked bar of the model input holds the fill value (0), never its target (raises)."""
-    for f in batch.inputs:
-        assert_no_masked_leak(batch.inputs[f].numpy(), batch.targets[f].numpy(), batch.masks[f].numpy())
+def check_leak(batch: B.Batch, time_aligned: bool = True) -> None:
+    """Every blanked bar of the model input holds the fill value (0), never its value, and (``time_aligned``:
+    every scheme but seed_closure) no target shares time with a visible bar of another TF (raises)."""
+    for f, blanked in batch.blanked.items():
+        assert_no_masked_leak(batch.inputs[f].numpy(), batch.targets[f].numpy(), blanked)
+    if time_aligned:
+        check_batch_leak(batch)
 
 
 def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, data: B.TSData, *, seed: int,
@@ -178,11 +182,11 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             if len(batch) == 0:
                 continue
             if i < t.leak_check_batches and data.mask_inputs:
-                check_leak(batch)
+                check_leak(batch, data.mask_cfg.scheme != "seed_closure")
             for fn in data.tfs:
                 masked[fn] += float(batch.masks[fn].float().mean())
-            cidx = (consistency_index(batch.open_times, batch.close_times, batch.n_sub,
-                                      {fn: m.numpy() for fn, m in batch.masks.items()}) if with_n_sub else None)
+            cidx = (consistency_index(batch.open_times, batch.close_times, batch.n_sub, batch.blanked)
+                    if with_n_sub else None)
             b = batch.to(device)
             if ramp_done < ramp_steps:  # linear warm-up of the just-unfrozen groups, as part of their scale
                 ramp_done += 1
@@ -246,7 +250,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         record = {"kind": "epoch", "phase": "train", "epoch": epoch, "step": step,
                   "train/loss": loss_sum / max(1, applied),
                   **{f"train/loss/{fn}": v / tf_count[fn] for fn, v in tf_loss.items()},
-                  **{f"train/masked_fraction/{fn}": v / max(1, len(order)) for fn, v in masked.items()}, **val,
+                  **{f"train/target_fraction/{fn}": v / max(1, len(order)) for fn, v in masked.items()}, **val,
                   **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
                   **{f"grad_norm/{k}": v / max(1, applied) for k, v in norms_sum.items()},
                   "train/skipped_steps": skipped, "train/windows": len(order) * t.batch_size - fully_masked,
@@ -279,7 +283,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
     log(f"test at best epoch {best.epoch}: mse {test['test/mse']:.4f} r2 {test['test/r2']:.3f} "
         f"corr {test['test/corr']:.3f}")
     return {"best": {"epoch": best.epoch, "metrics": best.metrics}, "test": test, "epochs_run": epoch,
-            "steps": step, "tokens_seen": seen, "windows_seen": seen, "train_seconds": train_seconds,
+            "steps": step, "windows_seen": seen, "train_seconds": train_seconds,
             "numerics": {"nonfinite_or_overflow_steps": skipped_total, "fp16_final_scale": prec.scale},
             "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": notes,
                            "lr_checked_every_step": True, "leak_checked_batches_per_epoch": t.leak_check_batches}}
@@ -290,7 +294,7 @@ def _loss(pred: dict[str, torch.Tensor], b: B.Batch, cidx: list | None, cfg: Any
     """Masked Huber (+ λ_c · cross-TF consistency when configured) and the per-TF Huber values."""
     loss, per_tf = masked_huber(pred, b.targets, b.masks, delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
     if cidx is not None:
-        loss = loss + cfg.loss.consistency_weight * consistency_loss(pred, b.targets, b.masks, cidx, scale_bp,
+        loss = loss + cfg.loss.consistency_weight * consistency_loss(pred, b.targets, cidx, scale_bp,
                                                                      delta=cfg.loss.huber_delta)
     return loss, per_tf
 
