@@ -14,16 +14,19 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from filelock import FileLock, Timeout
-from tqdm import tqdm
+from rich.console import Console
 
 from freezelab.config.load import Study
 from freezelab.experiment.failures import death_record
 from freezelab.experiment.plan import RunSpec
+from freezelab.experiment.progress import StudyProgress
+from freezelab.experiment.publish import publish_run
 from freezelab.tracking import files
 
 Isolation = Literal["process", "inline"]
@@ -80,7 +83,7 @@ def _spawn(run_dir: Path, cache_dir: Path | None) -> tuple[int, int | None, floa
 
 def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Isolation = "process",
              retry_failed: bool = True, progress: bool = True, tensorboard: bool = True,
-             command: str = "") -> list[RunOutcome]:
+             command: str = "", console: Console | None = None, sinks: Sequence[Any] = ()) -> list[RunOutcome]:
     """Execute every run of ``plan`` that is not already finished.
 
     Args:
@@ -89,9 +92,11 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
         out_dir: the study's output folder.
         isolation: ``process`` runs each run in its own Python process; ``inline`` in this one.
         retry_failed: rerun runs whose last attempt failed (default, as the issue asks).
-        progress: show a progress bar over runs.
-        tensorboard: write TensorBoard event files.
+        progress: show the live study and run progress (experiment/progress.py) on ``console``.
+        tensorboard: write TensorBoard event files (and each finished run's HParams session).
         command: the command line, recorded for reproduction.
+        console: where progress goes (default: stdout).
+        sinks: exporters told about every finished run (e.g. ``MlflowSink``).
 
     Returns:
         One outcome per run in the plan.
@@ -100,12 +105,17 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
     write_study_record(study, out_dir, command, plan)
     cache_dir = out_dir / "cache"
     outcomes: list[RunOutcome] = []
-    bar = tqdm(plan, desc=study.spec.name, unit="run", disable=not progress, file=sys.stderr)
-    for spec in bar:
-        bar.set_postfix_str(f"{spec.arm} seed={spec.seed}")
-        run_dir = prepare_run(spec, out_dir, task=study.spec.task, command=command)
-        outcomes.append(run_one(spec, run_dir, cache_dir, isolation=isolation, retry_failed=retry_failed,
-                                progress=progress, tensorboard=tensorboard))
+    display = StudyProgress(study.spec.name, [(s, s.run_dir(out_dir)) for s in plan], console=console,
+                            enabled=progress)
+    with display:
+        for spec in plan:
+            run_dir = prepare_run(spec, out_dir, task=study.spec.task, command=command)
+            display.started(spec, run_dir)
+            outcome = run_one(spec, run_dir, cache_dir, isolation=isolation, retry_failed=retry_failed,
+                              progress=progress, tensorboard=tensorboard)
+            display.finished(spec, run_dir, outcome)
+            publish_run(run_dir, out_dir, tensorboard=tensorboard, sinks=sinks, console=display.console)
+            outcomes.append(outcome)
     return outcomes
 
 

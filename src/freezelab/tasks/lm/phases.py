@@ -66,6 +66,7 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
     rows = min(cfg.phase1.er_rows, x_train.shape[0], x_val.shape[0])  # same rows for train and val
     model.context_block.requires_grad_(True)
     bar = tqdm(total=cfg.phase1.max_iterations, desc="phase 1", unit="it", disable=not progress, leave=False)
+    tracker.live.phase("phase1", total=cfg.phase1.max_iterations, unit="iteration")
 
     stats_of: dict[int, dict[str, Any]] = {}  # train_phase1 reports an iteration's stats, then its contexts
 
@@ -79,6 +80,7 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
         tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k,
                      **effective_ranks(c_train, c_val, rows=rows, seed=seed),
                      **{f"phase1/{n}": v for n, v in stats.items() if n != "iteration" and v is not None}}, step=k)
+        tracker.live.step(done=k + 1, items=x_train.shape[0] if k else 0, loss=stats.get("cvfp_loss"))
         bar.update(1)
 
     result = p1.train_phase1(model.context_block, x_train, offs["train"], pcfg,
@@ -90,8 +92,10 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
                "converged_ratio": result.converged_ratio, "converged_tokens": result.converged_tokens,
                "converged": result.converged, "stopped_early": result.stopped_early,
                "seconds": result.seconds, "final_method": result.final_method}
-    log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations, "
-        f"{result.converged_ratio:.1%} converged")
+    log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations in {result.seconds:.1f}s, "
+        f"{result.converged_ratio:.1%} of tokens converged ({result.converged_tokens:,}), "
+        f"{'converged' if result.converged else 'not converged'}{', stopped early' if result.stopped_early else ''}"
+        f"; contexts by {result.final_method}")
     return Phase1Outcome(iterations=result.iterations, summary=summary)
 
 
@@ -220,7 +224,7 @@ def evaluate(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor, context
 def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, ids: Splits, offs: Splits,
                contexts: Splits, *, seed: int, fabric: Any, tracker: Tracker, log: Callable[[str], None],
                facts: dict[str, Any], run_dir: Path, token_bytes: torch.Tensor | None, progress: bool,
-               first_step: int = 0, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+               resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train with early stopping on val loss; restore the best weights; score test once.
 
     The state at every epoch end goes to ``checkpoints/last.pt``; with ``resume`` (that state, loaded)
@@ -252,6 +256,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         phase = PhaseSnapshots.take(model, controller)
         phase.check_dead = False  # the resumed phase already took its first step
         log(f"resumed after epoch {start} (step {step})")
+    tracker.live.phase("phase2", total=c2.max_epochs * n_batches, epochs=c2.max_epochs, steps_per_epoch=n_batches,
+                       done=step, last_phase=True)
     for epoch in range(start + 1, c2.max_epochs + 1):
         facts["epoch"] = epoch
         if c2.unfreeze is not None and epoch == c2.unfreeze.at_epoch + 1:
@@ -277,6 +283,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             opt.zero_grad(set_to_none=True)
             fabric.backward(loss)
             controller.check_no_frozen_grads()
+            per_step = tracker.due(step + 1) and {  # the lr this step uses, the gradient before clipping
+                **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
+                **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()}}
             norm = fabric.clip_gradients(model, opt, max_norm=c2.grad_clip, error_if_nonfinite=False)
             if not torch.isfinite(norm):
                 raise NumericFailure("non_finite", f"gradient norm is {float(norm)} at step {step + 1}")
@@ -292,12 +301,18 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 dead = phase.check_first_step(epoch)
                 if dead:
                     log(f"warning: tensors unchanged after the first step of epoch {epoch} (dead): {dead}")
-            loss_sum += float(loss.detach()) * len(pos)
+            step_loss = float(loss.detach())
+            if per_step:
+                tracker.log({"kind": "step", "phase": "phase2", "epoch": epoch, "step": step,
+                             "train/step_loss": step_loss, **per_step}, step=step)
+            tracker.live.step(done=step, items=len(pos), loss=step_loss, epoch=epoch, step_in_epoch=b + 1)
+            loss_sum += step_loss * len(pos)
             correct += int((logits.argmax(-1) == ids["train"][pos + 1]).sum())
             seen += len(pos)
         train_seconds += time.time() - t_epoch
         tokens_seen += seen
         phase.check_frozen(model, f"at the end of epoch {epoch}")
+        tracker.live.note("evaluating val")
         val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
                        autocast=fabric.autocast, token_bytes=token_bytes)
         train_loss = loss_sum / seen
@@ -307,7 +322,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                   **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
                   **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()},
                   "seconds": time.time() - t_epoch}
-        tracker.log(record, step=first_step + epoch)
+        tracker.log(record, step=step)
         log(f"epoch {epoch}: train loss {train_loss:.4f} | val loss {val['loss']:.4f} ppl {val['ppl']:.2f} "
             f"acc {val['acc']:.2%}")
         stop = best.update(epoch, val["loss"], {f"val/{k}": v for k, v in val.items()}, model)
@@ -319,6 +334,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             break
     best.restore(model)
     phase.check_frozen(model, "at the end of the run")
+    tracker.live.note("evaluating val and test at the best epoch")
     items: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
     evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
              autocast=fabric.autocast, token_bytes=token_bytes, items=items["val"])  # val items at the best epoch

@@ -189,6 +189,9 @@ class TSRuntimeConfig(Strict):
     fp16_max_skip_fraction: float = Field(0.05, ge=0, le=1, description="FAILED(fp16_scale_collapse) above this "
                                           "share of overflow-skipped steps in an epoch.")
     max_nonfinite_steps: int = Field(3, ge=1, description="Consecutive non-finite losses/norms before FAILED.")
+    log_every_steps: int = Field(10, ge=0, description="Per-step scalars (train/step_loss, lr/<group>, "
+                                 "grad_norm/<group>) to metrics.jsonl, TensorBoard and MLflow every this many "
+                                 "optimizer steps; 0: epoch records only.")
 
 
 class TSConfig(Strict):

@@ -159,6 +159,8 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         phase = PhaseSnapshots.take(model, controller)
         phase.check_dead = resume["check_dead"]
         log(f"resumed after epoch {start} (step {step})")
+    tracker.live.phase("train", total=t.max_epochs * n_steps, items="windows", epochs=t.max_epochs,
+                       steps_per_epoch=n_steps, done=step, last_phase=True)
     for epoch in range(start + 1, t.max_epochs + 1):
         facts["epoch"] = epoch
         if bb.train == "frozen_then_unfrozen" and epoch == bb.unfreeze_epoch + 1:
@@ -196,6 +198,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             loss, per_tf = _loss(pred, b, cidx, cfg, data.stats.scale_bp)
             finite, loss_ok, norms = _optimizer_step(loss, opt, controller, prec, o.grad_clip, f(step), o.lr,
                                                      decayed, o.weight_decay)
+            lrs = {f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups}  # the lrs this step used
             if finite:
                 nonfinite_run, applied = 0, applied + 1
                 for name, v in norms.items():
@@ -225,10 +228,12 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                 for fn, v in per_tf.items():
                     tf_loss[fn] = tf_loss.get(fn, 0.0) + v
                     tf_count[fn] = tf_count.get(fn, 0) + 1
-            if prec.scaler is not None or step % 10 == 0:
+            step_loss = float(loss.detach()) if finite else float("nan")
+            if prec.scaler is not None or tracker.due(step):
                 tracker.log({"kind": "step", "phase": "train", "epoch": epoch, "step": step,
-                             "train/step_loss": float(loss.detach()) if finite else float("nan"),
+                             "train/step_loss": step_loss, **lrs, **{f"grad_norm/{k}": v for k, v in norms.items()},
                              **({"fp16/scale": prec.scale} if prec.scaler is not None else {})}, step=step)
+            tracker.live.step(done=step, items=len(batch), loss=step_loss, epoch=epoch, step_in_epoch=i + 1)
             seen += len(batch)
         skipped_total += skipped
         if prec.scaler is not None and n_steps and skipped / n_steps > cfg.runtime.fp16_max_skip_fraction:
@@ -238,6 +243,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                                  f"gradients. Use runtime.precision: bf16 or fp32.")
         train_seconds += time.time() - t_epoch
         phase.check_frozen(model, f"at the end of epoch {epoch}")
+        tracker.live.note("evaluating val")
         val = evaluate(model, data, "val", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
                        delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
         val = add_skill(val, baselines, "val", data.tfs)
@@ -250,7 +256,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                   "train/skipped_steps": skipped, "train/windows": len(order) * t.batch_size - fully_masked,
                   "train/fully_masked_windows": fully_masked, "train/fallback_ref_windows": fallback_refs,
                   **({"fp16/scale": prec.scale} if prec.scaler is not None else {}), "seconds": time.time() - t_epoch}
-        tracker.log(record, step=epoch)
+        tracker.log(record, step=step)
         log(f"epoch {epoch}: train loss {record['train/loss']:.4f} | val mse {val['val/mse']:.4f} "
             f"r2 {val['val/r2']:.3f} corr {val['val/corr']:.3f} | {record['seconds']:.1f}s")
         if sel not in val:
@@ -270,6 +276,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             break
     best.restore(model)
     phase.check_frozen(model, "at the end of the run")
+    tracker.live.note("evaluating test at the best epoch")
     test = score_best(model, data, run_dir, batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
                       delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
     test = add_skill(test, baselines, "test", data.tfs)
