@@ -23,6 +23,14 @@ class PretrainedUnavailableError(FreezelabError):
     """A requested pretrained model cannot be loaded; never silently replaced by random weights."""
 
 
+class RunFileError(FreezelabError):
+    """A file of a run folder is unreadable, damaged or from an incompatible version (folders are untrusted)."""
+
+
+class DiskFullError(FreezelabError):
+    """A write failed for lack of space; nothing half-written is left under the file's name."""
+
+
 class InvariantViolation(FreezelabError):
     """A protocol invariant (experiment-protocol.md §1.5) failed during a run.
 
