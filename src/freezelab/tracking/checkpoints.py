@@ -70,6 +70,7 @@ def recover(ckpt_dir: Path) -> dict[str, Any] | None:
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / MANIFEST
     if not path.exists():
+        _remove_strays(ckpt_dir)  # staged files of a first commit that never happened
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -84,19 +85,23 @@ def recover(ckpt_dir: Path) -> dict[str, Any] | None:
             if file_record(staged)["sha256"] == record["sha256"]:
                 os.replace(staged, final)  # the commit was killed between its manifest and this rename
         verify_file(final, record)
-    for stray in ckpt_dir.glob(f"*{STAGED}"):
-        stray.unlink(missing_ok=True)
-    clean_temp_files(ckpt_dir)
+    _remove_strays(ckpt_dir)
     return manifest
+
+
+def _remove_strays(ckpt_dir: Path) -> None:
+    if ckpt_dir.is_dir():
+        for stray in ckpt_dir.glob(f"*{STAGED}"):
+            stray.unlink(missing_ok=True)
+        clean_temp_files(ckpt_dir)
 
 
 def finish(run_dir: Path) -> None:
     """After a succeeded run: drop the resumable state (best and Phase-1 weights stay, recorded in summary.json)."""
     ckpt_dir = Path(run_dir) / "checkpoints"
-    for name in (MANIFEST, STATE, *(n + STAGED for n in (STATE, BEST, PHASE1))):
+    for name in (MANIFEST, STATE):
         (ckpt_dir / name).unlink(missing_ok=True)
-    if ckpt_dir.exists():
-        clean_temp_files(ckpt_dir)
+    _remove_strays(ckpt_dir)
 
 
 class Checkpoints:
@@ -146,8 +151,10 @@ class Checkpoints:
         return self.minutes is not None and time.monotonic() - self._last_commit >= self.minutes * 60
 
     def commit(self, state: dict[str, Any], *, tensors: Mapping[str, torch.Tensor] | None = None,
-               weights: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> None:
+               weights: Mapping[str, Mapping[str, torch.Tensor]] | None = None, model: nn.Module | None = None) -> None:
         """Write ``weights`` (file name → state dict) and ``tensors`` (state.safetensors), then the manifest.
+
+        ``model``: its trainable tensors are stored without first hashing them against the base.
 
         Raises:
             DiskFullError: no space left; the previous commit stays the valid one.
@@ -155,12 +162,14 @@ class Checkpoints:
         from freezelab.tracking.weights import save_weights
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad} if model is not None else set()
         staged = list((weights or {}).items())
         for name, sd in staged:
-            self.files[name] = save_weights(self.dir / (name + STAGED), sd, self.base)
+            self.files[name] = save_weights(self.dir / (name + STAGED), sd, self.base, trainable=trainable)
         if tensors is not None:
             base = {f"model/{k}": v for k, v in self.base.items()}
-            self.files[STATE] = save_weights(self.dir / (STATE + STAGED), tensors, base)
+            self.files[STATE] = save_weights(self.dir / (STATE + STAGED), tensors, base,
+                                             trainable={f"model/{n}" for n in trainable})
             staged.append((STATE, tensors))
         manifest = {"format": FORMAT, "written_at": now_iso(), "metrics_bytes": file_size(self.run_dir / METRICS_FILE),
                     "files": self.files, "state": state}

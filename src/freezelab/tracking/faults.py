@@ -2,13 +2,15 @@
 time (default 1) it reaches ``SITE``, e.g. ``before_rename:state.json@2`` or ``append:metrics.jsonl@5``.
 
 Sites are named where files are written (``before_rename:NAME``, ``after_rename:NAME``,
-``append:NAME`` — half a line written) and at a few run milestones (``after_summary``). With
+``append:NAME`` — half a line written; NAME may be a glob such as ``lm-data-*.npz``) and at a few run
+milestones (``after_summary``). With
 ``FREEZELAB_FAULT_TARGET=group`` the whole process group is killed, as when a user kills a study.
 Costs one dictionary lookup when the variable is unset.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import signal
 
@@ -22,10 +24,10 @@ def fault_point(site: str) -> None:
     if not spec:
         return
     want, _, nth = spec.partition("@")
-    if want != site:
+    if not fnmatch.fnmatchcase(site, want):
         return
-    _seen[site] = _seen.get(site, 0) + 1
-    if _seen[site] == int(nth or 1):
+    _seen[want] = _seen.get(want, 0) + 1
+    if _seen[want] == int(nth or 1):
         if os.environ.get("FREEZELAB_FAULT_TARGET") == "group":
             os.killpg(os.getpgrp(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)

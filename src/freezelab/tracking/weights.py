@@ -9,18 +9,19 @@ size. Nothing here unpickles: tensors come from safetensors, everything else fro
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from freezelab.errors import RunFileError
-from freezelab.tracking.files import RESTART_FIX, file_record, verify_file, write_atomically
+from freezelab.tracking.files import RESTART_FIX, verify_file, write_atomically
 from freezelab.utils.hashing import hash_tensor
 
 FORMAT = "freezelab-weights/1"
@@ -33,13 +34,14 @@ def state_hashes(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
 
 
 def save_weights(path: Path, state: Mapping[str, torch.Tensor], base: Mapping[str, str] | None = None, *,
-                 metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                 trainable: Collection[str] = (), metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the tensors of ``state`` whose hash differs from ``base``; reference the others by hash.
 
     Args:
         path: the safetensors file (written atomically).
         state: name → tensor (a model's state dict, optionally with other tensors).
         base: name → SHA-256 of the tensors the loading side will rebuild; None stores everything.
+        trainable: names stored without hashing them first (they train, so they have changed).
         metadata: JSON-able facts kept in the file's header (epoch, metric, ...).
 
     Returns:
@@ -49,7 +51,7 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], base: Mapping[st
     referenced: dict[str, str] = {}
     storages: set[tuple[int, int]] = set()
     for name, t in state.items():
-        if base and name in base:
+        if base and name in base and name not in trainable:
             h = hash_tensor(t)
             if h == base[name]:
                 referenced[name] = h
@@ -59,8 +61,14 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], base: Mapping[st
         stored[name] = t.clone() if key in storages else t  # safetensors refuses shared storage
         storages.add(key)
     header = {"format": FORMAT, "referenced": referenced, **(metadata or {})}
-    write_atomically(Path(path), lambda tmp: save_file(stored, tmp, metadata={META_KEY: json.dumps(header)}))
-    return {**file_record(Path(path)), "stored": len(stored), "referenced": len(referenced)}
+    data = save(stored, metadata={META_KEY: json.dumps(header)})
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    write_atomically(Path(path), write)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "stored": len(stored),
+            "referenced": len(referenced)}
 
 
 def read_weights(path: Path, record: Mapping[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict]:

@@ -221,7 +221,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                      counters={"step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
                                "dead": dead, "check_dead": phase.check_dead})
         dirty = position["batch"] is None and best.epoch == position["epoch"]
-        ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None)
+        ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
+                    model=model)
 
     if resume is not None:
         restore_training_state(ckpt, resume, model, opt, sched, controller, best)
@@ -231,8 +232,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         phase.check_dead = c["check_dead"]
         epoch, stopped, acc = at["epoch"], at["stopped"], resume["epoch_acc"]
         first = epoch if at["batch"] is not None else epoch + 1
-        log(f"resumed after epoch {epoch}" + (f", batch {at['batch']}" if at["batch"] is not None else "") +
-            f" (step {step})" + (", training had stopped" if stopped else ""))
+        log((f"resumed in epoch {epoch} after batch {at['batch']}" if at["batch"] is not None else
+             f"resumed after epoch {epoch}") + f" (step {step})" + (", training had stopped" if stopped else ""))
     epochs = range(first, c2.max_epochs + 1) if not stopped else range(0)  # stopped: straight to the test
     for epoch in epochs:
         facts["epoch"] = epoch

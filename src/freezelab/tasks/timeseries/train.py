@@ -151,7 +151,8 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                                "nonfinite_run": nonfinite_run, "train_seconds": train_seconds, "dead": dead,
                                "notes": notes, "ramp": [ramp_steps, ramp_done], "check_dead": phase.check_dead})
         dirty = position["batch"] is None and best.epoch == position["epoch"]
-        ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None)
+        ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
+                    model=model)
 
     resume = ckpt.load()
     if resume is not None:  # an interrupted attempt: continue where its last commit stopped, bit for bit
@@ -164,8 +165,8 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         phase.check_dead = c["check_dead"]
         epoch, stopped = at["epoch"], at["stopped"]
         first = epoch if at["batch"] is not None else epoch + 1
-        log(f"resumed after epoch {epoch}" + (f", batch {at['batch']}" if at["batch"] is not None else "") +
-            f" (step {step})" + (", training had stopped" if stopped else ""))
+        log((f"resumed in epoch {epoch} after batch {at['batch']}" if at["batch"] is not None else
+             f"resumed after epoch {epoch}") + f" (step {step})" + (", training had stopped" if stopped else ""))
     epochs = range(first, t.max_epochs + 1) if not stopped else range(0)  # stopped: straight to the test
     for epoch in epochs:
         facts["epoch"] = epoch
