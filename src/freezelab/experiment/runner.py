@@ -33,6 +33,7 @@ Isolation = Literal["process", "inline"]
 ATTEMPT_FILES = ("status.json", "summary.json", "metrics.jsonl", "logs", "tb", "checkpoints")
 LOCK_FILE, OWNER_FILE = ".lock", ".lock.json"
 SUMMARY_KEYS = ("best", "test", "epochs_run", "hashes", "params")  # what a complete succeeded summary holds
+RESUMABLE_FAILURES = ("process_died", "disk_full")                  # failures that are not the training's own
 
 
 @dataclass(frozen=True)
@@ -227,10 +228,19 @@ def _run_locked(spec: RunSpec, run_dir: Path, cache_dir: Path, *, isolation: Iso
         return RunOutcome(spec.run_id, spec.arm, spec.seed, "failed", "failed earlier (not retried)")
     attempt = int(status.get("attempt") or 0)
     # We hold the lock, so anything but "failed" was interrupted: it resumes in place from its last verified
-    # commit; a failed one (or one without a usable checkpoint) starts over, its earlier files kept.
-    resumable, reason = _resumable(run_dir) if state != "failed" else (False, None)
+    # commit, and so does a run whose process died or ran out of disk (not a failure of the training itself);
+    # any other failed run, or one without a usable checkpoint, starts over, its earlier files kept.
+    died = state == "failed" and (status.get("error") or {}).get("code") in RESUMABLE_FAILURES
+    resumable, reason = _resumable(run_dir) if state != "failed" or died else (False, None)
     if reason:
         _say(f"{spec.run_id}: {reason}")
+    if resumable and died:  # keep the failure record, continue from the checkpoint
+        dest = run_dir / "attempts" / str(attempt)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in (files.STATUS_FILE, files.SUMMARY_FILE):
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, dest / name)
+        (run_dir / files.SUMMARY_FILE).unlink(missing_ok=True)
     if not resumable and any((run_dir / name).exists() for name in ATTEMPT_FILES if name != "status.json"):
         _archive_attempt(run_dir, attempt)
     files.write_status(run_dir, "pending", run_id=spec.run_id, arm=spec.arm, seed=spec.seed,

@@ -48,6 +48,7 @@ BEST = "best.safetensors"
 PHASE1 = "phase1.safetensors"
 LEGACY = "last.pt"
 FORMAT = "freezelab-state/1"
+WEIGHTS_FORMAT, WEIGHTS_META_KEY = "freezelab-weights/1", "freezelab"  # the header of every weight file
 STAGED = ".next"
 
 
@@ -85,8 +86,30 @@ def recover(ckpt_dir: Path) -> dict[str, Any] | None:
             if file_record(staged)["sha256"] == record["sha256"]:
                 os.replace(staged, final)  # the commit was killed between its manifest and this rename
         verify_file(final, record)
+        check_header(final)
     _remove_strays(ckpt_dir)
     return manifest
+
+
+def check_header(path: Path) -> dict[str, Any]:
+    """The freezelab header of a safetensors file, read without torch (8-byte length, then JSON).
+
+    Raises:
+        RunFileError: not a safetensors file written by freezelab (e.g. a pickle under that name).
+    """
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= min(path.stat().st_size - 8, 100 << 20):
+                raise ValueError(f"header length {n} does not fit the file")
+            header = json.loads(f.read(n).decode("utf-8"))
+        meta = json.loads(header["__metadata__"][WEIGHTS_META_KEY])
+        if meta.get("format") != WEIGHTS_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {WEIGHTS_FORMAT!r}")
+        return meta
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunFileError(f"{path} is not a freezelab safetensors file ({type(err).__name__}: {err}). "
+                           f"{RESTART_FIX}") from err
 
 
 def _remove_strays(ckpt_dir: Path) -> None:

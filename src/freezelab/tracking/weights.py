@@ -21,11 +21,11 @@ from safetensors.torch import save
 from torch import nn
 
 from freezelab.errors import RunFileError
+from freezelab.tracking.checkpoints import WEIGHTS_FORMAT, WEIGHTS_META_KEY
 from freezelab.tracking.files import RESTART_FIX, verify_file, write_atomically
 from freezelab.utils.hashing import hash_tensor
 
-FORMAT = "freezelab-weights/1"
-META_KEY = "freezelab"
+FORMAT, META_KEY = WEIGHTS_FORMAT, WEIGHTS_META_KEY
 
 
 def state_hashes(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
