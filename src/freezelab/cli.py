@@ -46,11 +46,15 @@ def _csv(text: Optional[str], cast=str, option: str = "") -> Optional[list]:
     if not items:
         raise FreezelabError(f"{option} {text!r} names nothing; pass a comma-separated list, e.g. {option} 0,1,2")
     try:
-        return [cast(x) for x in items]
+        values = [cast(x) for x in items]
     except ValueError as err:
         bad = next(x for x in items if not x.lstrip("-").isdigit())
         raise FreezelabError(f"{option} {text!r}: {bad!r} is not an integer; pass comma-separated integers, "
                              f"e.g. {option} 0,1,2") from err
+    dup = sorted({str(v) for v in values if values.count(v) > 1})
+    if dup:
+        raise FreezelabError(f"{option} {text!r} repeats {', '.join(dup)}; list each once")
+    return values
 
 
 def _load(study_file: Path, profile: Optional[str], overrides: list[str], seeds: Optional[str]):

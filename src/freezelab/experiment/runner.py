@@ -60,7 +60,7 @@ def prepare_run(spec: RunSpec, out_dir: Path, *, task: str, command: str) -> Pat
         "config_hash": spec.config_hash, "description": spec.description, "reference": spec.reference,
         "diff_from_base": spec.diff_from_base, "diff_from_reference": spec.diff_from_reference,
         "expected_params": spec.expected_params, "command": command})
-    if files.read_status(run_dir) is None:
+    if not (run_dir / files.STATUS_FILE).exists():  # a damaged one is judged by the runner, not overwritten
         files.write_status(run_dir, "pending", run_id=spec.run_id, arm=spec.arm, seed=spec.seed, attempt=0)
     return run_dir
 

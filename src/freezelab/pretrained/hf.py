@@ -39,22 +39,26 @@ def resolve_source(source: str) -> str:
     return source
 
 
-def _explain(source: str, err: Exception, key: str = "embedding.trust_remote_code") -> PretrainedUnavailableError:
+def _explain(source: str, err: Exception, section: str = "embedding") -> PretrainedUnavailableError:
+    """The error for a model that did not load; ``section`` is the config section naming it (for the fix)."""
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     local = Path(source).exists()
     if "custom code" in str(err) or "trust_remote_code" in str(err):
         return PretrainedUnavailableError(
             f"Pretrained model '{source}' ships its own Python code (config.json auto_map → modeling_*.py / "
             f"tokenization_*.py), which freezelab does not run by default: code in a model folder can do anything "
-            f"your account can. Read that code, then set {key}: true in the study's base to allow it (the report "
-            "then warns that remote code ran), or use a model that transformers supports natively.")
+            f"your account can. Read that code, then set {section}.trust_remote_code: true in the study's base to "
+            "allow it (the report then warns that remote code ran), or use a model transformers supports natively.")
     if local:
         hint = "The folder exists but is not a complete Hugging Face model directory (config.json, weights, tokenizer)."
+    elif source.startswith(("/", ".", "~")) or source.count("/") > 1:  # a path, not a hub id (ns/name)
+        hint = (f"There is no folder {source}. Fix {section}.source: a local model folder, a hub id such as gpt2, "
+                "or minilm (bundled, offline).")
     elif offline:
         hint = f"'{source}' is not cached and HF_HUB_OFFLINE=1. Download it once while online."
     else:
         hint = (f"'{source}' is neither a local folder nor reachable on the Hugging Face Hub. Check the id, "
-                "your network, or download it once while online; offline, use embedding.source: minilm "
+                f"your network, or download it once while online; offline, use {section}.source: minilm "
                 "or a local directory.")
     return PretrainedUnavailableError(f"Pretrained model '{source}' could not be loaded: "
                                       f"{type(err).__name__}: {str(err).splitlines()[0][:300]}. {hint}")

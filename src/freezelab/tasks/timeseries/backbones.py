@@ -145,7 +145,7 @@ def load_hf_config(source: str, revision: str | None = None, trust_remote_code: 
     try:
         hf = AutoConfig.from_pretrained(resolve_source(source), revision=revision, trust_remote_code=trust_remote_code)
     except Exception as err:  # OSError, ValueError, hub errors
-        raise _explain(source, err, "backbone.trust_remote_code") from err
+        raise _explain(source, err, "backbone") from err
     if hf.model_type not in SUPPORTED:
         raise ConfigError(f"backbone.source={source!r} is a {hf.model_type!r} model; supported families: "
                           f"{', '.join(SUPPORTED)}. Use a T5, BERT-style or GPT-2 checkpoint.")
@@ -245,7 +245,7 @@ def build_backbone(cfg: Any, *, seed: int, device: str | torch.device = "cpu") -
             model, loading = cls.from_pretrained(path, revision=cfg.revision, dtype=torch.float32,
                                                  output_loading_info=True, trust_remote_code=cfg.trust_remote_code)
         except Exception as err:
-            raise _explain(cfg.source, err, "backbone.trust_remote_code") from err
+            raise _explain(cfg.source, err, "backbone") from err
         missing = set(loading.get("missing_keys") or ())
         if cfg.num_layers is not None:
             blocks = model.encoder.block if family == "t5" else model.encoder.layer if family == "bert" else model.h
