@@ -116,6 +116,7 @@ class TSTask:
         facts["selection"] = {"metric": cfg.train.selection_metric, "mode": selection_mode(cfg)}
         facts["headline"] = HEADLINE
         facts["max_epochs"] = cfg.train.max_epochs
+        facts["trust_remote_code"] = cfg.backbone.trust_remote_code
 
         # --- data, fixed eval masks, baselines ------------------------------------------------------
         t0 = time.time()
