@@ -91,7 +91,8 @@ def execute_run(run_dir: Path, *, progress: bool = True, tensorboard: bool = Tru
             fault_point("after_summary")
             beat.end()
             files.write_status(run_dir, "succeeded", finished_at=files.now_iso())
-            finish(run_dir)                                           # the resumable state is not needed now
+            with contextlib.suppress(OSError):                        # the resumable state is not needed now
+                finish(run_dir)
             log(f"succeeded in {summary['wall_seconds']:.1f}s")
         except Exception as err:  # every failure is recorded, never propagated to other runs
             facts = ctx.facts

@@ -125,6 +125,7 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
 def write_study_record(study: Study, out_dir: Path, command: str) -> None:
     """OUT/study.json: the validated study, read by the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    files.clean_temp_files(out_dir)  # of a write a kill interrupted
     files.write_json(out_dir / "study.json", {
         "name": study.spec.name, "task": study.spec.task, "description": study.spec.description,
         "hypothesis": study.spec.hypothesis, "study_file": str(study.path), "profile": study.profile,

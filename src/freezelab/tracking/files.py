@@ -33,6 +33,8 @@ RUN_FILE = "run.json"
 STATUS_LOCK = ".status.lock"
 HEARTBEAT_STALE_SECONDS = 600
 TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)  # read once (single-threaded at import) so files get the user's usual mode, not 0600
+os.umask(_UMASK)
 RESTART_FIX = ("Running the study again starts this run over (the damaged attempt is kept under attempts/); "
                "or restore the run folder from an intact copy.")
 DAMAGED_FIX = ("The file was damaged after it was written (a cut-short copy, an edit, a disk error): restore it "
@@ -79,6 +81,7 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # run folders are shared: not mkstemp's 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         fault_point(f"before_rename:{path.name}")
