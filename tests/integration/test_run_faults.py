@@ -124,3 +124,21 @@ def test_a_truncated_best_of_a_succeeded_run_is_noticed_and_the_run_redone(write
     assert "best.safetensors has 100 bytes but" in capsys.readouterr().err
     assert kill_helpers.result(out) == whole
     assert (_run_dir(out, "frozen") / "attempts" / "1" / "checkpoints" / "best.safetensors").stat().st_size == 100
+
+
+def test_a_diverging_time_series_run_says_the_step_the_norms_and_the_fix(tmp_path: Path, monkeypatch) -> None:
+    import math
+
+    import freezelab.tasks.timeseries.train as train_mod
+    from freezelab.errors import NumericFailure
+    from tests.ts_fixtures import save_tiny, tiny_ts_base
+    from tests.unit.test_ts_train import run_task
+
+    original = train_mod.masked_huber
+    monkeypatch.setattr(train_mod, "masked_huber", lambda *a, **k: (original(*a, **k)[0] * math.nan, {}))
+    with pytest.raises(NumericFailure) as err:
+        run_task(tmp_path, tiny_ts_base(save_tiny("bert", tmp_path / "bert")))
+    text = str(err.value)
+    for part in ("3 consecutive non-finite", "epoch 1, step 3", "gradient norms by group: none: the loss itself",
+                 "Lower optim.lr (now 0.001) or optim.grad_clip", "runtime.max_nonfinite_steps (now 3)"):
+        assert part in text, (part, text)

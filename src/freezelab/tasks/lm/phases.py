@@ -258,7 +258,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 logits = model(contexts["train"][pos].float(), x)                  # (B, V)
                 loss = F.cross_entropy(logits.float(), ids["train"][pos + 1])
             if not torch.isfinite(loss):
-                raise _non_finite(f"the training loss is {float(loss)}", epoch, step + 1, controller, cfg,
+                raise _non_finite(f"the training loss is {float(loss.detach())}", epoch, step + 1, controller, cfg,
                                   "last step's")
             opt.zero_grad(set_to_none=True)
             fabric.backward(loss)

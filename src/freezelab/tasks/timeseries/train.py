@@ -220,8 +220,12 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                 if loss_ok and prec.scaler is not None:
                     _check_scale(prec, epoch, step + 1)
                 elif nonfinite_run >= cfg.runtime.max_nonfinite_steps:
+                    shown = ", ".join(f"{n} {v:.3g}" for n, v in norms.items()) or "none: the loss itself"
                     raise NumericFailure("non_finite", f"{nonfinite_run} consecutive non-finite losses or gradient "
-                                         f"norms (epoch {epoch}, step {step + 1}); lower optim.lr or use fp32")
+                                         f"norms (epoch {epoch}, step {step + 1}; gradient norms by group: {shown}). "
+                                         f"Lower optim.lr (now {o.lr:g}) or optim.grad_clip (now {o.grad_clip:g}), "
+                                         "use runtime.precision: fp32, or raise runtime.max_nonfinite_steps (now "
+                                         f"{cfg.runtime.max_nonfinite_steps}) to skip more such steps")
             with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                 sched.step()
@@ -334,7 +338,7 @@ def _optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, controller: 
     if not bool(torch.isfinite(norm)):
         prec.skip(opt)
         opt.zero_grad(set_to_none=True)
-        return False, True, {}
+        return False, True, norms                              # skipped; the norms say which group
     controller.check_lrs(opt, base_lr, f_s)                    # I5, every step
     _apply_decay(opt, decayed, weight_decay)
     prec.step(opt)
