@@ -114,7 +114,8 @@ def main() -> None:
             how = f"random {delay:.2f}s"
         else:
             site = rng.choice(SITES)
-            nth = rng.randint(1, commits) if "state" in site else rng.randint(1, 3)
+            once = ("summary" in site or "phase1" in site)  # written once per run
+            nth = 1 if once else rng.randint(1, commits) if "state" in site else rng.randint(1, 3)
             how = f"{site}@{nth}"
             proc = kill_helpers.start(study_path, out, how)
             proc.join()
