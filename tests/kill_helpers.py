@@ -53,6 +53,6 @@ def without_timings(value: Any) -> Any:
 
 def result(out: Path) -> tuple[dict, list]:
     """(summary, metrics lines) of the single run under ``out``, timings removed."""
-    (run_dir,) = (Path(out) / "runs").iterdir()
+    (run_dir,) = (p for p in (Path(out) / "runs").iterdir() if p.is_dir())
     return (without_timings(read_json(run_dir / "summary.json")),
             without_timings(read_jsonl(run_dir / "metrics.jsonl")))

@@ -3,7 +3,9 @@
 ``make_lm_study``: arms ``tied_frozen`` (reference), ``untied`` (clearly better on every seed) and
 ``tied_trainable`` (indistinguishable from the reference; seed 2 failed with ``ValueError: boom``;
 best epoch = 1). ``make_timeseries_study``: masked-reconstruction flavour with per-timeframe metrics.
-``make_wide_study``: 10 arms x 5 seeds, for table-width checks.
+``make_wide_study``: 10 arms x 5 seeds, for table-width checks. ``make_demo_study``: the quick demo's
+own per-seed test PPLs (5 arms x 2 seeds, KN bigram 2,171) with per-document items (``items/*.npz``).
+With ``items=True`` the LM study also writes per-document scores that reproduce its summary values.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+
+from freezelab.tracking.items import MODEL, metric, write_items
 
 HASHES = {"data_hash": "d" * 64, "split_hash": "s" * 64, "eval_hash": "e" * 64, "budget_hash": "b" * 64,
           "pretrained_hash": "p" * 64}
@@ -62,11 +67,39 @@ def phase1_lines(offset: float) -> list[dict[str, Any]]:
             for i in range(1, 8)]
 
 
+DOC_TOKENS = np.array([223.0, 180.0, 223.0, 90.0, 223.0, 150.0, 223.0, 60.0, 223.0, 205.0])
+DOC_SHAPE = np.array([-0.5, -0.3, 0.1, 0.6, 0.4, -0.4, -0.2, 0.3, 0.5, -0.1])  # document difficulty (nats)
+
+
+def doc_items(loss: float, acc: float, rng: np.random.Generator, noise: float = 0.1) -> dict[str, np.ndarray]:
+    """Per-document columns whose token-weighted mean log-loss is exactly ``loss`` (and accuracy ``acc``)."""
+    per_doc = DOC_SHAPE + noise * rng.normal(size=len(DOC_TOKENS))
+    per_doc += loss - (per_doc * DOC_TOKENS).sum() / DOC_TOKENS.sum()
+    hits = np.clip(acc + 0.02 * rng.normal(size=len(DOC_TOKENS)), 0, 1)
+    hits *= acc * DOC_TOKENS.sum() / (hits * DOC_TOKENS).sum()
+    return {"id": np.arange(len(DOC_TOKENS)), "loss_sum": per_doc * DOC_TOKENS, "tokens": DOC_TOKENS,
+            "correct": hits * DOC_TOKENS}
+
+
+LM_ITEM_METRICS = {"loss": metric("loss_sum", "tokens"), "acc": metric("correct", "tokens")}
+
+
+def write_lm_items(folder: Path, test: dict[str, float], baselines: dict, seed: int) -> None:
+    """items/model.npz and items/<baseline>.npz on the same ten documents (baselines identical in every run)."""
+    rng = np.random.default_rng(seed + 100)
+    write_items(folder, MODEL, {"test": doc_items(test["test/loss"], test["test/acc"], rng)}, task="lm",
+                metrics=LM_ITEM_METRICS)
+    for i, (name, values) in enumerate(baselines.items()):
+        cols = doc_items(math.log(values["test/ppl"]), values["test/acc"], np.random.default_rng(i), noise=0.15)
+        write_items(folder, name, {"test": cols}, task="lm", metrics=LM_ITEM_METRICS)
+
+
 def write_run(out: Path, *, study: str, task: str, arm: str, seed: int, reference: bool,
               lines: list[dict[str, Any]], best: int | None, test: dict[str, float], headline: list[dict],
               baselines: dict, params: tuple[int, int], hashes: dict[str, str] | None = None,
               error: dict[str, Any] | None = None, diff: dict[str, list] | None = None,
-              max_epochs: int = 10, extra: dict[str, Any] | None = None) -> Path:
+              max_epochs: int = 10, extra: dict[str, Any] | None = None, items: bool = False,
+              selection: str = "val/loss") -> Path:
     """Write one ``runs/<run_id>/`` folder; ``error`` makes it a failed run."""
     run_id = f"{arm}__s{seed}__{zlib.crc32(arm.encode()):08x}"
     folder = out / "runs" / run_id
@@ -88,7 +121,7 @@ def write_run(out: Path, *, study: str, task: str, arm: str, seed: int, referenc
     total, trainable = params
     summary = {
         "status": status, "study": study, "task": task, "arm": arm, "seed": seed, "run_id": run_id,
-        "selection": {"metric": "val/loss", "mode": "min"}, "headline": headline,
+        "selection": {"metric": selection, "mode": "min"}, "headline": headline,
         "best": {"epoch": best, "metrics": {k: v for k, v in best_line.items() if k.startswith("val/")}},
         "test": {} if error else test, "epochs_run": len(epochs), "max_epochs": max_epochs,
         "steps": 491 * len(epochs),
@@ -101,6 +134,8 @@ def write_run(out: Path, *, study: str, task: str, arm: str, seed: int, referenc
         "baselines": baselines, "invariants": {"frozen_unchanged": True, "dead_tensors": [], "warnings": []},
         "environment": ENV, "error": error, **(extra or {})}
     _dump(folder / "summary.json", summary)
+    if items and not error:
+        write_lm_items(folder, test, baselines, seed)
     return folder
 
 
@@ -112,7 +147,8 @@ def write_study_json(out: Path, name: str, task: str, arms: list[str], seeds: li
         "arms": {a: {"description": f"arm {a}", "overrides": {}, "reference": a == reference} for a in arms}})
 
 
-def make_lm_study(out: Path, *, seeds: tuple[int, ...] = (0, 1, 2), confound: bool = False) -> Path:
+def make_lm_study(out: Path, *, seeds: tuple[int, ...] = (0, 1, 2), confound: bool = False,
+                  items: bool = False) -> Path:
     """The three-arm LM study described in the module docstring; ``confound`` changes one split hash."""
     arms = ["tied_frozen", "untied", "tied_trainable"]
     write_study_json(out, "embedding-freeze", "lm", arms, list(seeds), "tied_frozen")
@@ -134,7 +170,32 @@ def make_lm_study(out: Path, *, seeds: tuple[int, ...] = (0, 1, 2), confound: bo
                       lines=lines, best=None if failed else best,
                       test={"test/loss": math.log(ppl), "test/ppl": ppl, "test/acc": acc},
                       headline=LM_HEADLINE, baselines=LM_BASELINES, params=LM_PARAMS[arm], hashes=hashes,
-                      error=error, diff=diffs[arm])
+                      error=error, diff=diffs[arm], items=items)
+    return out
+
+
+# The quick demo (README): test PPL per arm and seed, and its baselines.
+DEMO_PPL = {"tied_frozen": (1517.4, 1395.5), "tied_trainable": (2468.4, 2393.5),
+            "frozen_in_untied_head": (1959.0, 1976.9), "random_tied": (4906.9, 4955.7), "no_phase1": (1515.9, 1406.3)}
+DEMO_BASELINES = {"unigram": {"val/ppl": 1957.0, "test/ppl": 2626.0, "test/acc": 0.0489},
+                  "kn_bigram": {"val/ppl": 1477.0, "test/ppl": 2171.1, "test/acc": 0.1175}}
+
+
+def make_demo_study(out: Path, *, arms: list[str] | None = None, seeds: tuple[int, ...] = (0, 1),
+                    items: bool = True, planned: list[list] | None = None) -> Path:
+    """The quick demo's per-seed numbers (``DEMO_PPL``) as run folders, with per-document items."""
+    arms = arms or list(DEMO_PPL)
+    write_study_json(out, "embedding-freeze", "lm", list(DEMO_PPL), list(seeds), "tied_frozen")
+    if planned is not None:
+        spec = json.loads((out / "study.json").read_text())
+        _dump(out / "study.json", {**spec, "planned": planned})
+    for arm in arms:
+        for seed in seeds:
+            ppl = DEMO_PPL[arm][seed % 2]
+            write_run(out, study="embedding-freeze", task="lm", arm=arm, seed=seed, reference=arm == "tied_frozen",
+                      lines=lm_epochs(2, 3, 0.01 * seed), best=2,
+                      test={"test/loss": math.log(ppl), "test/ppl": ppl, "test/acc": 0.12},
+                      headline=LM_HEADLINE, baselines=DEMO_BASELINES, params=LM_PARAMS["tied_frozen"], items=items)
     return out
 
 
@@ -167,7 +228,7 @@ def make_timeseries_study(out: Path) -> Path:
             write_run(out, study="timeseries-transfer", task="timeseries", arm=arm, seed=seed,
                       reference=arm == "frozen", lines=lines, best=4, test={"test/mse": mse, "test/corr": corr},
                       headline=headline, baselines=baselines, params=(20_314_024, 1_432_744), max_epochs=10,
-                      extra={"train_windows": 140_000, "windows_per_second": 900.0})
+                      extra={"train_windows": 140_000, "windows_per_second": 900.0}, selection="val/mse")
     return out
 
 

@@ -60,7 +60,7 @@ def _kill_and_rerun(study_path: Path, out: Path, fault: str) -> str:
     proc = kill_helpers.start(study_path, out, fault)
     proc.join(120)
     assert proc.exitcode == -signal.SIGKILL, f"{fault}: the fault point was never reached (exit {proc.exitcode})"
-    (run_dir,) = (out / "runs").iterdir()
+    (run_dir,) = (p for p in (out / "runs").iterdir() if p.is_dir())
     assert (read_json(run_dir / "status.json"))["status"] != "succeeded" or fault == "after_summary"
     assert _rerun(study_path, out) in ("succeeded", "skipped")
     return (run_dir / "logs" / "run.log").read_text()
@@ -68,7 +68,7 @@ def _kill_and_rerun(study_path: Path, out: Path, fault: str) -> str:
 
 def _clean(out: Path) -> None:
     """Nothing left that a later run could mistake for state: temporary, staged and resumable files."""
-    (run_dir,) = (out / "runs").iterdir()
+    (run_dir,) = (p for p in (out / "runs").iterdir() if p.is_dir())
     assert read_json(run_dir / "status.json")["status"] == "succeeded"
     leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith((".tmp", ".next")) or p.name in
                  ("state.json", "state.safetensors")]

@@ -44,7 +44,14 @@ def test_tiny_study_runs_inline_and_writes_summaries(tmp_path, tiny_backbones):
         assert s["selection"] == {"metric": "val/mse", "mode": "min"}
         assert [h["name"] for h in s["headline"]] == ["mse", "corr", "r2"]
         assert set(s["hashes"]) >= {"data_hash", "split_hash", "eval_hash", "budget_hash", "pretrained_hash"}
-        assert s["tokens_seen"] == s["windows_seen"] > 0 and s["max_epochs"] == 2
+        assert s["windows_seen"] > 0 and s["windows_per_second"] > 0 and s["max_epochs"] == 2
+        assert "tokens_seen" not in s and "tokens_per_second" not in s       # windows are named as such
+        m = s["masking"]
+        assert m["scheme"] == "disjoint" and m["leak_free"] and set(m["splits"]) == {"train", "val", "test"}
+        for split in m["splits"].values():
+            assert set(split) == {"h1", "h4", "d"}
+            assert all(v["leaked_targets"] == 0 and abs(v["oracle_gain"]) < 1e-6 for v in split.values())
+            assert all(v["targets"] > 0 and 0 <= v["hidden_fraction"] < 1 for v in split.values())
     for key in ("data_hash", "split_hash", "eval_hash", "budget_hash"):       # comparability across arms
         assert len({s["hashes"][key] for s in summaries.values()}) == 1, key
     assert summaries["no_backbone"]["hashes"]["pretrained_hash"] is None
@@ -54,7 +61,7 @@ def test_tiny_study_runs_inline_and_writes_summaries(tmp_path, tiny_backbones):
     epochs = [r for r in read_jsonl(ftu / "metrics.jsonl") if r["kind"] == "epoch"]
     assert epochs[0]["lr/encoder.0"] == 0.0 and epochs[1]["lr/encoder.0"] > 0
     assert "grad_norm/encoder.0" not in epochs[0] and epochs[1]["grad_norm/encoder.0"] > 0
-    assert {"train/masked_fraction/h1", "val/mse/d", "val/skill_persistence", "lr/head"} <= set(epochs[0])
+    assert {"train/target_fraction/h1", "val/mse/d", "val/skill_persistence", "lr/head"} <= set(epochs[0])
 
 
 def test_shipped_example_resolves_and_counts(tmp_path):

@@ -71,7 +71,7 @@ def test_a_pickle_behind_a_forged_manifest_is_refused_without_running(write_stud
     from tests.integration.test_runner import _run
 
     path, marker = _planted_run(write_study, tmp_path)
-    run_dir = next((tmp_path / "out" / "runs").iterdir())
+    run_dir = next(p for p in (tmp_path / "out" / "runs").iterdir() if p.is_dir())
     ckpt = run_dir / "checkpoints"
     (ckpt / "last.pt").rename(ckpt / "state.safetensors")  # an attacker can forge the hashes too
     ck_files = {"state.safetensors": files.file_record(ckpt / "state.safetensors")}

@@ -11,21 +11,19 @@ import pytest
 
 from freezelab.errors import ConfigError, DataError, DataNotFoundError
 from freezelab.tasks.timeseries import bars as bars_mod
-from freezelab.tasks.timeseries.bars import (
-    NS_PER_MINUTE,
-    Bars,
-    InvalidRowsWarning,
-    default_fx_path,
-    load_bars,
-    load_multi_timeframe,
-    open_bars,
-    resample,
-    save_bars,
-    sp500_path,
-    synthetic_bars,
-)
+from freezelab.tasks.timeseries import sources
+from freezelab.tasks.timeseries.bar_files import InvalidRowsWarning, UnsortedRowsWarning, load_multi_timeframe
+from freezelab.tasks.timeseries.bar_files import load_bars as _load_bars
+from freezelab.tasks.timeseries.bars import NS_PER_MINUTE, Bars, open_bars, resample, save_bars, synthetic_bars
+from freezelab.tasks.timeseries.sources import default_fx_path, sp500_path
 
 MIN = NS_PER_MINUTE
+
+
+def load_bars(path, **kw):
+    """load_bars with naive timestamps read as UTC unless the test says otherwise."""
+    kw.setdefault("timezone", "UTC")
+    return _load_bars(path, **kw)
 
 
 def ns(s: str) -> int:
@@ -125,7 +123,7 @@ def bad_csv(tmp_path):
         "2024-01-02 10:04:00,-1.10,1.20,1.00,1.15,7",  # row 5: negative open (and low > open)
         GOOD.format(5),  # row 6
         GOOD.format(5),  # row 7: duplicate of row 6
-        GOOD.format(4),  # row 8: fine on its own, but earlier than row 6 (unsorted)
+        GOOD.format(4),  # row 8: fine on its own, but earlier than row 6 (unsorted: sorted in, warned)
         GOOD.format(6),  # row 9
     ]
     return write_csv(tmp_path, lines)
@@ -133,33 +131,33 @@ def bad_csv(tmp_path):
 
 def test_drop_mode_reports_file_rows_and_warns(bad_csv):
     with pytest.warns(InvalidRowsWarning, match=r"row 3 \(line 4\): high < close"):
-        bars, invalid = load_bars(bad_csv, timeframe="m1", on_invalid="drop")
-    assert [(r.row, r.line) for r in invalid] == [(3, 4), (4, 5), (5, 6), (7, 8), (8, 9)]
+        with pytest.warns(UnsortedRowsWarning, match=r"1 of 9 rows were out of time order"):
+            bars, invalid = load_bars(bad_csv, timeframe="m1", on_invalid="drop")
+    assert [(r.row, r.line) for r in invalid] == [(3, 4), (4, 5), (5, 6), (7, 8)]  # rows as in the file
     reasons = {r.row: r.reason for r in invalid}
     assert reasons[3] == "high < close"
     assert "missing" in reasons[4]
     assert "non-positive price" in reasons[5]
     assert "duplicate" in reasons[7]
-    assert "not sorted" in reasons[8]
-    assert len(bars) == 4
-    assert bars.open_time.tolist() == [ns(f"2024-01-02 10:0{m}") for m in (0, 1, 5, 6)]
+    assert len(bars) == 5  # row 8 (10:04) is sorted into place
+    assert bars.open_time.tolist() == [ns(f"2024-01-02 10:0{m}") for m in (0, 1, 4, 5, 6)]
     assert (bars.close_time - bars.open_time == MIN).all()
-    assert bars.ohlc.dtype == np.float64 and bars.ohlc.shape == (4, 4)
+    assert bars.ohlc.dtype == np.float64 and bars.ohlc.shape == (5, 4)
 
 
-def test_reject_mode_lists_rows_and_suggests_drop(bad_csv):
-    with pytest.raises(DataError) as e:
+def test_reject_mode_lists_rows_and_does_not_advise_dropping_half_the_file(bad_csv):
+    with pytest.raises(DataError) as e, pytest.warns(UnsortedRowsWarning):
         load_bars(bad_csv, timeframe="m1", on_invalid="reject")
     msg = str(e.value)
-    assert "5 invalid bar(s)" in msg and "not counting the header" in msg
+    assert "4 invalid bar(s)" in msg and "not counting the header" in msg
     assert "row 3 (line 4): high < close" in msg
     assert "row 4 (line 5): missing or non-numeric price" in msg
-    assert "on_invalid: drop" in msg and str(bad_csv) in msg
+    assert str(bad_csv) in msg and "dropping them is no fix" in msg  # 4 of 9 rows: dropping is not a fix
 
 
 def test_reject_lists_first_ten_and_total(tmp_path):
     lines = [f"2024-01-02 10:{m:02d}:00,1.1,1.0,1.0,1.1,1" for m in range(25)]  # high < open every row
-    with pytest.raises(DataError, match=r"25 invalid bar\(s\)[\s\S]*and 15 more"):
+    with pytest.raises(DataError, match=r"25 invalid bar\(s\)[\s\S]*and 15 more[\s\S]*100% of the rows"):
         load_bars(write_csv(tmp_path, lines), timeframe="m1")
 
 
@@ -184,7 +182,7 @@ def test_off_grid_timestamp_and_timezones(tmp_path):
     with pytest.warns(InvalidRowsWarning):
         bars, invalid = load_bars(write_csv(tmp_path, lines), timeframe="h1", on_invalid="drop")
     assert bars.open_time.tolist() == [ns("2024-01-02 08:00")]
-    assert invalid[0].row == 2 and "grid" in invalid[0].reason
+    assert invalid[0].row == 2 and "not a h1 bar open of the UTC grid" in invalid[0].reason
 
 
 def test_parquet_with_datetime_index_and_epoch_ms_csv(tmp_path):
@@ -229,7 +227,7 @@ def test_real_eurusd_loads_into_h1_h4_d():
     if importlib.util.find_spec("backtesting") is None:
         pytest.skip("backtesting (freezelab[fxdata]) not installed")
     was_imported = "backtesting" in sys.modules
-    bars = load_multi_timeframe(default_fx_path(), "h1", ["h1", "h4", "d"], "reject")
+    bars = load_multi_timeframe(default_fx_path(), "h1", ["h1", "h4", "d"], "reject", timezone="UTC")
     assert was_imported or "backtesting" not in sys.modules  # we read its file, never import it
     h1, h4, d = bars["h1"], bars["h4"], bars["d"]
     assert len(h1) == 5000
@@ -249,6 +247,6 @@ def test_sp500_daily_loads():
 
 
 def test_missing_fx_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(bars_mod.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataNotFoundError, match=r"freezelab\[fxdata\].*data.path"):
         default_fx_path()

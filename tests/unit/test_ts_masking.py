@@ -15,7 +15,6 @@ from freezelab.tasks.timeseries.masking import (
     default_mask_config,
     draw_masks,
     mask_rng,
-    masked_fraction,
     masks_hash,
     seed_masks,
 )
@@ -71,30 +70,60 @@ def test_closure_matches_brute_force(batch, closure):
         assert (fast[f] >= seeds[f]).all()
 
 
-def test_full_closure_no_visible_bar_shares_time_with_a_masked_bar(batch):
-    _, index, rows, o, c = batch
-    masks = draw_masks(o, c, mask_rng(3, 0, index.anchors[rows]), default_mask_config(TFS))
-    for b in range(len(rows)):
-        for f in TFS:
-            for g in TFS:
-                vis_f, mask_g = ~masks[f][b], masks[g][b]
-                clash = overlaps(o[f][b][vis_f], c[f][b][vis_f], o[g][b][mask_g], c[g][b][mask_g])
-                assert not clash.any(), f"window {b}: a visible {f} bar overlaps a masked {g} bar"
-    frac = masked_fraction(masks)
-    assert set(frac) == set(TFS) and all(0 < v <= 1 for v in frac.values())
+def brute_leaks(o, c, targets, visible):
+    """Per window and TF, the number of targets overlapping a visible bar of another TF (pairwise)."""
+    count = 0
+    for b in range(len(next(iter(targets.values())))):
+        for g in targets:
+            for f in targets:
+                if f != g:
+                    t, v = targets[g][b], visible[f][b]
+                    count += int(overlaps(o[g][b][t], c[g][b][t], o[f][b][v], c[f][b][v]).any(axis=1).sum())
+    return count
 
 
-def test_seed_closure_protects_seed_bars_and_masks_nothing_else(batch):
+@pytest.mark.parametrize("scheme", ["disjoint", "full_closure"])
+def test_leak_free_schemes_no_target_shares_time_with_a_visible_bar(batch, scheme):
     _, index, rows, o, c = batch
-    cfg = default_mask_config(TFS, closure="seed")
-    seeds = seed_masks({f: t.shape for f, t in o.items()}, mask_rng(3, 0, index.anchors[rows]), cfg)
-    masks = close_masks(o, c, seeds, "seed")
+    masks = draw_masks(o, c, mask_rng(3, 0, index.anchors[rows]), default_mask_config(TFS, scheme=scheme))
+    visible = {f: ~m for f, m in masks.blanked.items()}
+    assert brute_leaks(o, c, masks.targets, visible) == 0
+    assert all(masks.targets[f].any() for f in TFS)
+    if scheme == "full_closure":
+        assert not any(h.any() for h in masks.hidden.values())
+
+
+def test_seed_closure_leaks_so_the_leak_test_can_fail(batch):
+    _, index, rows, o, c = batch
+    masks = draw_masks(o, c, mask_rng(3, 0, index.anchors[rows]), default_mask_config(TFS, scheme="seed_closure"))
+    assert brute_leaks(o, c, masks.targets, {f: ~m for f, m in masks.blanked.items()}) > 0
+
+
+def test_disjoint_targets_lie_before_finer_windows_and_hidden_is_what_shares_time(batch):
+    _, index, rows, o, c = batch
+    masks = draw_masks(o, c, mask_rng(5, 0, index.anchors[rows]), default_mask_config(TFS))
     for b in range(len(rows)):
-        so = np.concatenate([o[g][b][seeds[g][b]] for g in TFS])
-        sc = np.concatenate([c[g][b][seeds[g][b]] for g in TFS])
-        for f in TFS:
-            hit = overlaps(o[f][b], c[f][b], so, sc).any(axis=1)
-            np.testing.assert_array_equal(masks[f][b], hit)  # masked <=> shares time with a seed bar
+        for j, g in enumerate(TFS):
+            finer_start = min((o[f][b][0] for f in TFS[:j]), default=None)
+            if finer_start is not None:  # a coarse target covers no time of any finer window
+                assert (c[g][b][masks.targets[g][b]] <= finer_start).all()
+            t_o = np.concatenate([o[f][b][masks.targets[f][b]] for f in TFS])
+            t_c = np.concatenate([c[f][b][masks.targets[f][b]] for f in TFS])
+            shares = overlaps(o[g][b], c[g][b], t_o, t_c).any(axis=1)
+            np.testing.assert_array_equal(masks.hidden[g][b], shares & ~masks.targets[g][b])
+    assert not (masks.hidden[TFS[0]]).any()  # nothing finer than the finest TF: nothing of it is hidden
+
+
+def test_spans_stay_in_the_eligible_prefix_and_leave_half_of_it_visible():
+    cfg = MaskConfig(ratio={"h4": 0.25}, span_min={"h4": 1}, span_max={"h4": 4})
+    limits = {"h4": np.array([0, 1, 2, 5, 40, 128] * 50)}
+    out = seed_masks({"h4": (300, 128)}, np.random.default_rng(0), cfg, limits)["h4"]
+    last = np.where(out.any(axis=1), 127 - np.argmax(out[:, ::-1], axis=1), -1)
+    assert (last < limits["h4"]).all()  # never outside the prefix
+    count = out.sum(axis=1)
+    goal = np.minimum(32, (limits["h4"] + 1) // 2)
+    assert (count >= goal).all() and (count <= np.maximum(goal, goal + 3)).all()
+    assert (count[limits["h4"] == 0] == 0).all() and (count[limits["h4"] == 1] == 1).all()
 
 
 def test_seed_spans_cover_the_ratio():
@@ -118,6 +147,7 @@ def test_masks_redrawn_per_epoch_fixed_per_window_and_for_eval(batch):
     e0 = draw_masks(o, c, mask_rng(42, 0, ids), cfg)
     e0_again = draw_masks(o, c, mask_rng(42, 0, ids), cfg)
     e1 = draw_masks(o, c, mask_rng(42, 1, ids), cfg)
+    assert masks_hash(e0) != masks_hash(e0.targets)  # the hash covers the hidden bars too
     assert masks_hash(e0) == masks_hash(e0_again)  # eval: fixed mask seed -> identical, hashed
     assert masks_hash(e0) != masks_hash(e1)  # train: a new epoch redraws
     assert masks_hash(draw_masks(o, c, mask_rng(43, 0, ids), cfg)) != masks_hash(e0)
@@ -175,7 +205,7 @@ def test_apply_mask_zeroes_masked_bars_and_the_checker_catches_a_leak():
 
 def test_end_to_end_batch_pipeline_has_no_leak(batch):
     bars, index, rows, o, c = batch
-    masks = draw_masks(o, c, mask_rng(0, 0, index.anchors[rows]), default_mask_config(TFS, closure="seed"))
+    masks = draw_masks(o, c, mask_rng(0, 0, index.anchors[rows]), default_mask_config(TFS)).blanked
     w = gather_windows(bars, index, rows)
     for f in TFS:
         inputs, _ = apply_mask(w[f], masks[f])
@@ -183,8 +213,8 @@ def test_end_to_end_batch_pipeline_has_no_leak(batch):
 
 
 def test_bad_mask_config_is_rejected():
-    with pytest.raises(ConfigError, match=r"m1: need 1 <= span_min <= span_max.*ratio 1.5"):
-        MaskConfig({"m1": 1.5}, {"m1": 5}, {"m1": 3})
+    with pytest.raises(ConfigError, match=r"m1: need 1 <= span_min <= span_max.*ratio 1.5.*scheme 'seed'"):
+        MaskConfig({"m1": 1.5}, {"m1": 5}, {"m1": 3}, scheme="seed")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"no settings for timeframes \['h4'\]"):
         draw_masks(
             {"h4": np.zeros((1, 4), np.int64)},
@@ -192,3 +222,19 @@ def test_bad_mask_config_is_rejected():
             np.random.default_rng(0),
             default_mask_config(["m1"]),
         )
+
+
+def test_the_old_closure_key_says_what_replaced_it():
+    from freezelab.tasks.timeseries.config import TSConfig
+
+    with pytest.raises(ValueError, match=r"masking.closure was replaced by masking.scheme: use scheme: seed_closure"):
+        TSConfig.model_validate({"masking": {"closure": "seed"}})
+    assert TSConfig.model_validate({}).masking.scheme == "disjoint"
+
+
+def test_the_finest_timeframe_keeps_its_declared_ratio_even_above_one_half(batch):
+    _, index, rows, o, c = batch
+    cfg = default_mask_config(TFS)
+    cfg = MaskConfig({**cfg.ratio, "m1": 0.7}, cfg.span_min, cfg.span_max)
+    masks = draw_masks(o, c, mask_rng(1, 0, index.anchors[rows]), cfg)
+    assert masks.targets["m1"].mean() >= 0.7  # no cap on the finest TF: its window is all eligible

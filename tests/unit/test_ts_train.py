@@ -15,6 +15,7 @@ from freezelab.tasks.base import RunContext
 from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries import scoring
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
+from freezelab.tasks.timeseries.masking import MaskSet
 from freezelab.tasks.timeseries.task import TSTask
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.hashing import hash_tensor
@@ -223,13 +224,17 @@ def test_consistency_is_zero_for_perfect_predictions(tiny_backbones):
     data = B.load_data(cfg, log=lambda m: None)
     part = data.part("train")
     batch = B.make_batch(data, part, np.arange(64), seed=0, epoch=1, with_n_sub=True)
-    masks = {f: m.numpy() for f, m in batch.masks.items()}
-    index = consistency_index(batch.open_times, batch.close_times, batch.n_sub, masks)
-    assert sum(int(v.sum()) for *_, v in index) > 0
-    exact = consistency_loss(batch.targets, batch.targets, batch.masks, index, data.stats.scale_bp)
+    blanked = batch.blanked
+    index = consistency_index(batch.open_times, batch.close_times, batch.n_sub, blanked)
+    assert sum(int(valid.sum()) for *_, valid, _ in index) > 0
+    for _, g, _, _, _, valid, _ in index:                        # never scored against a visible coarse bar
+        assert not (valid & ~blanked[g]).any()
+    exact = consistency_loss(batch.targets, batch.targets, index, data.stats.scale_bp)
     assert float(exact) < 1e-8                                   # aggregation over real bar boundaries is exact
     noisy = {f: t + 0.5 * batch.masks[f][..., None] for f, t in batch.targets.items()}
-    assert float(consistency_loss(noisy, batch.targets, batch.masks, index, data.stats.scale_bp)) > 0.01
+    assert float(consistency_loss(noisy, batch.targets, index, data.stats.scale_bp)) > 0.01
+    visible_noise = {f: t + 0.5 * torch.from_numpy(~blanked[f])[..., None] for f, t in batch.targets.items()}
+    assert float(consistency_loss(visible_noise, batch.targets, index, data.stats.scale_bp)) < 1e-8  # inputs read
 
 
 def test_eval_masks_are_fixed_and_baselines_use_them(tiny_backbones):
@@ -254,10 +259,10 @@ def test_windows_with_nothing_visible_are_left_out(tiny_backbones):
     data = B.load_data(cfg, log=lambda m: None)
     part = data.part("train")
     rows = np.arange(8)
-    masks = {f: np.zeros((8, k), dtype=bool) for f, k in cfg.windows.context.items()}
-    for m in masks.values():
+    targets = {f: np.zeros((8, k), dtype=bool) for f, k in cfg.windows.context.items()}
+    for m in targets.values():
         m[3] = True                                              # window 3: every bar of every TF masked
-    batch = B.make_batch(data, part, rows, masks)
+    batch = B.make_batch(data, part, rows, MaskSet(targets, {f: np.zeros_like(m) for f, m in targets.items()}))
     assert batch.n_dropped == 1 and len(batch) == 7
     assert data.info["eval_fully_masked_windows"].keys() == {"val", "test"}
 
@@ -268,3 +273,26 @@ def test_unknown_selection_metric_is_a_config_error(tmp_path, tiny_backbones):
     cfg = tiny_ts_base(tiny_backbones["bert"], **{"train.selection_metric": "val/mse/h2", "train.max_epochs": 1})
     with pytest.raises(ConfigError, match=r"train.selection_metric='val/mse/h2' is not a validation metric"):
         run_task(tmp_path, cfg)
+
+
+def test_cuda_requested_without_cuda_is_an_error_not_a_cpu_run(tmp_path, tiny_backbones, monkeypatch):
+    from freezelab.errors import ConfigError
+    from freezelab.utils.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"runtime.device=cuda, but CUDA is not available.*runtime.device: auto"):
+        run_task(tmp_path, tiny_ts_base(tiny_backbones["bert"], **{"runtime.device": "cuda"}))
+    assert resolve_device("auto").type == resolve_device("cpu").type == "cpu"
+
+
+def test_a_run_whose_leak_free_scheme_leaks_fails_loudly(tmp_path, tiny_backbones, monkeypatch):
+    """Plant the fault: the scheme says disjoint, the drawn masks are the old one-step closure."""
+    from freezelab.tasks.timeseries import masking
+
+    real = masking.draw_masks
+
+    def leaky(o, c, rng, cfg):
+        return real(o, c, rng, masking.MaskConfig(cfg.ratio, cfg.span_min, cfg.span_max, scheme="seed_closure"))
+    monkeypatch.setattr(B, "draw_masks", leaky)
+    with pytest.raises(InvariantViolation, match=r"masked_time_leak: masking.scheme=disjoint leaked on train"):
+        run_task(tmp_path, tiny_ts_base(tiny_backbones["bert"], **{"train.max_epochs": 1}))

@@ -268,9 +268,10 @@ def test_real_eurusd_windows_split_and_stats():
 
     if importlib.util.find_spec("backtesting") is None:
         pytest.skip("backtesting (freezelab[fxdata]) not installed")
-    from freezelab.tasks.timeseries.bars import default_fx_path, load_multi_timeframe
+    from freezelab.tasks.timeseries.bar_files import load_multi_timeframe
+    from freezelab.tasks.timeseries.sources import default_fx_path
 
-    bars = load_multi_timeframe(default_fx_path(), "h1", ["h1", "h4", "d"], "reject")
+    bars = load_multi_timeframe(default_fx_path(), "h1", ["h1", "h4", "d"], "reject", timezone="UTC")
     index = build_window_index(bars, base_tf="h1", context={"h1": 64, "h4": 32, "d": 10})
     split = make_split(bars, index, max_eval_windows=200)
     assert len(split.rows["train"]) > 3000 and len(split.part("val")) == len(split.part("test")) == 200

@@ -167,6 +167,9 @@ class RuntimeConfig(Strict):
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = bf16 autocast in Phase 2.")
     threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads (None = default).")
     checkpoint_minutes: Optional[float] = checkpoint_minutes_field()
+    log_every_steps: int = Field(10, ge=0, description="Per-step scalars (train/step_loss, lr/<group>, "
+                                 "grad_norm/<group>) to metrics.jsonl, TensorBoard and MLflow every this many "
+                                 "optimizer steps; 0: epoch records only.")
 
 
 class LMConfig(Strict):
@@ -216,6 +219,7 @@ class ExpectedParams(Strict):
 
 class ArmConfig(Strict):
     description: str = Field("", description="What this arm tests, shown in the report.")
+    description_ja: str = Field("", description="The same in Japanese, shown in the Japanese report.")
     reference: bool = Field(False, description="The arm every other arm is compared with.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted key → value.")
     allow_confound: list[str] = Field(default_factory=list, description="Protected keys this arm may change.")
@@ -233,6 +237,8 @@ class StudyConfig(Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Study name (used in run ids).")
     description: str = Field("", description="The study's question, shown as the report's purpose.")
     hypothesis: str = Field("", description="What the study expects, shown in the report's overview.")
+    description_ja: str = Field("", description="The study's question in Japanese (the Japanese report).")
+    hypothesis_ja: str = Field("", description="The hypothesis in Japanese (the Japanese report).")
     task: Literal["lm", "timeseries"] = Field("lm", description="Which study type the base config describes.")
     output_dir: str = Field("runs", description="Default output folder (relative to the study file).")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,

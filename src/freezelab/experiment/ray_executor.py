@@ -9,14 +9,16 @@ it from its last epoch checkpoint.
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
+from rich.console import Console
 
 from freezelab.config.load import Study
 from freezelab.errors import FreezelabError
 from freezelab.experiment.plan import RunSpec
+from freezelab.experiment.progress import StudyProgress
+from freezelab.experiment.publish import RunSink, publish_run
 from freezelab.experiment.runner import RunOutcome, prepare_run, run_one, write_study_record
 
 
@@ -27,7 +29,8 @@ def _task(spec: RunSpec, run_dir: str, cache_dir: str, retry_failed: bool, tenso
 
 def run_plan_ray(study: Study, plan: list[RunSpec], out_dir: Path, *, address: str | None = None,
                  cpus_per_run: float = 1.0, gpus_per_run: float = 0.0, retry_failed: bool = True,
-                 progress: bool = True, tensorboard: bool = True, command: str = "") -> list[RunOutcome]:
+                 progress: bool = True, tensorboard: bool = True, command: str = "", console: Console | None = None,
+                 sinks: Sequence[RunSink] = ()) -> list[RunOutcome]:
     """Execute ``plan`` as Ray tasks; returns one outcome per run, in plan order.
 
     Args:
@@ -43,7 +46,7 @@ def run_plan_ray(study: Study, plan: list[RunSpec], out_dir: Path, *, address: s
     except ImportError as err:
         raise FreezelabError("--executor ray needs Ray: pip install 'freezelab[ray]'") from err
     out_dir = Path(out_dir).resolve()
-    write_study_record(study, out_dir, command)
+    write_study_record(study, out_dir, command, plan)
     run_dirs = [prepare_run(spec, out_dir, task=study.spec.task, command=command) for spec in plan]
     started_here = not ray.is_initialized()
     if started_here:
@@ -60,13 +63,17 @@ def run_plan_ray(study: Study, plan: list[RunSpec], out_dir: Path, *, address: s
         pending = {remote.remote(spec, str(d), str(out_dir / "cache"), retry_failed, tensorboard): i
                    for i, (spec, d) in enumerate(zip(plan, run_dirs))}
         outcomes: list[RunOutcome | None] = [None] * len(plan)
-        with tqdm(total=len(plan), desc=f"{study.spec.name} (ray)", unit="run", disable=not progress,
-                  file=sys.stderr) as bar:
+        display = StudyProgress(f"{study.spec.name} (ray)", list(zip(plan, run_dirs)), console=console,
+                                enabled=progress)
+        with display:  # one line per active run, from the runs' progress files
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=display.refresh)
+                display.poll()
                 for ref in done:
-                    outcomes[pending.pop(ref)] = ray.get(ref)
-                    bar.update(1)
+                    i = pending.pop(ref)
+                    outcomes[i] = ray.get(ref)
+                    display.finished(plan[i], run_dirs[i], outcomes[i])
+                    publish_run(run_dirs[i], out_dir, tensorboard=tensorboard, sinks=sinks, console=display.console)
     finally:
         if started_here:
             ray.shutdown()

@@ -9,23 +9,27 @@ folder keeps two runners (or Ray workers) from executing the same run; ``.lock.j
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from filelock import FileLock, Timeout
-from tqdm import tqdm
+from rich.console import Console
 
 from freezelab.config.load import Study
 from freezelab.errors import RunFileError
 from freezelab.experiment.failures import death_record
 from freezelab.experiment.plan import RunSpec
+from freezelab.experiment.progress import StudyProgress
+from freezelab.experiment.publish import publish_run
 from freezelab.tracking import files
 from freezelab.tracking.checkpoints import LEGACY, MANIFEST, finish, legacy_message, recover
 
@@ -47,7 +51,7 @@ class RunOutcome:
 
 def _say(message: str) -> None:
     """A line for the user, printed above any progress bar."""
-    tqdm.write(message, file=sys.stderr)
+    print(message, file=sys.stderr, flush=True)
 
 
 def prepare_run(spec: RunSpec, out_dir: Path, *, task: str, command: str) -> Path:
@@ -92,7 +96,8 @@ def _spawn(run_dir: Path, cache_dir: Path | None) -> tuple[int, int | None, floa
 
 def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Isolation = "process",
              retry_failed: bool = True, progress: bool = True, tensorboard: bool = True,
-             command: str = "", wait: bool = False) -> list[RunOutcome]:
+             command: str = "", console: Console | None = None, sinks: Sequence[Any] = (),
+             wait: bool = False) -> list[RunOutcome]:
     """Execute every run of ``plan`` that is not already finished.
 
     Args:
@@ -101,38 +106,53 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
         out_dir: the study's output folder.
         isolation: ``process`` runs each run in its own Python process; ``inline`` in this one.
         retry_failed: rerun runs whose last attempt failed (default, as the issue asks).
-        progress: show a progress bar over runs.
-        tensorboard: write TensorBoard event files.
+        progress: show the live study and run progress (experiment/progress.py) on ``console``.
+        tensorboard: write TensorBoard event files (and each finished run's HParams session).
         command: the command line, recorded for reproduction.
+        console: where progress goes (default: stdout).
+        sinks: exporters told about every finished run (e.g. ``MlflowSink``).
         wait: wait for runs another process holds instead of reporting them ``locked``.
 
     Returns:
         One outcome per run in the plan.
     """
     out_dir = Path(out_dir)
-    write_study_record(study, out_dir, command)
+    write_study_record(study, out_dir, command, plan)
     cache_dir = out_dir / "cache"
     outcomes: list[RunOutcome] = []
-    bar = tqdm(plan, desc=study.spec.name, unit="run", disable=not progress, file=sys.stderr)
-    for spec in bar:
-        bar.set_postfix_str(f"{spec.arm} seed={spec.seed}")
-        run_dir = prepare_run(spec, out_dir, task=study.spec.task, command=command)
-        outcomes.append(run_one(spec, run_dir, cache_dir, isolation=isolation, retry_failed=retry_failed,
-                                progress=progress, tensorboard=tensorboard, wait=wait))
+    display = StudyProgress(study.spec.name, [(s, s.run_dir(out_dir)) for s in plan], console=console,
+                            enabled=progress)
+    with display:
+        for spec in plan:
+            run_dir = prepare_run(spec, out_dir, task=study.spec.task, command=command)
+            display.started(spec, run_dir)
+            outcome = run_one(spec, run_dir, cache_dir, isolation=isolation, retry_failed=retry_failed,
+                              progress=progress, tensorboard=tensorboard, wait=wait)
+            display.finished(spec, run_dir, outcome)
+            publish_run(run_dir, out_dir, tensorboard=tensorboard, sinks=sinks, console=display.console)
+            outcomes.append(outcome)
     return outcomes
 
 
-def write_study_record(study: Study, out_dir: Path, command: str) -> None:
-    """OUT/study.json: the validated study, read by the report."""
+def write_study_record(study: Study, out_dir: Path, command: str, plan: list[RunSpec] | None = None) -> None:
+    """OUT/study.json: the validated study, read by the report; ``planned`` accumulates the (arm, seed)
+    pairs every invocation asked for, so a report on a subset run covers only what was requested."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files.clean_temp_files(out_dir)  # of a write a kill interrupted
+    planned = [[s.arm, s.seed] for s in plan or []]
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError, RunFileError, AttributeError):
+        old = files.read_json(out_dir / "study.json")
+        if old.get("name") == study.spec.name:
+            planned = [list(p) for p in dict.fromkeys(map(tuple, [*old.get("planned", []), *planned]))]
     files.write_json(out_dir / "study.json", {
         "name": study.spec.name, "task": study.spec.task, "description": study.spec.description,
-        "hypothesis": study.spec.hypothesis, "study_file": str(study.path), "profile": study.profile,
+        "hypothesis": study.spec.hypothesis, "description_ja": study.spec.description_ja,
+        "hypothesis_ja": study.spec.hypothesis_ja, "study_file": str(study.path), "profile": study.profile,
         "seeds": study.seeds, "reference": study.reference, "base": study.base,
-        "arms": {n: {"description": a.description, "reference": a.reference, "diff_from_base": a.diff_from_base,
+        "arms": {n: {"description": a.description, "description_ja": study.spec.arms[n].description_ja,
+                     "reference": a.reference, "diff_from_base": a.diff_from_base,
                      "allow_confound": list(a.allow_confound)} for n, a in study.arms.items()},
-        "command": command})
+        "planned": planned, "command": command})
 
 
 def lock_holder(run_dir: Path) -> str:

@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from freezelab.errors import ConfigError, DataError, DataNotFoundError
+from freezelab.tracking.items import ItemScores, read_run_items
 
 HEARTBEAT_STALE_SECONDS = 600  # docs/run-folder.md: a `running` status older than 10 minutes is interrupted
 META_KEYS = ("kind", "phase", "epoch", "iteration", "step")
@@ -43,6 +44,7 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)  # config.yaml
     metrics: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    items: dict[str, ItemScores] = field(default_factory=dict)  # items/<source>.npz, validated
 
     @property
     def ok(self) -> bool:
@@ -221,10 +223,12 @@ def read_run(path: Path) -> Run:
         raise DataError(f"{path}: cannot tell arm and seed (no run.json, status.json or summary.json, and the "
                         "folder name is not <arm>__s<seed>__<hash>). Remove the folder or restore run.json.")
     state = _state(status_json, summary, problems)
+    items, item_problems = read_run_items(path)
     return Run(run_id=str(info.get("run_id") or path.name), path=path, arm=str(ident["arm"]),
                seed=int(ident["seed"]), status=state, status_json=status_json, summary=summary,
                info=info, config=config if isinstance(config, dict) else {},
-               metrics=_read_metrics(path / "metrics.jsonl", problems), problems=problems)
+               metrics=_read_metrics(path / "metrics.jsonl", problems), problems=problems + item_problems,
+               items=items)
 
 
 def _arm_names(spec: dict[str, Any]) -> list[str]:
@@ -241,6 +245,25 @@ def _spec_reference(spec: dict[str, Any]) -> str | None:
     arms = spec.get("arms") or {}
     items = arms.items() if isinstance(arms, dict) else ((a.get("name"), a) for a in arms)
     return next((str(n) for n, a in items if isinstance(a, dict) and a.get("reference")), None)
+
+
+def _expected_runs(spec: dict[str, Any], found: list[Run]) -> tuple[list[tuple[str, int]], list[str]]:
+    """The (arm, seed) runs asked for, and the declared arms that were never asked for.
+
+    ``study.json`` ``planned`` lists what every ``freezelab run`` invocation requested. Without it (older
+    folders), every declared arm that has a run folder is expected with every declared seed.
+    """
+    declared = _arm_names(spec)
+    planned = spec.get("planned")
+    if isinstance(planned, list) and planned:
+        pairs = [(str(p[0]), int(p[1])) for p in planned
+                 if isinstance(p, list) and len(p) == 2 and isinstance(p[1], int)]
+        asked = {a for a, _ in pairs} | {r.arm for r in found}
+        return pairs, [a for a in declared if a not in asked]
+    seeds = [int(s) for s in spec.get("seeds") or []] or sorted({r.seed for r in found})
+    with_runs = {r.arm for r in found}
+    arms = [a for a in declared if a in with_runs]
+    return [(a, s) for a in arms for s in seeds], [a for a in declared if a not in with_runs]
 
 
 def _updated(run: Run) -> str:
@@ -275,12 +298,14 @@ def load_study(out_dir: Path, reference: str | None = None) -> Study:
     for run in sorted(found, key=_updated):
         current[(run.arm, run.seed)] = run
     superseded = [r for r in found if current[(r.arm, r.seed)] is not r]
-    arms = _arm_names(spec)
+    expected, not_run = _expected_runs(spec, found)
+    arms = [a for a in _arm_names(spec) if a not in not_run]
     arms += sorted({r.arm for r in found} - set(arms))
-    seeds = [int(s) for s in spec.get("seeds") or []] or sorted({r.seed for r in found})
-    for arm in arms:  # declared but never started: keep a visible placeholder
-        for seed in seeds:
-            current.setdefault((arm, seed), Run(f"{arm}__s{seed}", None, arm, seed, "missing"))
+    seeds = sorted({s for _, s in expected} | {r.seed for r in found})
+    for arm, seed in expected:  # requested but never started: keep a visible placeholder
+        current.setdefault((arm, seed), Run(f"{arm}__s{seed}", None, arm, seed, "missing"))
+    if not_run:
+        problems.append(f"arms declared in the study but never run here (not requested): {', '.join(not_run)}")
     runs = sorted(current.values(), key=lambda r: (arms.index(r.arm), r.seed))
     ref = reference or _spec_reference(spec) or next((r.arm for r in runs if r.info.get("reference")), None)
     if reference is not None and reference not in arms:

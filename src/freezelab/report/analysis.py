@@ -1,7 +1,13 @@
-"""Numbers -> findings: per-arm statistics, paired verdicts, baseline skill and data-driven warnings.
+"""Numbers -> findings: per-arm statistics, verdicts against the reference and the best naive baseline,
+and data-driven warnings.
 
 ``analyze(study)`` returns an ``Analysis`` holding only data (no prose); the section builders turn it
-into sentences in either language, so both reports state the same facts with the same numbers.
+into sentences in either language, so both reports state the same facts with the same numbers. The
+verdict statistics are ``inference``'s (docs/statistics.md); ``evidence`` supplies per-item values.
+
+The primary metric is the test counterpart of the selection metric (``val/loss`` -> ``test/loss``, shown
+as test PPL: one quantity, one verdict row). Its comparisons (each arm vs the reference and vs the best
+naive baseline) form one Holm family; the other headline metrics are descriptive.
 """
 
 from __future__ import annotations
@@ -10,43 +16,63 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from freezelab.report import stats
+from freezelab.report import evidence, stats
+from freezelab.report import inference as inf
 from freezelab.report.aggregate import Study
 
 COMPARED_HASHES = ("data_hash", "split_hash", "eval_hash", "budget_hash")
 GAP_THRESHOLD = 0.10  # relative (val - train) / train loss gap at the best epoch worth a warning
 CAPACITY_RATIO = 10.0  # protocol §6: trainable parameters differing more than 10x
 ACC_NAMES = ("acc", "accuracy", "top1", "top5")
+SAME_QUANTITY = {"loss": "ppl"}  # PPL = exp(loss): selecting on loss and reporting PPL is one quantity
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A headline metric resolved to the key it is read from (``test/ppl``, or ``val/ppl`` if no test)."""
+    """A headline metric resolved to the key it is read from (``test/ppl``, or ``val/ppl`` if no test).
+
+    ``item`` is the metric's name in ``items/*.npz`` (``loss`` for PPL, whose log it is); ``primary`` marks
+    the metric whose comparisons carry verdicts.
+    """
 
     name: str
     key: str
     mode: str  # "min" | "max"
     log_scale: bool
+    item: str = ""
+    primary: bool = False
 
     @property
     def percent(self) -> bool:
         """Accuracy-type metric: shown in %, differences also in points."""
         return self.name.rsplit("/", 1)[-1].lower() in ACC_NAMES
 
+    def display(self, g: float) -> float:
+        """Analysis units (log for log-scale metrics) -> the metric's own units."""
+        return math.exp(g) if self.log_scale and math.isfinite(g) else g
+
 
 @dataclass
 class ArmStat:
-    """One arm on one metric: summary over succeeded seeds, paired result vs the reference, skill."""
+    """One arm on one metric: seed summary, its estimate, and its comparisons with verdicts."""
 
     arm: str
     metric: Metric
-    values: dict[int, float]
-    summary: stats.Summary
-    paired: stats.Paired | None = None
-    p_holm: float = math.nan
-    verdict: str = "reference"
+    values: dict[int, float]  # seed -> value in metric units (summary.json)
+    summary: stats.Summary  # mean ± std over seeds (tables)
+    estimate: inf.Estimate | None = None  # mean with item + seed uncertainty (analysis units)
+    vs_ref: inf.Comparison | None = None
+    vs_base: inf.Comparison | None = None
+    verdict: str = "reference"  # vs the reference: better | worse | inconclusive | no_difference | insufficient
     baseline: tuple[str, float] | None = None  # best naive baseline (name, value) on this metric
-    skill: str | None = None  # "skill" | "no_skill" | "below_baseline" | None (no baseline)
+    skill: str | None = None  # verdict vs that baseline (same words), None without a baseline
+
+    def interval(self) -> tuple[float, float]:
+        """The arm's 95 % interval in metric units (nan without one)."""
+        if self.estimate is None:
+            return math.nan, math.nan
+        lo, hi = self.estimate.interval()
+        return self.metric.display(lo), self.metric.display(hi)
 
 
 @dataclass(frozen=True)
@@ -59,13 +85,11 @@ class Finding:
 
 @dataclass
 class Best:
-    """The best arm on a metric and whether it is separated from the runner-up by the paired CI."""
+    """The arm with the best mean on a metric, and the runner-up (descriptive: no verdict)."""
 
     metric: Metric
     arm: str
     runner_up: str | None
-    paired: stats.Paired | None
-    significant: bool
 
 
 @dataclass
@@ -75,6 +99,8 @@ class Analysis:
     metrics: list[Metric]
     stats: dict[tuple[str, str], ArmStat]  # (metric.key, arm) -> ArmStat
     best: list[Best]
+    results: dict[str, inf.MetricResult] = field(default_factory=dict)  # metric.key -> inference result
+    sources: dict[str, evidence.Evidence] = field(default_factory=dict)  # metric.key -> how it was obtained
     warnings: list[Finding] = field(default_factory=list)
     n_ok: dict[str, int] = field(default_factory=dict)
     n_total: dict[str, int] = field(default_factory=dict)
@@ -83,21 +109,50 @@ class Analysis:
         """The statistics of one arm on one metric."""
         return self.stats[(metric.key, arm)]
 
+    @property
+    def primary(self) -> Metric:
+        """The metric whose comparisons carry the verdicts."""
+        return next((m for m in self.metrics if m.primary), self.metrics[0])
+
+    def family_size(self) -> int:
+        """Number of comparisons in the primary metric's Holm family."""
+        res = self.results.get(self.primary.key)
+        return sum(1 for c in res.comparisons if math.isfinite(c.p)) if res else 0
+
+
+def _item_name(name: str, log_scale: bool) -> str:
+    base = name.rsplit("/", 1)[-1] if name.count("/") == 1 else name.split("/", 1)[-1]
+    return next((q for q, shown in SAME_QUANTITY.items() if shown == base and log_scale), base)
+
 
 def resolve_metrics(study: Study) -> list[Metric]:
-    """Headline names -> readable keys: ``test/<name>`` when any run has it, else ``val/<name>``."""
-    out = []
+    """Headline names -> readable keys (``test/<name>`` when any run has it, else ``val/<name>``); the
+    primary metric (selection metric's test counterpart) first; a headline that is the same quantity as
+    another (loss next to PPL) is dropped."""
+    heads = []
     for h in study.headline:
         name = str(h["name"])
         log_scale = bool(h.get("log_scale")) or name.rsplit("/", 1)[-1] == "ppl"
-        keys = [name] if "/" in name else [f"test/{name}", f"val/{name}"]
+        heads.append((name, str(h.get("mode", "min")), log_scale))
+    sel = str(study.selection.get("metric", "val/loss")).split("/", 1)[-1]
+    shown = SAME_QUANTITY.get(sel, sel)
+    if any(n == shown for n, _, _ in heads):
+        sel = shown
+    else:
+        heads.insert(0, (sel, str(study.selection.get("mode", "min")), False))
+    names = [n for n, _, _ in heads]
+    heads = [h for h in heads if not (h[0] in SAME_QUANTITY and SAME_QUANTITY[h[0]] in names)]
+    heads.sort(key=lambda h: h[0] != sel)
+    out = []
+    for name, mode, log_scale in heads:
+        keys = [name] if "/" in name and name.split("/", 1)[0] in ("val", "test") else [f"test/{name}", f"val/{name}"]
         key = next((k for k in keys if any(study.values(k, a) for a in study.arms)), keys[0])
-        out.append(Metric(name, key, str(h.get("mode", "min")), log_scale))
+        out.append(Metric(name, key, mode, log_scale, _item_name(key, log_scale), primary=name == sel))
     return out
 
 
 def analyze(study: Study) -> Analysis:
-    """Compute every statistic, verdict, skill flag and warning of the report.
+    """Compute every statistic, verdict and warning of the report.
 
     Args:
         study: the loaded study.
@@ -120,45 +175,25 @@ def analyze(study: Study) -> Analysis:
 
 
 def _compare(study: Study, metric: Metric, result: Analysis) -> None:
-    ref_values = study.values(metric.key, study.reference)
-    non_ref = []
+    ev = evidence.gather(study, metric.key, metric.item, metric.log_scale)
+    pick = min if metric.mode == "min" else max
+    best_base = pick(ev.baseline_values, key=lambda b: ev.baseline_values[b]) if ev.baseline_values else None
+    res = inf.analyze_metric(ev.runs, ev.baselines, reference=study.reference, best_baseline=best_base,
+                             df_item=ev.df_item, method=ev.method, holm=metric.primary, n_items=ev.n_items,
+                             block=ev.block)
+    result.results[metric.key], result.sources[metric.key] = res, ev
     for arm in study.arms:
         values = study.values(metric.key, arm)
-        st = ArmStat(arm, metric, values, stats.describe(list(values.values()), log_scale=metric.log_scale))
-        st.baseline = _best_baseline(study, arm, metric)
-        st.skill = _skill(st)
+        st = ArmStat(arm, metric, values, stats.describe(list(values.values()), log_scale=metric.log_scale),
+                     estimate=res.arms.get(arm))
+        if best_base is not None:
+            st.baseline = (best_base, ev.baseline_values[best_base])
+            st.vs_base = res.comparison(arm, "baseline")
+            st.skill = inf.verdict(st.vs_base, metric.mode) if st.vs_base else None
         if arm != study.reference:
-            st.paired = stats.paired(values, ref_values, log_scale=metric.log_scale)
-            st.verdict = stats.verdict(st.paired, metric.mode)  # type: ignore[arg-type]
-            non_ref.append(st)
+            st.vs_ref = res.comparison(arm, "reference")
+            st.verdict = inf.verdict(st.vs_ref, metric.mode) if st.vs_ref else "insufficient"
         result.stats[(metric.key, arm)] = st
-    for st, p in zip(non_ref, stats.holm([s.paired.p for s in non_ref if s.paired])):
-        st.p_holm = p
-
-
-def _best_baseline(study: Study, arm: str, metric: Metric) -> tuple[str, float] | None:
-    """Best naive baseline on the metric, from the arm's run summaries (``baselines`` key)."""
-    found: dict[str, float] = {}
-    for run in study.arm_runs(arm):
-        for name, values in (run.summary.get("baselines") or {}).items():
-            if isinstance(values, dict) and isinstance(values.get(metric.key), (int, float)):
-                found.setdefault(name, float(values[metric.key]))
-    if not found:
-        return None
-    pick = min if metric.mode == "min" else max
-    name = pick(found, key=lambda k: found[k])
-    return name, found[name]
-
-
-def _skill(st: ArmStat) -> str | None:
-    """``skill`` if the CI clears the best baseline, ``below_baseline`` if it lies entirely on the
-    wrong side, else ``no_skill`` (protocol §6). Without a CI (n < 2) the mean is used."""
-    if st.baseline is None or st.summary.n == 0:
-        return None
-    b = st.baseline[1]
-    lo, hi = (st.summary.lo, st.summary.hi) if st.summary.n >= 2 else (st.summary.mean, st.summary.mean)
-    good, bad = (hi < b, lo > b) if st.metric.mode == "min" else (lo > b, hi < b)
-    return "skill" if good else "below_baseline" if bad else "no_skill"
 
 
 def _best_arm(study: Study, metric: Metric, result: Analysis) -> Best | None:
@@ -166,13 +201,7 @@ def _best_arm(study: Study, metric: Metric, result: Analysis) -> Best | None:
     ranked.sort(key=lambda a: result.arm_stat(metric, a).summary.mean, reverse=metric.mode == "max")
     if not ranked:
         return None
-    best = ranked[0]
-    if len(ranked) == 1:
-        return Best(metric, best, None, None, False)
-    runner = ranked[1]
-    p = stats.paired(result.arm_stat(metric, best).values, result.arm_stat(metric, runner).values,
-                     log_scale=metric.log_scale)
-    return Best(metric, best, runner, p, stats.verdict(p, metric.mode) == "better")  # type: ignore[arg-type]
+    return Best(metric, ranked[0], ranked[1] if len(ranked) > 1 else None)
 
 
 def collect_warnings(study: Study, result: Analysis) -> list[Finding]:
@@ -186,15 +215,23 @@ def collect_warnings(study: Study, result: Analysis) -> list[Finding]:
     for metric in result.metrics:
         if metric.key.startswith("val/"):
             found.append(Finding("same_split", {"metric": metric.key}))
-        for arm in study.arms:
-            st = result.arm_stat(metric, arm)
-            if st.skill in ("no_skill", "below_baseline") and st.baseline:
-                found.append(Finding(st.skill, {"arm": arm, "metric": metric.key, "baseline": st.baseline[0],
-                                                "value": st.baseline[1], "percent": metric.percent}))
+        ev = result.sources.get(metric.key)
+        if ev is not None and ev.problems:
+            found.append(Finding("seed_level", {"metric": metric.key, "text": "; ".join(ev.problems)}))
+    primary = result.primary
+    for arm in study.arms:  # the baseline verdicts of the primary metric
+        st = result.arm_stat(primary, arm)
+        code = {"worse": "below_baseline", "inconclusive": "not_above_baseline",
+                "no_difference": "not_above_baseline"}.get(st.skill or "")
+        if code and st.baseline:
+            found.append(Finding(code, {"arm": arm, "metric": primary.key, "baseline": st.baseline[0],
+                                        "value": st.baseline[1], "percent": primary.percent}))
     for run in study.superseded:
         found.append(Finding("superseded", {"run_id": run.run_id, "arm": run.arm, "seed": run.seed}))
     for text in study.problems:
         found.append(Finding("problem", {"where": "study", "text": text}))
+    from freezelab.report.masking import masking_findings  # time-series masks: leaks, fractions out of band
+    found += masking_findings(study)
     return found
 
 

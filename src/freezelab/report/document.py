@@ -89,6 +89,13 @@ def split_table(header: list[str], rows: list[list[str]], keep: int = 1,
             for cols in parts]
 
 
+def drop_empty_columns(table: Table, keep: int = 1) -> Table:
+    """The table without the columns (after the first ``keep``) whose every cell is empty or an em dash."""
+    cols = [j for j in range(len(table.header))
+            if j < keep or any(r[j] not in ("", "—") for r in table.rows)]
+    return Table([table.header[j] for j in cols], [[r[j] for j in cols] for r in table.rows])
+
+
 # ---- number formatting: one function per kind of number, used by both languages ----
 
 def num(x: float | None) -> str:
@@ -103,6 +110,18 @@ def num(x: float | None) -> str:
     if a >= 0.01:
         return f"{x:.4f}"
     return f"{x:.3g}"
+
+
+def brief(x: float | None, percent: bool = False) -> str:
+    """A value to about 4 significant digits for the first screen (1,455; 0.6234; 12.8%)."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    if percent:
+        return f"{100 * x:.1f}%"
+    a = abs(x)
+    if a >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.1f}" if a >= 100 else f"{x:.4g}"
 
 
 def value(x: float | None, percent: bool = False) -> str:

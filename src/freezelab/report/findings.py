@@ -7,93 +7,112 @@ import re
 import shlex
 
 from freezelab.report import document as doc
+from freezelab.report import inference as inf
 from freezelab.report.aggregate import epoch_metric_keys, epoch_values, signal_text
 from freezelab.report.analysis import ArmStat, Metric
+from freezelab.report.headline import answer, comparison_cell, rel_change, verdict_phrase
 from freezelab.report.i18n import GLOSSARY
 from freezelab.report.plots import Plot
-from freezelab.report.sections import Ctx, arm_label, failed_note, skill_summary, stat_cell, warning_text
+from freezelab.report.sections import Ctx, arm_label, failed_note, stat_cell, warning_text
 
 CONVERGENCE_EPOCHS = (1, 3, 5)
 COMPUTE_KEYS = ("achieved_tflops", "mfu", "flops_per_token")  # optional summary.json keys
 
 
 def delta_parts(st: ArmStat) -> tuple[str, str, str]:
-    """(Δ, lo, hi) of the paired comparison as text: Δ % for log-scale metrics (from log differences),
-    points for accuracy-type metrics, metric units otherwise; lo/hi are "—" without a CI."""
-    p, m = st.paired, st.metric
-    if p is None or p.n == 0:
+    """(Δ, lo, hi) of the comparison with the reference as text (Δ % for log-scale metrics, points for
+    accuracy-type metrics, metric units otherwise); lo/hi are those of the printed interval."""
+    c, m = st.vs_ref, st.metric
+    if c is None or not c.diffs:
         return "—", "—", "—"
-    if m.log_scale:
-        vals, fmt = (p.pct, p.pct_lo, p.pct_hi), doc.pct
-    else:
-        vals, fmt = (p.d, p.lo, p.hi), (lambda x: doc.signed(x, m.percent))
-    return tuple(fmt(v) if math.isfinite(v) else "—" for v in vals)  # type: ignore[return-value]
-
-
-def delta_text(st: ArmStat) -> tuple[str, str]:
-    """(paired Δ with its CI, Δ %) cells of the comparison table."""
-    d, lo, hi = delta_parts(st)
-    if d == "—":
-        return "—", "—"
-    ci = f" [{lo}, {hi}]" if lo != "—" else ""
-    return d + ci, doc.pct(st.paired.pct) if st.paired else "—"
+    conv = (lambda x: doc.pct(math.expm1(x) * 100)) if m.log_scale else (lambda x: doc.signed(x, m.percent))
+    return tuple(conv(v) if math.isfinite(v) else "—" for v in (c.estimate.value, c.lo, c.hi))  # type: ignore
 
 
 def verdict_text(ctx: Ctx, st: ArmStat) -> str:
-    """The verdict in words, quoting n for "no detectable difference at n seeds"."""
-    n = st.paired.n if st.paired else 0
-    return ctx.t(st.verdict, n=n)
+    """The verdict against the reference in words, with the per-seed fact."""
+    return verdict_phrase(ctx, st.vs_ref, st.metric, st.verdict)
 
 
 def _ci(st: ArmStat) -> str:
-    """The arm's 95 % CI in display units."""
-    return doc.interval(st.summary.lo, st.summary.hi, lambda x: doc.value(x, st.metric.percent))
+    """The arm's 95 % interval in display units."""
+    lo, hi = st.interval()
+    if st.metric.percent:
+        lo, hi = max(lo, 0.0), min(hi, 1.0)  # a share never leaves [0, 1]
+    return doc.interval(lo, hi, lambda x: doc.value(x, st.metric.percent))
 
 
 def _metric_title(ctx: Ctx, m: Metric) -> str:
     note = f"; {ctx.t('log_note')}" if m.log_scale else ""
-    return f"{m.key} ({m.mode}{note})"
+    role = ctx.t("primary_mark") if m.primary else ctx.t("descriptive_mark")
+    return f"{m.key} ({m.mode}{note}) — {role}"
+
+
+def _p_cell(c) -> str:
+    if c is None or not math.isfinite(c.p):
+        return "—"
+    return f"{doc.pvalue(c.p)} / {doc.pvalue(c.p_holm)}" if math.isfinite(c.p_holm) else doc.pvalue(c.p)
+
+
+def _per_seed(c, m: Metric) -> str:
+    return ", ".join(rel_change(m, d) for d in c.diffs) if c is not None and c.diffs else "—"
 
 
 def comparison_section(ctx: Ctx) -> list[doc.Block]:
-    """Per headline metric: mean ± std, CI, paired Δ, Δ %, p / Holm p, verdict; best arm; skill; speed."""
+    """Primary metric: per arm n, mean ± std, 95 % interval, Δ vs reference and vs the best baseline with
+    the interval the verdict is read from, p / Holm p, verdict; then the descriptive metrics."""
     s, a = ctx.study, ctx.analysis
-    blocks: list[doc.Block] = [doc.Heading(2, ctx.t("comparison")), doc.Para(ctx.t("comparison_note", ref=s.reference))]
-    for m in a.metrics:
-        rows = []
-        for arm in s.arms:
-            st = a.arm_stat(m, arm)
-            if st.summary.n == 0:
-                label = next((r.label() for r in s.arm_runs(arm) if not r.ok), "—")
-                rows.append([arm_label(ctx, arm), "0", doc.cell(label), "—", "—", "—", "—", "—"])
-                continue
-            d, dp = delta_text(st)
-            p = "—" if st.paired is None else f"{doc.pvalue(st.paired.p)} / {doc.pvalue(st.p_holm)}"
-            n = f"{st.summary.n}/{a.n_total[arm]}" if st.summary.n < a.n_total[arm] else str(st.summary.n)
-            rows.append([arm_label(ctx, arm), n, doc.mean_std(st.summary.mean, st.summary.std, m.percent),
-                         _ci(st), d, dp, p, verdict_text(ctx, st)])
-        header = [ctx.t("arm"), ctx.t("n"), ctx.t("mean_std"), ctx.t("ci"), ctx.t("delta"), ctx.t("delta_pct"),
-                  ctx.t("p"), ctx.t("verdict")]
-        blocks += [doc.Heading(3, _metric_title(ctx, m)), doc.Table(header, rows), *failed_note(ctx)]
-        blocks += _best_line(ctx, m)
-        blocks.append(_paired_details(ctx, m))
-    blocks += _skill_table(ctx) + _convergence_table(ctx) + per_timeframe_section(ctx)
+    m = a.primary
+    res, ev = a.results.get(m.key), a.sources.get(m.key)
+    blocks: list[doc.Block] = [doc.Heading(2, ctx.t("comparison"))]
+    if res is not None and ev is not None:
+        blocks.append(doc.Para(ctx.t("comparison_note_items" if ev.method == inf.METHOD_ITEMS else
+                                     "comparison_note_seeds", ref=s.reference, metric=m.key, items=ev.n_items,
+                                     block=ev.block, m=a.family_size(), pooled=_pooled(m, res),
+                                     df=doc.count(res.pool.df), arms=len(res.arms))))
+    for metric in a.metrics:
+        blocks += [doc.Heading(3, _metric_title(ctx, metric)), *_metric_tables(ctx, metric), *failed_note(ctx)]
+    blocks.append(_paired_details(ctx, m))
+    blocks += _convergence_table(ctx) + per_timeframe_section(ctx)
     return blocks
 
 
-def _best_line(ctx: Ctx, m: Metric) -> list[doc.Block]:
-    best = next((b for b in ctx.analysis.best if b.metric == m), None)
-    if best is None:
-        return []
-    value = doc.value(ctx.analysis.arm_stat(m, best.arm).summary.mean, m.percent)
-    if best.runner_up is None or best.paired is None:
-        return [doc.Para(ctx.t("best_only", metric=m.key, arm=best.arm, value=value))]
-    p = best.paired
-    conv = (lambda x: doc.pct(math.expm1(x) * 100)) if m.log_scale else (lambda x: doc.signed(x, m.percent))
-    return [doc.Para(ctx.t("best_arm", metric=m.key, arm=best.arm, value=value, runner=best.runner_up,
-                           sig=ctx.t("best_sig" if best.significant else "best_nosig"), d=conv(p.d),
-                           lo=conv(p.lo) if math.isfinite(p.lo) else "—",
-                           hi=conv(p.hi) if math.isfinite(p.hi) else "—", n=p.n))]
+def _pooled(m: Metric, res) -> str:
+    sd = math.sqrt(res.pool.pooled) if math.isfinite(res.pool.pooled) else math.nan
+    if not math.isfinite(sd):
+        return "—"
+    return f"{math.expm1(sd) * 100:.1f}%" if m.log_scale else doc.num(sd)
+
+
+def _metric_tables(ctx: Ctx, m: Metric) -> list[doc.Block]:
+    s, a = ctx.study, ctx.analysis
+    base = next((a.arm_stat(m, arm).baseline for arm in s.arms if a.arm_stat(m, arm).baseline), None)
+    rows = []
+    for arm in s.arms:
+        st = a.arm_stat(m, arm)
+        if st.summary.n == 0:
+            label = next((r.label() for r in s.arm_runs(arm) if not r.ok), "—")
+            rows.append([arm_label(ctx, arm), "0", doc.cell(label), *["—"] * 7])
+            continue
+        n = f"{st.summary.n}/{a.n_total[arm]}" if st.summary.n < a.n_total[arm] else str(st.summary.n)
+        ref_cells = ["—"] * 4
+        if arm != s.reference:
+            ref_cells = [comparison_cell(st.vs_ref, m), _per_seed(st.vs_ref, m), _p_cell(st.vs_ref),
+                         verdict_text(ctx, st) if m.primary else "—"]
+        base_cells = ["—", "—"]
+        if st.vs_base is not None and base is not None:
+            base_cells = [comparison_cell(st.vs_base, m),
+                          verdict_phrase(ctx, st.vs_base, m, st.skill or "insufficient", baseline=base[0])
+                          if m.primary else _p_cell(st.vs_base)]
+        rows.append([arm_label(ctx, arm), n, doc.mean_std(st.summary.mean, st.summary.std, m.percent), _ci(st),
+                     *ref_cells, *base_cells])
+    interval = ctx.t("holm_ci") if m.primary else ctx.t("ci")
+    header = [ctx.t("arm"), ctx.t("n"), ctx.t("mean_std"), ctx.t("ci"),
+              f"{ctx.t('delta_pct' if m.log_scale else 'delta')} vs `{s.reference}` {interval}", ctx.t("per_seed_d"),
+              ctx.t("p"), ctx.t("verdict"), f"vs `{base[0] if base else '—'}` {interval}",
+              ctx.t("verdict") if m.primary else ctx.t("p")]
+    table = doc.drop_empty_columns(doc.Table(header, rows), keep=2)
+    return list(doc.split_table(table.header, table.rows, keep=1))
 
 
 def _paired_details(ctx: Ctx, m: Metric) -> doc.Details:
@@ -115,23 +134,6 @@ def _paired_details(ctx: Ctx, m: Metric) -> doc.Details:
                          d if math.isfinite(rv) else "—"])
     header = [ctx.t("arm"), ctx.t("seed"), m.key, f"{ctx.t('ref_value')} ({s.reference})", "Δ"]
     return doc.Details(ctx.t("paired_details", metric=m.key), [doc.Table(header, rows)])
-
-
-def _skill_table(ctx: Ctx) -> list[doc.Block]:
-    s, a = ctx.study, ctx.analysis
-    rows = []
-    for m in a.metrics:
-        for arm in s.arms:
-            st = a.arm_stat(m, arm)
-            if st.baseline is None or st.skill is None:
-                continue
-            ci = _ci(st)
-            rows.append([arm_label(ctx, arm), m.key, st.baseline[0], doc.value(st.baseline[1], m.percent),
-                         ci if ci != "—" else doc.value(st.summary.mean, m.percent), ctx.t(f"skill_{st.skill}")])
-    if not rows:
-        return []
-    header = [ctx.t("arm"), ctx.t("metric"), ctx.t("baseline"), ctx.t("value"), ctx.t("ci"), ctx.t("skill")]
-    return [doc.Heading(3, ctx.t("skill_title")), doc.Table(header, rows)]
 
 
 def _convergence_table(ctx: Ctx) -> list[doc.Block]:
@@ -287,32 +289,29 @@ def failures_section(ctx: Ctx) -> list[doc.Block]:
 
 
 def conclusion_lines(ctx: Ctx) -> list[str]:
-    """The auto-written conclusion, one protocol §7 template sentence per (arm, metric)."""
+    """The auto-written conclusion: the answer, then one protocol §7 template sentence per arm on the
+    primary metric (its verdict read off the printed interval) and one per arm against the baseline."""
     s, a = ctx.study, ctx.analysis
-    lines = []
-    for m in a.metrics:
-        ref = a.arm_stat(m, s.reference).summary
-        for arm in s.arms:
-            st = a.arm_stat(m, arm)
-            if arm == s.reference or st.paired is None:
-                continue
-            p = st.paired
-            dval, lo, hi = delta_parts(st)
-            lines.append(ctx.t("conclusion_line", arm=arm, ref=s.reference, metric=m.key,
-                               m_a=doc.value(st.summary.mean, m.percent),
-                               s_a=doc.spread(st.summary.std, st.summary.mean, m.percent),
-                               m_r=doc.value(ref.mean, m.percent), s_r=doc.spread(ref.std, ref.mean, m.percent),
-                               n=p.n,
-                               d=dval, lo=lo, hi=hi, verdict=verdict_text(ctx, st)))
-        lines += [b.text for b in _best_line(ctx, m) if isinstance(b, doc.Para)]
+    m = a.primary
+    lines = [answer(ctx)]
+    ref = a.arm_stat(m, s.reference).summary
+    for arm in s.arms:
+        st = a.arm_stat(m, arm)
+        if arm == s.reference or st.vs_ref is None or not st.vs_ref.diffs:
+            continue
+        dval, lo, hi = delta_parts(st)
+        lines.append(ctx.t("conclusion_line", arm=arm, ref=s.reference, metric=m.key,
+                           m_a=doc.value(st.summary.mean, m.percent),
+                           s_a=doc.spread(st.summary.std, st.summary.mean, m.percent),
+                           m_r=doc.value(ref.mean, m.percent), s_r=doc.spread(ref.std, ref.mean, m.percent),
+                           n=len(st.vs_ref.diffs), d=dval, lo=lo, hi=hi, verdict=verdict_text(ctx, st)))
     return lines
 
 
 def conclusion_section(ctx: Ctx) -> list[doc.Block]:
-    """Template sentences, skill flags and the warnings the reader must keep in mind."""
+    """Template sentences and the warnings the reader must keep in mind."""
     a = ctx.analysis
     lines = conclusion_lines(ctx)
-    lines += skill_summary(ctx)
     if a.warnings:
         codes = ", ".join(dict.fromkeys(f.code for f in a.warnings))
         lines.append(ctx.t("caveats", n=len(a.warnings), codes=codes))

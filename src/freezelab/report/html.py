@@ -103,7 +103,9 @@ def render(blocks: list[doc.Block], base_dir: Path, lang: str = "en") -> str:
     body = render_blocks(blocks, base_dir, set(), toc)
     title = next((b.text for b in blocks if isinstance(b, doc.Heading) and b.level == 1), "freezelab report")
     nav = "<nav>" + "".join(f'<a href="#{slug}">{_inline(text)}</a>' for slug, text in toc) + "</nav>"
-    head, _, rest = body.partition("\n")
+    # the first screen (title, answer, table, overlay) comes first; the contents before the first section
+    cut = body.find("<h2 ")
+    head, rest = (body[:cut], body[cut:]) if cut >= 0 else (body, "")
     return (f'<!DOCTYPE html>\n<html lang="{lang}">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"

@@ -22,10 +22,9 @@ GLOSSARY: list[tuple[str, str]] = [
 EN: dict[str, str] = {
     "title": "freezelab report: {study}",
     "generated": "Generated {when} from {n_runs} run folders in `{out}` (task `{task}`; {n_arms} arms × {n_seeds} seeds; reference arm `{ref}`).",  # noqa: E501
-    "overview": "Overview", "purpose": "Purpose", "hypothesis": "Hypothesis", "result": "Result",
+    "overview": "Overview", "purpose": "Purpose", "hypothesis": "Hypothesis",
     "purpose_auto": "Compare {n_arms} arms of study `{study}` with the reference arm `{ref}` on {metrics}, over seeds {seeds}.",  # noqa: E501
     "hypothesis_auto": "Each arm differs from `{ref}` on {metric}; H0: no difference (paired over seeds).",
-    "result_sentence": "On {metric}, the best arm is `{best}` ({value}); against `{ref}`: {better} better, {worse} worse, {same} with no detectable difference, {insufficient} with too few seeds.",  # noqa: E501
     "result_none": "No arm has a finished run with {metric}; see the failures section.",
     "no_epochs": "No epoch was logged by a succeeded run of this arm.",
     "headline_warnings": "Headline warnings",
@@ -46,13 +45,10 @@ EN: dict[str, str] = {
     "epoch": "Epoch", "n": "n", "phase1": "Phase 1 iterations", "iteration": "Iteration",
     "best_epoch": "Best epoch", "selection": "Selection rule: {metric} ({mode}) on val; test metrics are scored once with the best-epoch weights.",  # noqa: E501
     "seed": "Seed", "status": "Status", "epochs_run": "Epochs run / max", "per_seed": "Best epoch and metrics per run",  # noqa: E501
-    "comparison": "Comparison", "comparison_note": "Statistics at the best epoch over succeeded seeds: mean ± sample std, 95 % t-interval; paired Δ against `{ref}` over seeds finished by both, with its paired-t 95 % CI, exact sign-flip p and Holm-adjusted p across arms. † = some seeds did not finish.",  # noqa: E501
-    "mean_std": "Mean ± std", "ci": "95 % CI", "delta": "Paired Δ [95 % CI]", "delta_pct": "Δ % (improvement ratio)",  # noqa: E501
+    "comparison": "Comparison",  # noqa: E501
+    "mean_std": "Mean ± std", "ci": "95 % CI",  # noqa: E501
     "p": "p / p Holm", "verdict": "Verdict", "log_note": "log-scale: geometric mean, Δ from log differences",
-    "best_arm": "Best arm on {metric}: `{arm}` ({value}); {sig} against the runner-up `{runner}` (paired Δ {d} [{lo}, {hi}], n={n}).",  # noqa: E501
-    "best_sig": "separated", "best_nosig": "not separated", "best_only": "Best arm on {metric}: `{arm}` ({value}); no other arm finished.",  # noqa: E501
-    "skill_line": "{metric}: {flag} against the best naive baseline `{baseline}` ({value}): {arms}.",
-    "skill_title": "Skill against naive baselines", "baseline": "Best baseline", "skill": "Skill",
+    "baseline": "Best baseline",
     "convergence": "Convergence speed (val metrics at epochs 1, 3 and 5)", "metric": "Metric",
     "paired_details": "Per-seed paired differences on {metric}",
     "per_unit": "Per-timeframe metrics at the best epoch (mean ± std over seeds)", "ref_value": "Reference",
@@ -60,8 +56,6 @@ EN: dict[str, str] = {
     "throughput": "Tokens (or windows) / s", "peak_mem": "Peak memory", "saved": "saved",
     "plots": "Plots", "tensorboard": "TensorBoard: `{cmd}`",
     "plot_curves": "Learning curves of {metric} (mean line, ±1 std band, thin per-seed lines)",
-    "plot_final": "{metric} per arm: mean with 95 % CI and per-seed dots (dashed: best naive baseline)",
-    "plot_paired": "Paired differences of {metric} against `{ref}` (dots: seeds; bar: 95 % CI)",
     "plot_grad": "Gradient norm per parameter group (mean over seeds)",
     "plot_corr": "Per-timeframe validation correlation at the best epoch",
     "plot_params": "Trainable parameters vs {metric}", "plot_phase1": "Phase 1 iterations",
@@ -73,9 +67,7 @@ EN: dict[str, str] = {
     "conclusion": "Conclusion", "caveats": "Read with the {n} warning(s) above: {codes}.",
     "reproduction": "Reproduction", "repro_note": "Commands recorded in run.json, then the report:",
     "config_hash": "Config hash", "glossary": "Glossary", "failed_cell": "FAILED",
-    "better": "better", "worse": "worse", "no_difference": "no detectable difference at {n} seeds",
-    "insufficient": "not testable (n={n} < 2 paired seeds)", "reference": "reference",
-    "skill_skill": "beats baseline", "skill_no_skill": "no skill", "skill_below_baseline": "below baseline",
+    "reference": "reference",
     "conclusion_line": "`{arm}` vs `{ref}`: {metric} {m_a}±{s_a} vs {m_r}±{s_r} (n={n}); paired Δ {d} [{lo}, {hi}] → {verdict}.",  # noqa: E501
     "w_confound_hash": "CONFOUND: `{hash}` differs across arms ({groups}){budget}; these arms were not given the same data, evaluation or budget.",  # noqa: E501
     "w_budget": "; budget_hash covers max steps/epochs, batch size, eval cadence and the stopping rule",
@@ -96,19 +88,61 @@ EN: dict[str, str] = {
     "w_invariant_warning": "Run `{arm}` seed {seed}: invariant warning: {text}",
     "w_capacity": "Trainable parameters differ {ratio}× between `{hi}` ({hi_n}) and `{lo}` ({lo_n}): a capacity difference, for information.",  # noqa: E501
     "w_same_split": "{metric}: no test metric was recorded, so selection and reporting use the same val split (optimistic).",  # noqa: E501
-    "w_no_skill": "Arm `{arm}`: no skill on {metric}; its CI does not clear the `{baseline}` baseline ({value}).",  # noqa: E501
-    "w_below_baseline": "Arm `{arm}`: below baseline on {metric}; its CI lies entirely on the wrong side of `{baseline}` ({value}).",  # noqa: E501
     "w_superseded": "Run `{run_id}` ({arm}, seed {seed}) is superseded by a newer config and ignored.",
     "w_problem": "`{where}`: {text}.",
+    # first screen, verdicts and their words (headline.py); every verdict is read off the printed interval
+    "answer": "Answer:", "answer_is_ref": " (the reference)",
+    "answer_best": "`{best}`{ref} has the best {metric} ({dir}): {value}.",
+    "answer_vs_ref": "Against the reference `{ref}`: {groups}.",
+    "answer_vs_base": "Against the best naive baseline `{b}` ({value}): {groups}.",
+    "basis_items": "({n} seeds × {items} test items; bootstrap over the items within seeds plus the seed variance pooled over arms (df {df}); intervals Holm-adjusted over {m} comparisons.)",  # noqa: E501
+    "basis_blocks": "({n} seeds × {items} test items; block bootstrap over the items (blocks of {block} contiguous items) within seeds plus the seed variance pooled over arms (df {df}); intervals Holm-adjusted over {m} comparisons.)",  # noqa: E501
+    "basis_seeds": "({n} seeds, seed-level statistics only: no per-item scores; seed variance pooled over arms (df {df}); intervals Holm-adjusted over {m} comparisons.)",  # noqa: E501
+    "dir_min": "lower is better", "dir_max": "higher is better",
+    "dir_rel_min": "relative change, lower is better", "dir_rel_max": "relative change, higher is better",
+    "dir_diff_min": "difference, lower is better", "dir_diff_max": "difference, higher is better",
+    "g_better": "better", "g_worse": "worse", "g_inconclusive": "inconclusive", "g_no_difference": "no detectable difference",  # noqa: E501
+    "g_insufficient": "not testable",
+    "gb_better": "beat it", "gb_worse": "below it (no skill)", "gb_inconclusive": "inconclusive",
+    "gb_no_difference": "not distinguishable", "gb_insufficient": "not testable",
+    "v_better": "better", "v_worse": "worse", "v_inconclusive": "inconclusive", "v_no_difference": "no detectable difference",  # noqa: E501
+    "v_insufficient": "not testable",
+    "b_better": "beats `{b}`", "b_worse": "below `{b}`: no skill", "b_inconclusive": "inconclusive vs `{b}`",
+    "b_no_difference": "not distinguishable from `{b}`", "b_insufficient": "not testable",
+    "why_insufficient": "n = {n}: the seed-to-seed variation is unknown", "seed_count": "{k}/{n} seeds",
+    "bs_better": "beats it", "bs_worse": "below it: no skill", "bs_inconclusive": "inconclusive",
+    "bs_no_difference": "not distinguishable", "bs_insufficient": "not testable",
+    "inconclusive_fact": "{word}: {fact} but n = {n}", "seed_fact": "{side} in {k}/{n} seeds",
+    "side_better": "better", "side_worse": "worse",
+    "h_value": "{metric} [95 %]", "h_vs_ref": "vs `{ref}` ({dir}) [Holm]", "h_vs_base": "vs `{b}` [Holm]",
+    "h_time": "Time / run",
+    "headline_note": "[95 %]: the arm's mean with item and seed uncertainty. [Holm]: the interval the verdict is read from (Holm-adjusted over every comparison on this metric): a verdict says better or worse only when it excludes 0. Seed counts are descriptive. Scheme: docs/statistics.md.",  # noqa: E501
+    "plot_overlay": "Validation {metric} of every arm over epochs (mean line, ±1 std band over seeds, thin per-seed lines); dashed: naive baselines",  # noqa: E501
+    "comparison_note_items": "Primary metric {metric}: each arm vs `{ref}` and vs the best naive baseline on the same {items} test items and seeds. Uncertainty = item bootstrap within seeds (blocks of {block} contiguous items) + seed-to-seed variance pooled over {arms} arms (sd {pooled}, df {df}; an arm noisier than the pool keeps its own); t intervals with Welch–Satterthwaite df, Holm-adjusted over the {m} comparisons: the interval excludes 0 exactly when the Holm p < 0.05. Other metrics: descriptive 95 % intervals, no verdict. † = some seeds did not finish.",  # noqa: E501
+    "comparison_note_seeds": "Primary metric {metric}: no per-item scores, so seed-level statistics only: per-arm seed variance pooled over {arms} arms (sd {pooled}, df {df}), baselines taken as exact constants; t intervals Holm-adjusted over the {m} comparisons (the verdict is read off the interval). Other metrics: descriptive. † = some seeds did not finish.",  # noqa: E501
+    "primary_mark": "primary: verdicts", "descriptive_mark": "descriptive",
+    "holm_ci": "[Holm]", "delta": "Δ", "delta_pct": "relative change", "per_seed_d": "per seed",
+    "plot_final": "{metric} per arm: mean with its 95 % interval (items and seeds) and per-seed dots; dashed: best naive baseline",  # noqa: E501
+    "plot_paired": "{metric} against `{ref}`: per-seed differences (dots) and the Holm interval the verdict is read from",  # noqa: E501
+    "pl_epoch": "epoch", "pl_iteration": "Phase-1 iteration", "pl_baseline": "naive baseline",
+    "pl_seed_lines": "thin lines: single seeds; band: ±1 std", "pl_seed_dots": "single seeds",
+    "pl_interval": "95 % interval", "pl_holm_interval": "difference [Holm interval]",
+    "pl_delta": "{metric} vs {ref} ({unit})", "pl_grad": "gradient norm (pre-clip)", "pl_timeframe": "timeframe",
+    "pl_corr": "val Pearson r (best epoch)", "pl_trainable": "trainable parameters",
+    "lower_better": "lower is better", "higher_better": "higher is better",
+    "unit_nats": "nats / token", "unit_percent": "%", "unit_bpb": "bits / byte", "unit_huber": "masked Huber",
+    "unit_norm2": "normalised²", "unit_bp2": "bp²",
+    "w_seed_level": "{metric}: seed-level statistics only ({text}); baselines are taken as exact constants.",
+    "w_below_baseline": "Arm `{arm}`: no skill on {metric}: its interval lies wholly on the worse side of `{baseline}` ({value}).",  # noqa: E501
+    "w_not_above_baseline": "Arm `{arm}`: not shown to beat `{baseline}` ({value}) on {metric}: its interval includes no difference.",  # noqa: E501
 }
 
 JA: dict[str, str] = {
     "title": "freezelab 実験レポート: {study}",
     "generated": "{when} に `{out}` の {n_runs} 個のランフォルダから生成（タスク `{task}`、{n_arms} アーム × {n_seeds} シード、基準アーム `{ref}`）。",  # noqa: E501
-    "overview": "実験概要", "purpose": "目的", "hypothesis": "仮説", "result": "結果",
+    "overview": "実験概要", "purpose": "目的", "hypothesis": "仮説",
     "purpose_auto": "研究 `{study}` の {n_arms} アームを基準アーム `{ref}` と {metrics} で比較する（シード {seeds}）。",  # noqa: E501
     "hypothesis_auto": "各アームは `{ref}` と {metric} が異なる。帰無仮説: 差なし（シード対応比較）。",
-    "result_sentence": "{metric} の最良アームは `{best}`（{value}）。`{ref}` に対して: 改善 {better}、悪化 {worse}、差の検出なし {same}、シード不足 {insufficient}。",  # noqa: E501
     "result_none": "{metric} を持つ完了ランがどのアームにもない。失敗の節を参照。",
     "no_epochs": "このアームの成功ランにエポック記録がない。",
     "headline_warnings": "重要な警告",
@@ -130,13 +164,10 @@ JA: dict[str, str] = {
     "epoch": "エポック", "n": "n", "phase1": "Phase 1 イテレーション", "iteration": "イテレーション",
     "best_epoch": "最良エポック", "selection": "選択規則: val の {metric}（{mode}）。test 指標は最良エポックの重みで 1 回だけ評価。",  # noqa: E501
     "seed": "シード", "status": "ステータス", "epochs_run": "実行エポック / 最大", "per_seed": "ラン別の最良エポックと指標",  # noqa: E501
-    "comparison": "比較分析", "comparison_note": "成功シードの最良エポックでの統計: 平均 ± 標本標準偏差、95 % t 区間。`{ref}` との対応差 Δ は両方が完了したシードで計算し、対応 t の 95 % CI、厳密符号反転 p、アーム間 Holm 補正 p を示す。† = 一部シード未完了。",  # noqa: E501
-    "mean_std": "平均 ± 標準偏差", "ci": "95 % CI", "delta": "対応差 Δ [95 % CI]", "delta_pct": "改善率 (Δ %)",
+    "comparison": "比較分析",  # noqa: E501
+    "mean_std": "平均 ± 標準偏差", "ci": "95 % CI",
     "p": "p / Holm p", "verdict": "判定", "log_note": "対数尺度: 幾何平均、Δ は対数差から",
-    "best_arm": "{metric} の最良アーム: `{arm}`（{value}）。次点 `{runner}` との差は{sig}（対応差 Δ {d} [{lo}, {hi}]、n={n}）。",  # noqa: E501
-    "best_sig": "有意", "best_nosig": "検出されず", "best_only": "{metric} の最良アーム: `{arm}`（{value}）。他に完了したアームなし。",  # noqa: E501
-    "skill_line": "{metric}: 最良の単純ベースライン `{baseline}`（{value}）に対して{flag}: {arms}。",
-    "skill_title": "単純ベースラインとの比較", "baseline": "最良ベースライン", "skill": "スキル",
+    "baseline": "最良ベースライン",
     "convergence": "収束速度比較（エポック 1, 3, 5 の val 指標）", "metric": "指標",
     "paired_details": "{metric} のシード別対応差",
     "per_unit": "最良エポックでの時間足別指標（シード平均 ± 標準偏差）", "ref_value": "基準",
@@ -144,8 +175,6 @@ JA: dict[str, str] = {
     "throughput": "トークン（ウィンドウ）/ 秒", "peak_mem": "ピークメモリ", "saved": "早期停止で削減",
     "plots": "グラフ", "tensorboard": "TensorBoard: `{cmd}`",
     "plot_curves": "{metric} の学習曲線（平均線、±1 標準偏差の帯、細線は各シード）",
-    "plot_final": "アーム別 {metric}: 平均と 95 % CI、点は各シード（破線: 最良の単純ベースライン）",
-    "plot_paired": "`{ref}` との {metric} の対応差（点: シード、線: 95 % CI）",
     "plot_grad": "パラメータグループ別の勾配ノルム（シード平均）",
     "plot_corr": "最良エポックでの時間足別 val 相関",
     "plot_params": "学習パラメータ数と {metric}", "plot_phase1": "Phase 1 イテレーション",
@@ -157,9 +186,7 @@ JA: dict[str, str] = {
     "conclusion": "結論", "caveats": "上記 {n} 件の警告に留意: {codes}。",
     "reproduction": "再現方法", "repro_note": "run.json に記録されたコマンドと、レポート生成コマンド:",
     "config_hash": "設定ハッシュ", "glossary": "用語集", "failed_cell": "FAILED",
-    "better": "改善", "worse": "悪化", "no_difference": "{n} シードでは検出可能な差なし",
-    "insufficient": "検定不可（対応シード n={n} < 2）", "reference": "基準",
-    "skill_skill": "ベースライン超え", "skill_no_skill": "スキルなし", "skill_below_baseline": "ベースライン未満",
+    "reference": "基準",
     "conclusion_line": "`{arm}` 対 `{ref}`: {metric} {m_a}±{s_a} vs {m_r}±{s_r} (n={n})、対応差 Δ {d} [{lo}, {hi}] → {verdict}。",  # noqa: E501
     "w_confound_hash": "交絡: `{hash}` がアーム間で異なる（{groups}）{budget}。同じデータ・評価・予算で比較されていない。",  # noqa: E501
     "w_budget": "。budget_hash は最大ステップ/エポック、バッチサイズ、評価間隔、停止規則を含む",
@@ -180,13 +207,59 @@ JA: dict[str, str] = {
     "w_invariant_warning": "ラン `{arm}` シード {seed}: 不変条件の警告: {text}",
     "w_capacity": "学習パラメータ数が `{hi}`（{hi_n}）と `{lo}`（{lo_n}）で {ratio}× 異なる（容量の差、参考情報）。",  # noqa: E501
     "w_same_split": "{metric}: test 指標がないため、選択と報告が同じ val 分割（楽観的）。",
-    "w_no_skill": "アーム `{arm}`: {metric} でスキルなし。CI が `{baseline}` ベースライン（{value}）を明確に上回らない。",  # noqa: E501
-    "w_below_baseline": "アーム `{arm}`: {metric} でベースライン未満。CI 全体が `{baseline}`（{value}）より悪い側。",  # noqa: E501
     "w_superseded": "ラン `{run_id}`（{arm}、シード {seed}）は新しい設定で置き換えられたため除外。",
     "w_problem": "`{where}`: {text}。",
+    "answer": "結果の要約:", "answer_is_ref": "（基準）",
+    "answer_best": "{metric} の最良は `{best}`{ref}（{dir}）: {value}。",
+    "answer_vs_ref": "基準 `{ref}` に対して: {groups}。",
+    "answer_vs_base": "最良の単純ベースライン `{b}`（{value}）に対して: {groups}。",
+    "basis_items": "（{n} シード × テスト項目 {items} 個。シード内の項目ブートストラップとアーム間でプールしたシード分散（自由度 {df}）。区間は {m} 個の比較で Holm 補正。）",  # noqa: E501
+    "basis_blocks": "（{n} シード × テスト項目 {items} 個。シード内の項目ブロックブートストラップ（連続 {block} 項目）とアーム間でプールしたシード分散（自由度 {df}）。区間は {m} 個の比較で Holm 補正。）",  # noqa: E501
+    "basis_seeds": "（{n} シード、項目別スコアがないためシード単位の統計のみ。シード分散はアーム間でプール（自由度 {df}）。区間は {m} 個の比較で Holm 補正。）",  # noqa: E501
+    "dir_min": "低いほど良い", "dir_max": "高いほど良い",
+    "dir_rel_min": "改善率、低いほど良い", "dir_rel_max": "改善率、高いほど良い",
+    "dir_diff_min": "差、低いほど良い", "dir_diff_max": "差、高いほど良い",
+    "g_better": "改善", "g_worse": "悪化", "g_inconclusive": "判定保留", "g_no_difference": "差の検出なし",
+    "g_insufficient": "検定不可",
+    "gb_better": "上回る", "gb_worse": "下回る（スキルなし）", "gb_inconclusive": "判定保留",
+    "gb_no_difference": "区別できない", "gb_insufficient": "検定不可",
+    "v_better": "改善", "v_worse": "悪化", "v_inconclusive": "判定保留", "v_no_difference": "差の検出なし",
+    "v_insufficient": "検定不可",
+    "b_better": "`{b}` を上回る", "b_worse": "`{b}` を下回る: スキルなし", "b_inconclusive": "`{b}` に対して判定保留",
+    "b_no_difference": "`{b}` と区別できない", "b_insufficient": "検定不可",
+    "why_insufficient": "n = {n}: シード間のばらつきが不明", "seed_count": "{n} シード中 {k}",
+    "bs_better": "上回る", "bs_worse": "下回る: スキルなし", "bs_inconclusive": "判定保留",
+    "bs_no_difference": "区別できない", "bs_insufficient": "検定不可",
+    "inconclusive_fact": "{word}: {fact}、ただし n = {n}", "seed_fact": "{n} シード中 {k} で{side}",
+    "side_better": "改善", "side_worse": "悪化",
+    "h_value": "{metric} [95 %]", "h_vs_ref": "`{ref}` との比較（{dir}）[Holm]", "h_vs_base": "`{b}` との比較 [Holm]",
+    "h_time": "1 ランの時間",
+    "headline_note": "[95 %]: 項目とシードの不確かさを含むアーム平均の区間。[Holm]: 判定の根拠となる区間（この指標の全比較で Holm 補正）。区間が 0 を含まないときだけ改善・悪化と判定する。シード数は記述的な情報。方式: docs/statistics.md。",  # noqa: E501
+    "plot_overlay": "全アームの val {metric} のエポック推移（平均線、シード間 ±1 標準偏差の帯、細線は各シード）。破線: 単純ベースライン",  # noqa: E501
+    "comparison_note_items": "主指標 {metric}: 各アームを `{ref}` および最良の単純ベースラインと、同じテスト項目 {items} 個・同じシードで比較。不確かさ = シード内の項目ブートストラップ（連続 {block} 項目のブロック）+ {arms} アームでプールしたシード間分散（標準偏差 {pooled}、自由度 {df}。プールよりばらつくアームは自身の分散を使う）。Welch–Satterthwaite 自由度の t 区間を {m} 個の比較で Holm 補正: 区間が 0 を含まないのは Holm p < 0.05 のときに限る。他の指標は記述的な 95 % 区間で判定なし。† = 一部シード未完了。",  # noqa: E501
+    "comparison_note_seeds": "主指標 {metric}: 項目別スコアがないためシード単位の統計のみ: {arms} アームでプールしたシード分散（標準偏差 {pooled}、自由度 {df}）、ベースラインは定数として扱う。t 区間を {m} 個の比較で Holm 補正（判定は区間から読む）。他の指標は記述的。† = 一部シード未完了。",  # noqa: E501
+    "primary_mark": "主指標: 判定あり", "descriptive_mark": "記述的",
+    "holm_ci": "[Holm]", "delta": "差 Δ", "delta_pct": "改善率", "per_seed_d": "シード別",
+    "plot_final": "アーム別 {metric}: 平均と 95 % 区間（項目とシード）、点は各シード。破線: 最良の単純ベースライン",
+    "plot_paired": "`{ref}` との {metric} の比較: シード別の差（点）と判定の根拠の Holm 区間",
+    "pl_epoch": "エポック", "pl_iteration": "Phase 1 イテレーション", "pl_baseline": "単純ベースライン",
+    "pl_seed_lines": "細線: 各シード、帯: ±1 標準偏差", "pl_seed_dots": "各シード",
+    "pl_interval": "95 % 区間", "pl_holm_interval": "差 [Holm 区間]",
+    "pl_delta": "{metric}: {ref} との差 ({unit})", "pl_grad": "勾配ノルム（クリップ前）", "pl_timeframe": "時間足",
+    "pl_corr": "val Pearson r（最良エポック）", "pl_trainable": "学習パラメータ数",
+    "lower_better": "低いほど良い", "higher_better": "高いほど良い",
+    "unit_nats": "nats / トークン", "unit_percent": "%", "unit_bpb": "bits / バイト", "unit_huber": "マスク付き Huber",
+    "unit_norm2": "正規化単位²", "unit_bp2": "bp²",
+    "w_seed_level": "{metric}: シード単位の統計のみ（{text}）。ベースラインは定数として扱う。",
+    "w_below_baseline": "アーム `{arm}`: {metric} でスキルなし。区間全体が `{baseline}`（{value}）より悪い側。",
+    "w_not_above_baseline": "アーム `{arm}`: {metric} で `{baseline}`（{value}）を上回るとは言えない（区間が差なしを含む）。",  # noqa: E501
 }
 
 STRINGS = {"en": EN, "ja": JA}
+from freezelab.report.masking import STRINGS as _MASKING  # noqa: E402  (the time-series masking section)
+
+for _lang, _strings in _MASKING.items():
+    STRINGS[_lang].update(_strings)
 
 # Protocol §8. Numbers are written identically in both languages.
 _CONTEXT = {

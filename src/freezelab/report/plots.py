@@ -1,7 +1,10 @@
 """Report figures (matplotlib, Agg via the object API: no pyplot, no global backend change).
 
-Every figure is written as ``plots/<stem>.png`` and ``plots/<stem>.svg``. ``make_plots`` returns a
-``Plot`` per figure with a caption key for i18n, so both languages share one set of images.
+Every figure is written as ``plots/<stem>.png`` and ``.svg`` (``<stem>.ja.png`` with Japanese labels).
+Rules every figure keeps: each panel its own y-range unless panels show the same metric, axis labels
+with units, a legend naming every line, accuracy in % as in the tables, no interval drawn outside a
+metric's range, tick labels that do not overlap. ``make_plots`` returns a ``Plot`` per figure, with the
+figure itself for tests to inspect.
 """
 
 from __future__ import annotations
@@ -9,18 +12,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib import font_manager as fm
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from freezelab.report.aggregate import Study, epoch_metric_keys, epoch_values
 from freezelab.report.analysis import Analysis, Metric
+from freezelab.report.evidence import baseline_summary_values
+from freezelab.report.i18n import t
 
 DPI = 110
+JA_FONTS = ("Noto Sans CJK JP", "IPAexGothic", "IPAGothic", "Hiragino Sans", "Yu Gothic", "Noto Sans JP")
+RANGES = {"acc": (0.0, 100.0), "corr": (-1.0, 1.0), "r2": (-math.inf, 1.0)}  # display units
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,43 @@ class Plot:
     stem: str
     caption: str
     params: dict[str, str] = field(default_factory=dict)
+    figure: Any = field(default=None, compare=False, repr=False)
+
+
+def japanese_font() -> str | None:
+    """A font family with Japanese glyphs (registered from the system fonts on first use), or None."""
+    have = {f.name for f in fm.fontManager.ttflist}
+    for name in JA_FONTS:
+        if name in have:
+            return name
+    for path in fm.findSystemFonts():
+        if any(k in Path(path).name for k in ("CJK", "IPAex", "IPAG", "NotoSansJP")):
+            try:
+                fm.fontManager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue
+    have = {f.name for f in fm.fontManager.ttflist}
+    return next((n for n in JA_FONTS if n in have), None)
+
+
+@dataclass
+class Style:
+    """Language of the labels, and the font that can draw them."""
+
+    lang: str = "en"
+    font: str | None = None
+    task: str = ""
+
+    def t(self, key: str, **params: object) -> str:
+        return t(self.lang, key, **params)
+
+    def figure(self, **kw: Any) -> Figure:
+        fig = Figure(**kw)
+        FigureCanvasAgg(fig)
+        return fig
+
+    def suffix(self) -> str:
+        return "" if self.lang == "en" else f".{self.lang}"
 
 
 def _colors(n: int) -> list:
@@ -37,28 +84,44 @@ def _colors(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _grid(n: int, width: float = 3.2, height: float = 2.4) -> tuple[Figure, list]:
-    """Small multiples sharing both axes. Fixed margins instead of constrained layout: with 10+ panels
-    the layout engine dominates the report's run time."""
-    cols = min(5, max(1, n))
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows + 0.4))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel().tolist()
-    tall = height * rows + 0.4
-    fig.subplots_adjust(left=0.25 / cols + 0.03, right=0.99, bottom=0.55 / tall, top=1 - 0.35 / tall,
-                        wspace=0.12, hspace=0.35)
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
+def _base(key: str) -> str:
+    return key.split("/")[1] if key.count("/") >= 1 else key
 
 
-def _log_y(ax) -> None:
-    """Log y axis when the plotted data span more than a decade (else linear reads better), without
-    minor tick labels (labelling them is slow and clutters small panels)."""
+def scale_of(key: str) -> float:
+    """Display factor: accuracy-type metrics in %, like the tables."""
+    return 100.0 if _base(key).lower() in ("acc", "accuracy", "top1", "top5") else 1.0
+
+
+def label_of(style: Style, key: str, mode: str | None = None) -> str:
+    """Axis label with units and direction: ``val/ppl (lower is better)``, ``val/acc (%)``."""
+    base = _base(key).lower()
+    unit = UNITS.get((style.task, base), UNITS.get(("", base), ""))
+    parts = [style.t(unit)] if unit else []
+    if mode:
+        parts.append(style.t("lower_better" if mode == "min" else "higher_better"))
+    return f"{key} ({', '.join(parts)})" if parts else key
+
+
+UNITS = {("lm", "loss"): "unit_nats", ("", "acc"): "unit_percent", ("", "bpb"): "unit_bpb",
+         ("timeseries", "loss"): "unit_huber", ("timeseries", "mse"): "unit_norm2", ("", "mse_bp"): "unit_bp2"}
+
+
+def _clip(key: str, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Interval ends kept inside the metric's range (display units): no band below 0 % or above r = 1."""
+    low, high = RANGES.get(_base(key).lower(), (-math.inf, math.inf))
+    return np.clip(lo, low, high), np.clip(hi, low, high)
+
+
+def _log_y(ax, force: bool = False) -> None:
+    """Log y axis when the plotted data span more than a decade (or ``force``), with labelled ticks even
+    inside one decade (1, 2, 5 or every digit) and no minor labels."""
     ys = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), dtype=float) if np.isfinite(y)]
-    if ys and min(ys) > 0 and max(ys) / min(ys) > 10:
+    if ys and min(ys) > 0 and (force or max(ys) / min(ys) > 10):
         ax.set_yscale("log")
+        subs = (1.0, 2.0, 5.0) if max(ys) / min(ys) > 20 else tuple(float(i) for i in range(1, 10))
+        ax.yaxis.set_major_locator(LogLocator(subs=subs))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
@@ -71,51 +134,99 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def _band(ax, by_epoch: dict[int, dict[int, float]], color, label: str, style: str = "-") -> None:
-    """Thin per-seed lines, the mean line and a ±1 std band over seeds."""
+def _band(ax, by_epoch: dict[int, dict[int, float]], color, label: str, factor: float, key: str,
+          style: str = "-") -> None:
+    """Thin per-seed lines, the mean line and a ±1 std band over seeds (clipped to the metric's range)."""
     seeds = sorted({s for vals in by_epoch.values() for s in vals})
     for s in seeds:
-        pts = [(e, v[s]) for e, v in by_epoch.items() if s in v]
+        pts = [(e, factor * v[s]) for e, v in by_epoch.items() if s in v]
         ax.plot(*zip(*pts), style, color=color, lw=0.6, alpha=0.35)
     epochs = np.array(list(by_epoch))
-    vals = [np.array(list(v.values())) for v in by_epoch.values()]
+    vals = [factor * np.array(list(v.values())) for v in by_epoch.values()]
     mean = np.array([v.mean() for v in vals])
     std = np.array([v.std(ddof=1) if v.size > 1 else 0.0 for v in vals])
     ax.plot(epochs, mean, style, color=color, lw=1.8, label=label)
-    ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.18, lw=0)
+    lo, hi = _clip(key, mean - std, mean + std)
+    ax.fill_between(epochs, lo, hi, color=color, alpha=0.18, lw=0)
 
 
-def learning_curves(study: Study, base: str, log_scale: bool, plots_dir: Path) -> Plot | None:
-    """Small multiples, one per arm: train (dashed) and val (solid) curves of ``base`` with seed bands."""
+def _seed_legend(style: Style) -> list[Line2D]:
+    return [Line2D([], [], color="gray", lw=0.6, alpha=0.6, label=style.t("pl_seed_lines"))]
+
+
+def overlay(study: Study, analysis: Analysis, plots_dir: Path, style: Style) -> Plot | None:
+    """The first-screen figure: validation curve of the primary metric for every arm (mean, ±1 std band,
+    thin per-seed lines) and the naive baselines' validation values as horizontal lines."""
+    m = analysis.primary
+    key = f"val/{_base(m.key)}"
+    data = {arm: epoch_values(study, arm, key) for arm in study.arms}
+    arms = [a for a in study.arms if data[a]]
+    if not arms:
+        return None
+    factor = scale_of(key)
+    fig = style.figure(figsize=(10.5, 3.3), layout="constrained")
+    ax = fig.add_subplot()
+    for arm, color in zip(arms, _colors(len(arms))):
+        _band(ax, data[arm], color, arm, factor, key)
+    handles, _ = ax.get_legend_handles_labels()
+    grays = ["0.35", "0.55", "0.7"]
+    for (name, value), color in zip(sorted(baseline_summary_values(study, key).items()), grays):
+        ax.axhline(factor * value, ls="--", color=color, lw=1.2)
+        handles.append(Line2D([], [], ls="--", color=color, label=f"{name} ({style.t('pl_baseline')})"))
+    ax.set_xlabel(style.t("pl_epoch"))
+    ax.set_ylabel(label_of(style, key, m.mode))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if m.log_scale:
+        _log_y(ax, force=True)
+    ax.legend(handles=handles + _seed_legend(style), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    stem = f"overview_{_safe(key)}{style.suffix()}"
+    _save(fig, plots_dir, stem)
+    return Plot(stem, "plot_overlay", {"metric": key}, fig)
+
+
+def learning_curves(study: Study, base: str, log_scale: bool, plots_dir: Path, style: Style) -> Plot | None:
+    """Small multiples, one per arm (one shared y-range: same metric): train (dashed) and val (solid)."""
     data = {arm: {split: epoch_values(study, arm, f"{split}/{base}") for split in ("train", "val")}
             for arm in study.arms}
     arms = [a for a in study.arms if any(data[a].values())]
     if not arms:
         return None
-    fig, axes = _grid(len(arms))
+    factor = scale_of(f"val/{base}")
+    cols = min(5, len(arms))
+    fig = style.figure(figsize=(3.2 * cols, 2.6 * math.ceil(len(arms) / cols) + 0.8), layout="constrained")
+    axes = fig.subplots(math.ceil(len(arms) / cols), cols, squeeze=False, sharex=True, sharey=True).ravel()
+    for ax in axes[len(arms):]:
+        ax.set_visible(False)
     for ax, arm in zip(axes, arms):
-        for split, color, style in (("train", "tab:orange", "--"), ("val", "tab:blue", "-")):
+        for split, color, ls in (("train", "tab:orange", "--"), ("val", "tab:blue", "-")):
             if data[arm][split]:
-                _band(ax, data[arm][split], color, f"{split}/{base}", style)
+                _band(ax, data[arm][split], color, f"{split}/{base}", factor, f"{split}/{base}", ls)
         ax.set_title(arm, fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_xlabel(style.t("pl_epoch"), fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         if log_scale:
             _log_y(ax)
-    axes[0].legend(fontsize=7)
-    stem = f"curves_{_safe(base)}"
+    axes[0].set_ylabel(label_of(style, f"val/{base}"), fontsize=8)
+    handles, _ = axes[0].get_legend_handles_labels()
+    fig.legend(handles=handles + _seed_legend(style), fontsize=7, loc="outside lower center", ncols=3)
+    stem = f"curves_{_safe(base)}{style.suffix()}"
     _save(fig, plots_dir, stem)
-    return Plot(stem, "plot_curves", {"metric": base})
+    return Plot(stem, "plot_curves", {"metric": base}, fig)
 
 
-def final_bars(study: Study, analysis: Analysis, metric: Metric, plots_dir: Path) -> Plot | None:
-    """Mean per arm with a 95 % CI error bar, per-seed dots and the best baseline as a dashed line."""
+def _xticks(ax, names: list[str]) -> None:
+    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 3 else 0,
+                  ha="right" if len(names) > 3 else "center", fontsize=8)
+
+
+def final_bars(study: Study, analysis: Analysis, metric: Metric, plots_dir: Path, style: Style) -> Plot | None:
+    """Mean per arm with its 95 % interval, per-seed dots and the best baseline as a dashed line."""
     stats = [analysis.arm_stat(metric, a) for a in study.arms]
     if not any(s.summary.n for s in stats):
         return None
-    fig = Figure(figsize=(max(4.0, 0.8 * len(stats) + 2), 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
+    factor = scale_of(metric.key)
+    fig = style.figure(figsize=(max(4.5, 0.9 * len(stats) + 2.5), 3.6), layout="constrained")
     ax = fig.add_subplot()
     rng = np.random.default_rng(0)
     for i, (st, color) in enumerate(zip(stats, _colors(len(stats)))):
@@ -123,161 +234,202 @@ def final_bars(study: Study, analysis: Analysis, metric: Metric, plots_dir: Path
             ax.text(i, 0.5, "FAILED", rotation=90, ha="center", va="center", transform=ax.get_xaxis_transform(),
                     color="red", fontsize=8)
             continue
-        m = st.summary.mean
-        err = None
-        if math.isfinite(st.summary.lo):
-            err = [[m - st.summary.lo], [st.summary.hi - m]]
-        ax.bar(i, m, color=color, alpha=0.45, yerr=err, capsize=4)
-        vals = list(st.values.values())
+        mean = factor * st.summary.mean
+        lo, hi = st.interval()
+        lo, hi = _clip(metric.key, np.array([factor * lo]), np.array([factor * hi]))
+        err = [[mean - lo[0]], [hi[0] - mean]] if math.isfinite(lo[0]) else None
+        ax.bar(i, mean, color=color, alpha=0.45, yerr=err, capsize=4)
+        vals = [factor * v for v in st.values.values()]
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=12, color="black", zorder=3)
+    handles = [Line2D([], [], marker="o", ls="", color="black", ms=3, label=style.t("pl_seed_dots")),
+               Line2D([], [], color="black", lw=1, label=style.t("pl_interval"))]
     base = next((s.baseline for s in stats if s.baseline), None)
     if base:
-        ax.axhline(base[1], ls="--", color="gray", lw=1)
-        ax.text(len(stats) - 0.5, base[1], base[0], ha="right", va="bottom", fontsize=7, color="gray")
-    ax.set_xticks(range(len(stats)), [s.arm for s in stats], rotation=30 if len(stats) > 4 else 0,
-                  ha="right" if len(stats) > 4 else "center", fontsize=8)
-    ax.set_ylabel(metric.key)
-    stem = f"final_{_safe(metric.key)}"
+        ax.axhline(factor * base[1], ls="--", color="gray", lw=1)
+        handles.append(Line2D([], [], ls="--", color="gray", label=f"{base[0]} ({style.t('pl_baseline')})"))
+    _xticks(ax, [s.arm for s in stats])
+    ax.set_ylabel(label_of(style, metric.key, metric.mode))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    stem = f"final_{_safe(metric.key)}{style.suffix()}"
     _save(fig, plots_dir, stem)
-    return Plot(stem, "plot_final", {"metric": metric.key})
+    return Plot(stem, "plot_final", {"metric": metric.key}, fig)
 
 
-def paired_diffs(study: Study, analysis: Analysis, metric: Metric, plots_dir: Path) -> Plot | None:
-    """Per-seed paired differences against the reference (Δ % for log-scale metrics) with 95 % CI."""
+def paired_diffs(study: Study, analysis: Analysis, metric: Metric, plots_dir: Path, style: Style) -> Plot | None:
+    """Per-seed differences against the reference (Δ % for log-scale metrics) with the verdict's interval."""
     stats = [analysis.arm_stat(metric, a) for a in study.arms if a != study.reference]
-    stats = [s for s in stats if s.paired and s.paired.n > 0]
+    stats = [s for s in stats if s.vs_ref and s.vs_ref.diffs]
     if not stats:
         return None
-    fig = Figure(figsize=(max(4.0, 0.8 * len(stats) + 2), 3.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = style.figure(figsize=(max(4.5, 0.9 * len(stats) + 2.5), 3.4), layout="constrained")
     ax = fig.add_subplot()
-    conv = (lambda d: math.expm1(d) * 100) if metric.log_scale else (lambda d: d)
+    conv = (lambda d: math.expm1(d) * 100) if metric.log_scale else (lambda d: scale_of(metric.key) * d)
     for i, (st, color) in enumerate(zip(stats, _colors(len(stats)))):
-        p = st.paired
-        ax.scatter([i] * p.n, [conv(d) for d in p.diffs], color=color, s=14, zorder=3)
-        if math.isfinite(p.lo):
-            ax.errorbar(i, conv(p.d), yerr=[[conv(p.d) - conv(p.lo)], [conv(p.hi) - conv(p.d)]], fmt="D",
-                        color="black", capsize=5, ms=4)
+        c = st.vs_ref
+        ax.scatter([i] * len(c.diffs), [conv(d) for d in c.diffs], color=color, s=14, zorder=3)
+        if math.isfinite(c.lo):
+            mid = conv(c.estimate.value)
+            ax.errorbar(i, mid, yerr=[[mid - conv(c.lo)], [conv(c.hi) - mid]], fmt="D", color="black", capsize=5,
+                        ms=4)
     ax.axhline(0, color="gray", lw=1)
     ax.set_xlim(-0.6, len(stats) - 0.4)
-    ax.set_xticks(range(len(stats)), [s.arm for s in stats], rotation=30 if len(stats) > 4 else 0,
-                  ha="right" if len(stats) > 4 else "center", fontsize=8)
-    ax.set_ylabel(f"Δ% {metric.key}" if metric.log_scale else f"Δ {metric.key}")
-    ax.set_title(f"arm − {study.reference}", fontsize=9)
-    stem = f"paired_{_safe(metric.key)}"
+    _xticks(ax, [s.arm for s in stats])
+    unit = "%" if metric.log_scale else ("pt" if scale_of(metric.key) == 100 else "")
+    ax.set_ylabel(style.t("pl_delta", metric=metric.key, ref=study.reference, unit=unit))
+    handles = [Line2D([], [], marker="o", ls="", color="gray", ms=3, label=style.t("pl_seed_dots")),
+               Line2D([], [], marker="D", color="black", ms=4, label=style.t("pl_holm_interval"))]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    stem = f"paired_{_safe(metric.key)}{style.suffix()}"
     _save(fig, plots_dir, stem)
-    return Plot(stem, "plot_paired", {"metric": metric.key, "ref": study.reference})
+    return Plot(stem, "plot_paired", {"metric": metric.key, "ref": study.reference}, fig)
 
 
-def grad_norms(study: Study, plots_dir: Path) -> Plot | None:
-    """Per-arm small multiples of ``grad_norm/<group>`` curves (mean over seeds, log y)."""
+def grad_norms(study: Study, plots_dir: Path, style: Style) -> Plot | None:
+    """Per-arm small multiples of ``grad_norm/<group>`` curves (mean over seeds, log y, shared range)."""
     keys = [k for k in epoch_metric_keys(study) if k.startswith("grad_norm/")]
-    if not keys:
+    arms = [a for a in study.arms if study.arm_runs(a, ok_only=True)]
+    if not keys or not arms:
         return None
-    fig, axes = _grid(len(study.arms))
+    cols = min(5, len(arms))
+    fig = style.figure(figsize=(3.2 * cols, 2.6 * math.ceil(len(arms) / cols) + 0.9), layout="constrained")
+    axes = fig.subplots(math.ceil(len(arms) / cols), cols, squeeze=False, sharex=True, sharey=True).ravel()
+    for ax in axes[len(arms):]:
+        ax.set_visible(False)
     colors = dict(zip(keys, _colors(len(keys))))
-    for ax, arm in zip(axes, study.arms):
+    for ax, arm in zip(axes, arms):
         for key in keys:
             by_epoch = epoch_values(study, arm, key)
-            if by_epoch:
-                means = [np.mean(list(v.values())) for v in by_epoch.values()]
-                ax.plot(list(by_epoch), means, color=colors[key], label=key.split("/", 1)[1])
+            vals = {e: float(np.mean(list(v.values()))) for e, v in by_epoch.items()}
+            vals = {e: v for e, v in vals.items() if v > 0}  # frozen groups log 0: nothing to draw on a log axis
+            if vals:
+                ax.plot(list(vals), list(vals.values()), color=colors[key], label=key.split("/", 1)[1])
         ax.set_title(arm, fontsize=9)
+        ax.set_xlabel(style.t("pl_epoch"), fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
-        _log_y(ax)
-    axes[0].legend(fontsize=6)
-    _save(fig, plots_dir, "grad_norm")
-    return Plot("grad_norm", "plot_grad")
+        _log_y(ax, force=True)
+    axes[0].set_ylabel(style.t("pl_grad"), fontsize=8)
+    handles = [Line2D([], [], color=colors[k], label=k.split("/", 1)[1]) for k in keys]
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=min(6, len(keys)))
+    stem = f"grad_norm{style.suffix()}"
+    _save(fig, plots_dir, stem)
+    return Plot(stem, "plot_grad", {}, fig)
 
 
-def timeframe_corr(study: Study, plots_dir: Path) -> Plot | None:
+def timeframe_corr(study: Study, plots_dir: Path, style: Style) -> Plot | None:
     """Grouped bars of ``val/corr/<tf>`` at each seed's best epoch: mean ± std per arm and timeframe."""
     keys = [k for k in epoch_metric_keys(study) if k.startswith("val/corr/")]
     if not keys:
         return None
-    fig = Figure(figsize=(max(5.0, 0.5 * len(keys) * len(study.arms) / 2 + 3), 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = style.figure(figsize=(max(6.0, 0.35 * len(keys) * len(study.arms) + 3), 3.6), layout="constrained")
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(study.arms))
     for j, (arm, color) in enumerate(zip(study.arms, _colors(len(study.arms)))):
-        means, stds = [], []
+        means, errs = [], [[], []]
         for key in keys:
-            vals = [r.value(key) for r in study.arm_runs(arm, ok_only=True)]
-            vals = [v for v in vals if math.isfinite(v)]
-            means.append(np.mean(vals) if vals else np.nan)
-            stds.append(np.std(vals, ddof=1) if len(vals) > 1 else 0.0)
-        ax.bar(np.arange(len(keys)) + j * width, means, width, yerr=stds, color=color, label=arm, capsize=2)
+            vals = [v for v in (r.value(key) for r in study.arm_runs(arm, ok_only=True)) if math.isfinite(v)]
+            mean = float(np.mean(vals)) if vals else math.nan
+            sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            lo, hi = _clip("val/corr", np.array([mean - sd]), np.array([mean + sd]))
+            means.append(mean)
+            errs[0].append(mean - lo[0])
+            errs[1].append(hi[0] - mean)
+        ax.bar(np.arange(len(keys)) + j * width, means, width, yerr=errs, color=color, label=arm, capsize=2)
     ax.set_xticks(np.arange(len(keys)) + width * (len(study.arms) - 1) / 2, [k.split("/", 2)[2] for k in keys])
     ax.axhline(0, color="gray", lw=0.8)
-    ax.set_ylabel("val corr (best epoch)")
-    ax.legend(fontsize=7, ncols=min(5, len(study.arms)))
-    _save(fig, plots_dir, "corr_timeframes")
-    return Plot("corr_timeframes", "plot_corr")
+    ax.set_xlabel(style.t("pl_timeframe"))
+    ax.set_ylabel(style.t("pl_corr"))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    stem = f"corr_timeframes{style.suffix()}"
+    _save(fig, plots_dir, stem)
+    return Plot(stem, "plot_corr", {}, fig)
 
 
-def params_vs_metric(study: Study, analysis: Analysis, metric: Metric, plots_dir: Path) -> Plot | None:
-    """Trainable parameters (log x) against the metric's mean with its 95 % CI, one point per arm."""
+def params_vs_metric(study: Study, analysis: Analysis, metric: Metric, plots_dir: Path,
+                     style: Style) -> Plot | None:
+    """Trainable parameters (log x) against the metric's mean with its 95 % interval, one point per arm."""
     points = []
     for arm in study.arms:
         counts = [(r.summary.get("params") or {}).get("trainable") for r in study.arm_runs(arm, ok_only=True)]
         counts = [c for c in counts if isinstance(c, (int, float)) and c > 0]
-        st = analysis.arm_stat(metric, arm).summary
-        if counts and st.n:
+        st = analysis.arm_stat(metric, arm)
+        if counts and st.summary.n:
             points.append((arm, float(np.median(counts)), st))
     if len(points) < 2:
         return None
-    fig = Figure(figsize=(5, 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
+    factor = scale_of(metric.key)
+    fig = style.figure(figsize=(6.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     for (arm, x, st), color in zip(points, _colors(len(points))):
-        err = [[st.mean - st.lo], [st.hi - st.mean]] if math.isfinite(st.lo) else None
-        ax.errorbar(x, st.mean, yerr=err, fmt="o", color=color, capsize=4, label=arm)
+        mean = factor * st.summary.mean
+        lo, hi = st.interval()
+        lo, hi = _clip(metric.key, np.array([factor * lo]), np.array([factor * hi]))
+        err = [[mean - lo[0]], [hi[0] - mean]] if math.isfinite(lo[0]) else None
+        ax.errorbar(x, mean, yerr=err, fmt="o", color=color, capsize=4, label=arm)
     ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters")
-    ax.set_ylabel(metric.key)
-    ax.legend(fontsize=7)
-    _save(fig, plots_dir, "params_vs_metric")
-    return Plot("params_vs_metric", "plot_params", {"metric": metric.key})
+    ax.set_xlabel(style.t("pl_trainable"))
+    ax.set_ylabel(label_of(style, metric.key, metric.mode))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    stem = f"params_vs_metric{style.suffix()}"
+    _save(fig, plots_dir, stem)
+    return Plot(stem, "plot_params", {"metric": metric.key}, fig)
 
 
-def phase1(study: Study, plots_dir: Path) -> Plot | None:
-    """LM Phase 1: each iteration metric (mean over seeds) per arm."""
+def phase1(study: Study, plots_dir: Path, style: Style) -> Plot | None:
+    """LM Phase 1: each iteration metric (mean over seeds) per arm, every panel on its own y-range."""
     keys: dict[str, None] = {}
     for run in study.runs:
         if run.ok:
-            keys.update(dict.fromkeys(k for k in run.iterations.columns if k != "seconds"))
+            keys.update(dict.fromkeys(k for k in run.iterations.columns
+                                      if k not in ("seconds", "er_rows") and run.iterations[k].notna().any()))
     if not keys:
         return None
-    fig, axes = _grid(len(keys), 3.0, 2.2)
+    cols = min(5, len(keys))
+    arms = [a for a in study.arms if any(not r.iterations.empty for r in study.arm_runs(a, ok_only=True))]
+    fig = style.figure(figsize=(3.0 * cols, 2.4 * math.ceil(len(keys) / cols) + 0.9), layout="constrained")
+    axes = fig.subplots(math.ceil(len(keys) / cols), cols, squeeze=False, sharex=True).ravel()
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    colors = dict(zip(arms, _colors(len(arms))))
     for ax, key in zip(axes, keys):
-        for arm, color in zip(study.arms, _colors(len(study.arms))):
+        for arm in arms:
             frames = [r.iterations[key] for r in study.arm_runs(arm, ok_only=True) if key in r.iterations]
             if frames:
                 mean = pd.concat(frames, axis=1).mean(axis=1)  # runs that stopped early drop out
-                ax.plot(mean.index, mean.to_numpy(), color=color, label=arm)
-        ax.set_title(key, fontsize=9)
+                ax.plot(mean.index, mean.to_numpy(), color=colors[arm], label=arm, marker=".", ms=3)
+        ax.set_title(key, fontsize=8)
+        ax.set_xlabel(style.t("pl_iteration"), fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
-    axes[0].legend(fontsize=6)
-    _save(fig, plots_dir, "phase1")
-    return Plot("phase1", "plot_phase1")
+    handles = [Line2D([], [], color=colors[a], label=a) for a in arms]
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=min(5, len(arms)))
+    stem = f"phase1{style.suffix()}"
+    _save(fig, plots_dir, stem)
+    return Plot(stem, "plot_phase1", {}, fig)
 
 
-def make_plots(study: Study, analysis: Analysis, plots_dir: Path) -> list[Plot]:
-    """Write every figure the data support into ``plots_dir``.
+def make_plots(study: Study, analysis: Analysis, plots_dir: Path, lang: str = "en") -> list[Plot]:
+    """Write every figure the data support into ``plots_dir``, labelled in ``lang``.
 
     Returns:
-        The figures written, in report order.
+        The figures written, in report order (the overlay first).
     """
     plots_dir.mkdir(parents=True, exist_ok=True)
-    out: list[Plot | None] = []
-    bases = ["loss"] + [m.name.rsplit("/", 1)[-1] for m in analysis.metrics]
-    logs = {m.name.rsplit("/", 1)[-1]: m.log_scale for m in analysis.metrics}
-    for base in dict.fromkeys(bases):
-        out.append(learning_curves(study, base, logs.get(base, False), plots_dir))
-    for metric in analysis.metrics:
-        out.append(final_bars(study, analysis, metric, plots_dir))
-        out.append(paired_diffs(study, analysis, metric, plots_dir))
-    if analysis.metrics:
-        out.append(params_vs_metric(study, analysis, analysis.metrics[0], plots_dir))
-    out += [grad_norms(study, plots_dir), timeframe_corr(study, plots_dir), phase1(study, plots_dir)]
+    font = japanese_font() if lang == "ja" else None
+    style = Style(lang if lang == "en" or font else "en", font, study.task)
+    import matplotlib
+
+    with matplotlib.rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}):
+        out: list[Plot | None] = [overlay(study, analysis, plots_dir, style)]
+        bases = ["loss"] + [_base(m.key) for m in analysis.metrics]
+        logs = {_base(m.key): m.log_scale for m in analysis.metrics}
+        for base in dict.fromkeys(bases):
+            out.append(learning_curves(study, base, logs.get(base, False), plots_dir, style))
+        for metric in analysis.metrics:
+            out.append(final_bars(study, analysis, metric, plots_dir, style))
+            if metric.primary:
+                out.append(paired_diffs(study, analysis, metric, plots_dir, style))
+        out.append(params_vs_metric(study, analysis, analysis.primary, plots_dir, style))
+        out += [grad_norms(study, plots_dir, style), timeframe_corr(study, plots_dir, style),
+                phase1(study, plots_dir, style)]
     return [p for p in out if p is not None]

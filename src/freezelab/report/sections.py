@@ -14,9 +14,12 @@ from freezelab.report import document as doc
 from freezelab.report.aggregate import Study, epoch_metric_keys, epoch_values
 from freezelab.report.analysis import COMPARED_HASHES, Analysis, Finding, Metric
 from freezelab.report.i18n import context_rows, t
+from freezelab.report.masking import HEADLINE_CODES as MASKING_CODES
 from freezelab.report.stats import describe
 
-HEADLINE_CODES = ("confound_hash", "confound_precision", "allow_confound", "frozen_changed", "single_seed")
+HEADLINE_CODES = ("confound_hash", "confound_precision", "allow_confound", "frozen_changed", "single_seed",
+                  "below_baseline", "seed_level")
+HEADLINE_CODES += MASKING_CODES  # time-series masking: leaks and fractions out of band (report/masking.py)
 ALL_HASHES = (*COMPARED_HASHES, "pretrained_hash", "config_hash")
 
 
@@ -70,61 +73,37 @@ def warning_text(ctx: Ctx, f: Finding) -> str:
     return ctx.t(f"w_{f.code}", **p)
 
 
-def _verdict_counts(ctx: Ctx, metric: Metric) -> dict[str, int]:
-    counts = {"better": 0, "worse": 0, "same": 0, "insufficient": 0}
-    for arm in ctx.study.arms:
-        v = ctx.analysis.arm_stat(metric, arm).verdict
-        key = {"no_difference": "same"}.get(v, v)
-        if key in counts:
-            counts[key] += 1
-    return counts
+def study_text(ctx: Ctx, key: str, arm: str | None = None) -> str:
+    """The study file's ``description`` / ``hypothesis`` (or an arm's ``description``), in Japanese from
+    ``<key>_ja`` when the report is Japanese and the study file gives it."""
+    s = ctx.study
+    spec_arms = s.spec.get("arms") if isinstance(s.spec.get("arms"), dict) else {}
+    src = (spec_arms.get(arm) or {}) if arm is not None else s.spec
+    if arm is not None and not src.get(key):
+        src = next((r.info for r in s.arm_runs(arm) if r.info), {})
+    text = (src.get(f"{key}_ja") if ctx.lang == "ja" else None) or src.get(key)
+    return str(text) if text else ""
 
 
 def overview_section(ctx: Ctx) -> list[doc.Block]:
-    """Title, purpose, hypothesis, the one-sentence verdict, headline warnings and the §8 context box."""
+    """Purpose, hypothesis, headline warnings and the §8 context box (collapsed)."""
     s, a = ctx.study, ctx.analysis
+    metric = a.primary
     blocks: list[doc.Block] = [doc.Heading(2, ctx.t("overview"))]
-    metric = a.metrics[0]
-    best = next((b for b in a.best if b.metric == metric), None)
-    purpose = s.spec.get("purpose") or s.spec.get("description") or ctx.t(
+    purpose = study_text(ctx, "description") or ctx.t(
         "purpose_auto", n_arms=len(s.arms), study=s.name, ref=s.reference,
         metrics=", ".join(m.key for m in a.metrics), seeds=", ".join(map(str, s.seeds)))
-    hypothesis = s.spec.get("hypothesis") or ctx.t("hypothesis_auto", ref=s.reference, metric=metric.key)
-    if best:
-        result = ctx.t("result_sentence", metric=metric.key, best=best.arm, ref=s.reference,
-                       value=doc.value(a.arm_stat(metric, best.arm).summary.mean, metric.percent),
-                       **_verdict_counts(ctx, metric))
-    else:
-        result = ctx.t("result_none", metric=metric.key)
+    hypothesis = study_text(ctx, "hypothesis") or ctx.t("hypothesis_auto", ref=s.reference, metric=metric.key)
     blocks.append(doc.Bullets([f"**{ctx.t('purpose')}**: {doc.cell(purpose)}",
-                               f"**{ctx.t('hypothesis')}**: {doc.cell(hypothesis)}",
-                               f"**{ctx.t('result')}**: {result}"]))
-    headline = [warning_text(ctx, f) for f in a.warnings if f.code in HEADLINE_CODES] + skill_summary(ctx)
+                               f"**{ctx.t('hypothesis')}**: {doc.cell(hypothesis)}"]))
+    headline = [warning_text(ctx, f) for f in a.warnings if f.code in HEADLINE_CODES]
     if headline:
         blocks += [doc.Para(f"**{ctx.t('headline_warnings')}**"), doc.Bullets(headline)]
     rows = [[w, st, r] for w, st, r in context_rows(s.task, ctx.lang)]
-    blocks.append(doc.Callout(ctx.t("context"), [
+    blocks.append(doc.Details(ctx.t("context"), [
         doc.Para(ctx.t("context_note")),
         doc.Table([ctx.t("ctx_work"), ctx.t("ctx_setting"), ctx.t("ctx_result")], rows)]))
     return blocks
-
-
-def skill_summary(ctx: Ctx) -> list[str]:
-    """One line per (metric, flag): the arms with no skill or below the best naive baseline."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for m in ctx.analysis.metrics:
-        for arm in ctx.study.arms:
-            st = ctx.analysis.arm_stat(m, arm)
-            if st.skill in ("no_skill", "below_baseline") and st.baseline:
-                groups.setdefault((m.key, st.skill), []).append(arm)
-    out = []
-    for (key, flag), arms in groups.items():
-        m = next(x for x in ctx.analysis.metrics if x.key == key)
-        base = ctx.analysis.arm_stat(m, arms[0]).baseline
-        assert base is not None
-        out.append(ctx.t("skill_line", metric=key, flag=ctx.t(f"skill_{flag}"), baseline=base[0],
-                         value=doc.value(base[1], m.percent), arms=", ".join(f"`{a}`" for a in arms)))
-    return out
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -195,11 +174,10 @@ def _arm_summary(s: Study, arm: str) -> dict[str, Any]:
 def _arms_table(ctx: Ctx) -> list[doc.Block]:
     s, a = ctx.study, ctx.analysis
     rows, details = [], []
-    spec_arms = s.spec.get("arms") if isinstance(s.spec.get("arms"), dict) else {}
     for arm in s.arms:
         info = _arm_info(s, arm)
         diff = info.get("diff_from_base") or {}
-        desc = info.get("description") or (spec_arms.get(arm) or {}).get("description") or "—"
+        desc = study_text(ctx, "description", arm) or "—"
         groups = (_arm_summary(s, arm).get("params") or {}).get("by_group") or {}
         frozen = [g for g, v in groups.items() if isinstance(v, dict) and v.get("frozen")]
         trained = [g for g, v in groups.items() if isinstance(v, dict) and v.get("frozen") is False]

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from filelock import FileLock
 
-from freezelab.errors import DiskFullError, RunFileError
+from freezelab.errors import DiskFullError, RunFileError, RunFileMissing
 from freezelab.tracking.faults import fault_point
 
 Status = Literal["pending", "running", "succeeded", "failed"]
@@ -124,7 +124,7 @@ def verify_file(path: Path, record: Mapping[str, Any], *, fix: str = RESTART_FIX
     """Raise ``RunFileError`` unless ``path`` has the recorded size and SHA-256."""
     path = Path(path)
     if not path.exists():
-        raise RunFileError(f"{path} is missing (it was recorded when written). {fix}")
+        raise RunFileMissing(f"{path} is missing (it was recorded when written). {fix}")
     size = path.stat().st_size
     if size != record.get("size"):
         raise RunFileError(f"{path} has {size:,} bytes but {record.get('size'):,} were written: it is truncated or "
@@ -149,7 +149,7 @@ def read_json(path: Path, *, fix: str = DAMAGED_FIX) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
-        raise RunFileError(f"{path} is missing. {fix}") from err
+        raise RunFileMissing(f"{path} is missing. {fix}") from err
     except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise RunFileError(f"{path} is damaged ({type(err).__name__}: {err}). {fix}") from err
 

@@ -233,3 +233,38 @@ def score_baselines(train: TokenDocs, val: TokenDocs, test: TokenDocs, vocab_siz
             if s.bpb is not None:
                 out[name][f"{split}/bpb"] = s.bpb
     return out
+
+
+def document_scores(model: UnigramModel | KNBigramModel, docs: TokenDocs,
+                    token_bytes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-document sums of a baseline on docs' next-token targets (the columns of items/<name>.npz).
+
+    Returns:
+        {"id", "loss_sum", "tokens", "correct", "bytes"}, each (n_docs with a target,), ``id`` the
+        document index in the split.
+    """
+    prev, targets = docs.target_pairs()  # (n,), (n,)
+    if isinstance(model, UnigramModel):
+        log_p, hit = model.log_probs()[targets], targets == int(np.argmax(model.counts))
+    else:
+        log_p, hit = model.log_probs(prev, targets), model.top1[prev] == targets
+    n_targets = np.maximum(docs.lengths - 1, 0)  # (n_docs,)
+    doc = np.repeat(np.arange(docs.n_docs), n_targets)  # (n,) document of each target
+    nb = token_bytes[targets] if token_bytes is not None else np.zeros(len(targets))
+    cols = {"loss_sum": np.bincount(doc, -log_p, docs.n_docs), "tokens": n_targets.astype(np.float64),
+            "correct": np.bincount(doc, hit.astype(np.float64), docs.n_docs),
+            "bytes": np.bincount(doc, nb.astype(np.float64), docs.n_docs)}
+    keep = n_targets > 0
+    return {"id": np.arange(docs.n_docs)[keep], **{k: v[keep] for k, v in cols.items()}}
+
+
+def baseline_items(train: TokenDocs, val: TokenDocs, test: TokenDocs, vocab_size: int, *,
+                   token_bytes: np.ndarray | None = None) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Both baselines fitted on train as in ``score_baselines``, scored per document on val and test.
+
+    Returns:
+        {"unigram": {"val": columns, "test": columns}, "kn_bigram": {...}} (see ``document_scores``).
+    """
+    models = {"unigram": fit_unigram(train, vocab_size), "kn_bigram": fit_kn_bigram(train, vocab_size)}
+    return {name: {split: document_scores(model, docs, token_bytes) for split, docs in (("val", val), ("test", test))}
+            for name, model in models.items()}

@@ -12,8 +12,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -25,6 +27,7 @@ from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.lm import phase1 as p1
 from freezelab.tasks.lm.model import CVFPModel
 from freezelab.tracking.checkpoints import BEST, Checkpoints, restore_training_state, training_state
+from freezelab.tracking.items import MODEL, metric, write_items
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import torch_generator
@@ -63,6 +66,7 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
     rows = min(cfg.phase1.er_rows, x_train.shape[0], x_val.shape[0])  # same rows for train and val
     model.context_block.requires_grad_(True)
     bar = tqdm(total=cfg.phase1.max_iterations, desc="phase 1", unit="it", disable=not progress, leave=False)
+    tracker.live.phase("phase1", total=cfg.phase1.max_iterations, unit="iteration")
 
     stats_of: dict[int, dict[str, Any]] = {}  # train_phase1 reports an iteration's stats, then its contexts
 
@@ -76,6 +80,7 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
         tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k,
                      **effective_ranks(c_train, c_val, rows=rows, seed=seed),
                      **{f"phase1/{n}": v for n, v in stats.items() if n != "iteration" and v is not None}}, step=k)
+        tracker.live.step(done=k + 1, items=x_train.shape[0] if k else 0, loss=stats.get("cvfp_loss"))
         bar.update(1)
 
     result = p1.train_phase1(model.context_block, x_train, offs["train"], pcfg,
@@ -87,8 +92,10 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
                "converged_ratio": result.converged_ratio, "converged_tokens": result.converged_tokens,
                "converged": result.converged, "stopped_early": result.stopped_early,
                "seconds": result.seconds, "final_method": result.final_method}
-    log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations, "
-        f"{result.converged_ratio:.1%} converged")
+    log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations in {result.seconds:.1f}s, "
+        f"{result.converged_ratio:.1%} of tokens converged ({result.converged_tokens:,}), "
+        f"{'converged' if result.converged else 'not converged'}{', stopped early' if result.stopped_early else ''}"
+        f"; contexts by {result.final_method}")
     return Phase1Outcome(iterations=result.iterations, summary=summary)
 
 
@@ -161,22 +168,52 @@ def target_positions(offsets: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(~is_last).flatten()
 
 
+def item_metrics(with_bytes: bool) -> dict[str, dict[str, Any]]:
+    """The metrics of items/<source>.npz as ratios of its per-document columns (tracking/items.py)."""
+    out = {"loss": metric("loss_sum", "tokens"), "acc": metric("correct", "tokens")}
+    return {**out, "bpb": metric("loss_sum", "bytes", 1 / math.log(2))} if with_bytes else out
+
+
+def write_baseline_items(run_dir: Path, data: Any, vocab_size: int) -> None:
+    """items/unigram.npz and items/kn_bigram.npz: the naive baselines per document of val and test."""
+    from freezelab.tasks.lm.baselines import baseline_items
+
+    found = baseline_items(data.train, data.val, data.test, vocab_size, token_bytes=data.token_bytes)
+    for name, splits in found.items():
+        write_items(run_dir, name, splits, task="lm", metrics=item_metrics(data.token_bytes is not None))
+
+
 @torch.no_grad()
 def evaluate(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor, contexts: torch.Tensor, *,
-             batch_size: int, autocast: Callable, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
-    """Mean CE (nats), perplexity, top-1 accuracy and bits per byte over a split's next-token positions."""
+             batch_size: int, autocast: Callable, token_bytes: torch.Tensor | None = None,
+             items: dict[str, Any] | None = None) -> dict[str, float]:
+    """Mean CE (nats), perplexity, top-1 accuracy and bits per byte over a split's next-token positions.
+
+    With ``items`` (a dict), it is filled with per-document sums: id, loss_sum, tokens, correct, bytes.
+    """
     model.eval()
     positions = target_positions(offsets)
+    doc = torch.searchsorted(offsets, positions, right=True) - 1                # (n_targets,) document index
+    per_doc = torch.zeros(3, len(offsets) - 1, dtype=torch.float64, device=offsets.device)  # loss, correct, bytes
     total, correct, nbytes = 0.0, 0, 0
     for s in range(0, len(positions), batch_size):
         pos = positions[s:s + batch_size]                                      # (B,)
         with autocast():
             logits = model(contexts[pos].float(), model.token_inputs(ids, offsets, pos))  # (B, V)
         targets = ids[pos + 1]
-        total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
-        correct += int((logits.argmax(-1) == targets).sum())
+        ce = F.cross_entropy(logits.float(), targets, reduction="none")       # (B,)
+        hit = logits.argmax(-1) == targets
+        total += float(ce.sum())
+        correct += int(hit.sum())
         if token_bytes is not None:
             nbytes += int(token_bytes[targets].sum())
+        if items is not None:
+            b = token_bytes[targets] if token_bytes is not None else torch.zeros_like(targets)
+            per_doc.index_add_(1, doc[s:s + batch_size], torch.stack([ce.double(), hit.double(), b.double()]))
+    if items is not None:
+        tokens = torch.bincount(doc, minlength=len(offsets) - 1).double()
+        items.update(id=np.arange(len(offsets) - 1), tokens=tokens.cpu().numpy(),
+                     **dict(zip(("loss_sum", "correct", "bytes"), per_doc.cpu().numpy())))
     loss = total / len(positions)
     out = {"loss": loss, "ppl": math.exp(loss), "acc": correct / len(positions)}
     if nbytes:
@@ -187,7 +224,7 @@ def evaluate(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor, context
 def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, ids: Splits, offs: Splits,
                contexts: Splits, *, seed: int, fabric: Any, tracker: Tracker, log: Callable[[str], None],
                facts: dict[str, Any], ckpt: Checkpoints, token_bytes: torch.Tensor | None, progress: bool,
-               first_step: int = 0, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+               resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train with early stopping on val loss; restore the best weights; score test once.
 
     The state is committed to ``checkpoints/`` at every epoch end and, inside long epochs, every
@@ -234,6 +271,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         first = epoch if at["batch"] is not None else epoch + 1
         log((f"resumed in epoch {epoch} after batch {at['batch']}" if at["batch"] is not None else
              f"resumed after epoch {epoch}") + f" (step {step})" + (", training had stopped" if stopped else ""))
+    tracker.live.phase("phase2", total=c2.max_epochs * n_batches, epochs=c2.max_epochs, steps_per_epoch=n_batches,
+                       done=step, last_phase=True)
     epochs = range(first, c2.max_epochs + 1) if not stopped else range(0)  # stopped: straight to the test
     for epoch in epochs:
         facts["epoch"] = epoch
@@ -263,6 +302,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             opt.zero_grad(set_to_none=True)
             fabric.backward(loss)
             controller.check_no_frozen_grads()
+            per_step = tracker.due(step + 1) and {  # the lr this step uses, the gradient before clipping
+                **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
+                **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()}}
             norm = fabric.clip_gradients(model, opt, max_norm=c2.grad_clip, error_if_nonfinite=False)
             if not torch.isfinite(norm):
                 raise _non_finite(f"the gradient norm is {float(norm)}", epoch, step + 1, controller, cfg,
@@ -279,7 +321,12 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 dead = phase.check_first_step(epoch)
                 if dead:
                     log(f"warning: tensors unchanged after the first step of epoch {epoch} (dead): {dead}")
-            acc["loss_sum"] += float(loss.detach()) * len(pos)
+            step_loss = float(loss.detach())
+            if per_step:
+                tracker.log({"kind": "step", "phase": "phase2", "epoch": epoch, "step": step,
+                             "train/step_loss": step_loss, **per_step}, step=step)
+            tracker.live.step(done=step, items=len(pos), loss=step_loss, epoch=epoch, step_in_epoch=b + 1)
+            acc["loss_sum"] += step_loss * len(pos)
             acc["correct"] += int((logits.argmax(-1) == ids["train"][pos + 1]).sum())
             acc["seen"] += len(pos)
             acc["batch"] = b + 1
@@ -291,6 +338,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         train_seconds += time.time() - t_epoch
         tokens_seen += seen
         phase.check_frozen(model, f"at the end of epoch {epoch}")
+        tracker.live.note("evaluating val")
         val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
                        autocast=fabric.autocast, token_bytes=token_bytes)
         train_loss = loss_sum / seen
@@ -300,7 +348,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                   **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
                   **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()},
                   "seconds": time.time() - t_epoch}
-        tracker.log(record, step=first_step + epoch)
+        tracker.log(record, step=step)
         log(f"epoch {epoch}: train loss {train_loss:.4f} | val loss {val['loss']:.4f} ppl {val['ppl']:.2f} "
             f"acc {val['acc']:.2%}")
         stop = best.update(epoch, val["loss"], {f"val/{k}": v for k, v in val.items()}, model)
@@ -312,8 +360,13 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             break
     best.restore(model)
     phase.check_frozen(model, "at the end of the run")
+    tracker.live.note("evaluating val and test at the best epoch")
+    items: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
+    evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
+             autocast=fabric.autocast, token_bytes=token_bytes, items=items["val"])  # val items at the best epoch
     test = evaluate(model, ids["test"], offs["test"], contexts["test"], batch_size=c2.eval_batch_size,
-                    autocast=fabric.autocast, token_bytes=token_bytes)
+                    autocast=fabric.autocast, token_bytes=token_bytes, items=items["test"])
+    write_items(ckpt.run_dir, MODEL, _docs_with_tokens(items), task="lm", metrics=item_metrics(token_bytes is not None))
     log(f"test at best epoch {best.epoch}: loss {test['loss']:.4f} ppl {test['ppl']:.2f} acc {test['acc']:.2%}")
     return {"best": {"epoch": best.epoch, "metrics": best.metrics},
             "test": {f"test/{k}": v for k, v in test.items()}, "epochs_run": epoch, "steps": step,
@@ -342,3 +395,8 @@ def _unfreeze(controller: FreezeController, opt: torch.optim.Optimizer, cfg: LMC
             controller.reset_state(opt, name)
     controller.sync_lrs(opt)
 
+
+def _docs_with_tokens(items: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Drop documents without a next-token target (a 1-token document) from the per-document items."""
+    return {split: {k: np.asarray(v)[np.asarray(cols["tokens"]) > 0] for k, v in cols.items()}
+            for split, cols in items.items()}

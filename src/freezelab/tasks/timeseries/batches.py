@@ -3,16 +3,18 @@
 Everything is index arithmetic on numpy arrays (no per-window pandas). The order inside a batch follows
 the data layer: gather windows and times → draw masks (training: ``mask_rng(run seed, epoch, anchors)``;
 val/test: ``mask_rng(mask_seed, 0, anchors)``, drawn once, stored and hashed) → ref from visible bars →
-normalise with the train-only scales → blank masked inputs (the model puts μ_f there).
+normalise with the train-only scales → blank target and hidden inputs (the model puts μ_f there). Losses,
+metrics and baselines score the targets only; baselines read visible bars only.
 
-A window whose every bar of every TF is masked (possible when a coarse TF's span covers the whole window of
-a finer one) has no reference price and nothing to reconstruct from: it is left out of its batch (training)
-or of the fixed eval set (val/test, once), and counted.
+A window whose every bar of every TF is blanked (possible with the closure schemes, when a coarse TF's span
+covers the whole window of a finer one) has no reference price and nothing to reconstruct from: it is left
+out of its batch (training) or of the fixed eval set (val/test, once), and counted.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,15 +25,18 @@ import torch
 from freezelab.tasks.timeseries import bars as tsbars
 from freezelab.tasks.timeseries import normalise as tsnorm
 from freezelab.tasks.timeseries import windows as tswin
+from freezelab.tasks.timeseries.bar_files import InvalidRowsWarning, UnsortedRowsWarning, load_multi_timeframe
 from freezelab.tasks.timeseries.masking import (
     MaskConfig,
+    MaskSet,
     apply_mask,
     default_mask_config,
     draw_masks,
     mask_rng,
-    masked_fraction,
     masks_hash,
 )
+from freezelab.tasks.timeseries.sessions import Session
+from freezelab.tasks.timeseries.sources import SHIPPED, shipped_path
 from freezelab.utils.hashing import hash_json
 
 NS_PER_MINUTE = tsbars.NS_PER_MINUTE
@@ -42,15 +47,16 @@ class Batch:
     """One batch of windows, as torch tensors (model inputs) plus numpy extras for scoring.
 
     Attributes:
-        inputs: {tf: (B, K, 4) float32} normalised OHLC, masked bars set to 0.
-        flags: {tf: (B, K) float32} 1 = masked.
-        targets: {tf: (B, K, 4) float32} normalised OHLC (the truth).
-        masks: {tf: (B, K) bool}.
+        inputs: {tf: (B, K, 4) float32} normalised OHLC, blanked (target and hidden) bars set to 0.
+        flags: {tf: (B, K) float32} 1 = blanked.
+        targets: {tf: (B, K, 4) float32} normalised OHLC (the truth of every bar).
+        masks: {tf: (B, K) bool} the target bars, the ones scored.
         minutes: {tf: (B, K/P) float32} minutes from each patch's close to the anchor.
         open_times, close_times: {tf: (B, K) int64 ns} (numpy; baselines, consistency term).
         n_sub: {tf: (B, K) int64} base bars per bar (numpy; only when requested).
         fallback_refs: windows whose ref is not from the base TF (all its bars masked).
         n_dropped: windows left out because every bar of every TF was masked (no visible bar at all).
+        hidden: {tf: (B, K) bool} (numpy) bars blanked in the input but not scored; None = none.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -63,6 +69,12 @@ class Batch:
     n_sub: dict[str, np.ndarray] | None = None
     fallback_refs: int = 0
     n_dropped: int = 0
+    hidden: dict[str, np.ndarray] | None = None
+
+    @property
+    def blanked(self) -> dict[str, np.ndarray]:
+        """{tf: (B, K) bool} bars not visible in the input: targets | hidden (numpy)."""
+        return {f: m.numpy() | (self.hidden[f] if self.hidden else False) for f, m in self.masks.items()}
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -70,7 +82,8 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         move = lambda d: {f: t.to(device, non_blocking=True) for f, t in d.items()}
         return Batch(move(self.inputs), move(self.flags), move(self.targets), move(self.masks), move(self.minutes),
-                     self.open_times, self.close_times, self.n_sub, self.fallback_refs, self.n_dropped)
+                     self.open_times, self.close_times, self.n_sub, self.fallback_refs, self.n_dropped,
+                     self.hidden)
 
 
 @dataclass
@@ -83,7 +96,7 @@ class TSData:
     mask_cfg: MaskConfig
     patch_len: dict[str, int]
     mask_inputs: bool
-    eval_masks: dict[str, dict[str, np.ndarray]]      # split -> {tf: (N, K) bool}, fixed
+    eval_masks: dict[str, MaskSet]                    # split -> targets and hidden {tf: (N, K) bool}, fixed
     eval_rows: dict[str, np.ndarray]                  # split -> (N,) scored rows of the split's index
     hashes: dict[str, str]
     info: dict[str, Any]
@@ -103,20 +116,24 @@ def load_bars(cfg: Any) -> dict[str, tsbars.Bars]:
         DataNotFoundError / DataError: missing file, unreadable file, invalid rows (with row numbers).
     """
     d = cfg.data
+    session = Session(d.session_timezone, d.session_close)
     if d.source == "synthetic":
         base = tsbars.synthetic_bars(d.synthetic_bars, tf=d.base_tf, seed=d.synthetic_seed)
-        return {f: tsbars.resample(base, f) for f in d.timeframes}
-    path = tsbars.default_fx_path() if d.source == "fx_default" else Path(d.path)
-    return tsbars.load_multi_timeframe(path, d.base_tf, d.timeframes, d.on_invalid, time_column=d.time_column)
+        return {f: tsbars.resample(base, f, session) for f in d.timeframes}
+    path, timezone = Path(d.path or ""), d.timezone
+    if d.source in SHIPPED:  # files whose time zone is known (sources.py)
+        path, timezone = shipped_path(d.source), d.timezone or SHIPPED[d.source][3]
+    return load_multi_timeframe(path, d.base_tf, d.timeframes, d.on_invalid, time_column=d.time_column,
+                                timezone=timezone, session=session)
 
 
 def mask_config(cfg: Any) -> MaskConfig:
     """The masking section as a data-layer ``MaskConfig`` (spec defaults filled in per TF)."""
     m, tfs = cfg.masking, cfg.data.timeframes
-    base = default_mask_config(tfs, closure=m.closure)
+    base = default_mask_config(tfs, scheme=m.scheme)
     ratio = m.ratio if isinstance(m.ratio, dict) else dict.fromkeys(tfs, float(m.ratio))
     return MaskConfig(ratio=dict(ratio), span_min=dict(m.span_min or base.span_min),
-                      span_max=dict(m.span_max or base.span_max), closure=m.closure)
+                      span_max=dict(m.span_max or base.span_max), scheme=m.scheme)
 
 
 def load_data(cfg: Any, *, stats_dir: Path | None = None, log: Any = print) -> TSData:
@@ -130,7 +147,16 @@ def load_data(cfg: Any, *, stats_dir: Path | None = None, log: Any = print) -> T
     Raises:
         DataError: empty split, missing TF in the stats, hash mismatch, unreadable bars.
     """
-    bars = load_bars(cfg)
+    with warnings.catch_warnings(record=True) as caught:  # rows sorted or dropped: into the log and the summary
+        warnings.simplefilter("always", InvalidRowsWarning)
+        warnings.simplefilter("always", UnsortedRowsWarning)
+        bars = load_bars(cfg)
+    notes = [str(w.message) for w in caught if issubclass(w.category, (InvalidRowsWarning, UnsortedRowsWarning))]
+    for w in caught:
+        if not issubclass(w.category, (InvalidRowsWarning, UnsortedRowsWarning)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for note in notes:
+        log(f"WARNING: {note}")
     w = cfg.windows
     index = tswin.build_window_index(bars, base_tf=cfg.data.base_tf, context=dict(w.context),
                                      max_gap_minutes=dict(w.max_gap_minutes) or None)
@@ -139,22 +165,21 @@ def load_data(cfg: Any, *, stats_dir: Path | None = None, log: Any = print) -> T
                              seed=cfg.data.data_seed)
     stats = _stats(bars, split, stats_dir)
     mcfg = mask_config(cfg)
-    eval_masks, eval_rows, fractions, dropped = {}, {}, {}, {}
+    eval_masks, eval_rows, dropped = {}, {}, {}
     for name in ("val", "test"):
         part = split.part(name)
         o, c = tswin.gather_times(bars, part, np.arange(len(part)))
         masks = draw_masks(o, c, mask_rng(cfg.masking.mask_seed, 0, part.anchors), mcfg)
-        keep = ~fully_masked(masks)
+        keep = ~fully_masked(masks.blanked)
         eval_rows[name] = np.flatnonzero(keep)
-        eval_masks[name] = {f: m[keep] for f, m in masks.items()}
-        fractions[name] = masked_fraction(eval_masks[name])
+        eval_masks[name] = masks.select(keep)
         dropped[name] = int((~keep).sum())
     eval_hash = hash_json({"val": masks_hash(eval_masks["val"]), "test": masks_hash(eval_masks["test"]),
                            "rows": {k: hash_json(v.tolist()) for k, v in eval_rows.items()},
                            "split": split.hash, "mask_inputs": cfg.masking.mask_inputs})
     info = {"bars": {f: len(b) for f, b in bars.items()}, "windows": {k: len(v) for k, v in split.rows.items()},
             "embargoed": split.n_embargoed, "rejected": index.n_rejected, "scale_bp": stats.scale_bp,
-            "masked_fraction": fractions, "eval_fully_masked_windows": dropped,
+            "eval_fully_masked_windows": dropped, "load_warnings": notes,
             "first_anchor": {k: _iso(index.anchors[v[0]]) for k, v in split.rows.items()},
             "last_anchor": {k: _iso(index.anchors[v[-1]]) for k, v in split.rows.items()}}
     hashes = {"data_hash": hash_json(index.data_hashes), "split_hash": split.hash, "eval_hash": eval_hash}
@@ -184,7 +209,7 @@ def fully_masked(masks: dict[str, np.ndarray]) -> np.ndarray:
     return np.logical_and.reduce([m.all(axis=1) for m in masks.values()])
 
 
-def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: dict[str, np.ndarray] | None = None,
+def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: MaskSet | None = None,
                *, seed: int = 0, epoch: int = 0, with_n_sub: bool = False) -> Batch:
     """Gather, mask, normalise and blank one batch of windows.
 
@@ -192,7 +217,7 @@ def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: d
         data: the run's data.
         part: the split's window index.
         rows: (B,) rows of ``part``.
-        masks: fixed masks {tf: (B, K)} (val/test); None draws training masks from (seed, epoch, anchor).
+        masks: fixed masks of these rows (val/test); None draws training masks from (seed, epoch, anchor).
         seed, epoch: the training mask stream.
         with_n_sub: also gather n_sub (cross-TF consistency term).
 
@@ -202,21 +227,22 @@ def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: d
     opens, closes = tswin.gather_times(data.bars, part, rows)                            # {tf: (B, K)} ns
     if masks is None:
         masks = draw_masks(opens, closes, mask_rng(seed, epoch, part.anchors[rows]), data.mask_cfg)
-    keep = ~fully_masked(masks)                                                          # (B,)
+    keep = ~fully_masked(masks.blanked)                                                  # (B,)
     n_dropped = int((~keep).sum())
     if n_dropped:  # nothing visible: no reference price and nothing to reconstruct from
-        rows, masks = rows[keep], {f: m[keep] for f, m in masks.items()}
+        rows, masks = rows[keep], masks.select(keep)
         opens, closes = {f: t[keep] for f, t in opens.items()}, {f: t[keep] for f, t in closes.items()}
     ohlc = tswin.gather_windows(data.bars, part, rows)                                   # {tf: (B, K, 4)}
-    ref, fallback = tsnorm.window_reference(ohlc, closes, part.base_tf, masks if data.mask_inputs else None)
+    blanked = masks.blanked                                                              # {tf: (B, K)}
+    ref, fallback = tsnorm.window_reference(ohlc, closes, part.base_tf, blanked if data.mask_inputs else None)
     z = tsnorm.normalise_windows(ohlc, ref, data.stats)                                   # {tf: (B, K, 4)}
     anchor = part.anchors[rows][:, None]                                                 # (B, 1)
     inputs, flags, minutes = {}, {}, {}
     for f in data.tfs:
         if data.mask_inputs:
-            inputs[f], flags[f] = apply_mask(z[f], masks[f])
+            inputs[f], flags[f] = apply_mask(z[f], blanked[f])
         else:  # reproduces the original leak; the task logs a loud warning
-            inputs[f], flags[f] = z[f].copy(), masks[f].astype(z[f].dtype)
+            inputs[f], flags[f] = z[f].copy(), blanked[f].astype(z[f].dtype)
         p = data.patch_len[f]
         patch_close = closes[f][:, p - 1::p]                                              # (B, K/P)
         minutes[f] = (anchor - patch_close) / NS_PER_MINUTE
@@ -225,9 +251,9 @@ def make_batch(data: TSData, part: tswin.WindowIndex, rows: np.ndarray, masks: d
     if with_n_sub:
         n_sub = {f: data.bars[f].n_sub[tswin.window_rows(part, f, rows)] for f in data.tfs}
     return Batch(inputs=t(inputs), flags=t(flags), targets=t(z),
-                 masks={f: torch.from_numpy(m) for f, m in masks.items()}, minutes=t(minutes), open_times=opens,
-                 close_times=closes, n_sub=n_sub,
-                 fallback_refs=int(fallback.sum()), n_dropped=n_dropped)
+                 masks={f: torch.from_numpy(m) for f, m in masks.targets.items()}, minutes=t(minutes),
+                 open_times=opens, close_times=closes, n_sub=n_sub,
+                 fallback_refs=int(fallback.sum()), n_dropped=n_dropped, hidden=masks.hidden)
 
 
 def train_order(n_windows: int, batch_size: int, steps_cap: int | None, *, seed: int, epoch: int) -> list[np.ndarray]:
@@ -253,7 +279,7 @@ def eval_batches(data: TSData, name: str, batch_size: int, *, with_n_sub: bool =
     part, kept = data.part(name), data.eval_rows[name]
     for lo in range(0, len(kept), batch_size):
         rows = kept[lo:lo + batch_size]
-        masks = {f: m[lo:lo + len(rows)] for f, m in data.eval_masks[name].items()}
+        masks = data.eval_masks[name].select(slice(lo, lo + len(rows)))
         yield make_batch(data, part, rows, masks, with_n_sub=with_n_sub), slice(lo, lo + len(rows))
 
 

@@ -14,14 +14,17 @@ from typing import Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from freezelab.config.schema import Strict, checkpoint_minutes_field, trust_remote_code_field
+from freezelab.tasks.timeseries.sessions import timezone_problem
 
 TF = Literal["m1", "m5", "m15", "m30", "h1", "h4", "d"]
 
 
 class TSDataConfig(Strict):
-    source: Literal["fx_default", "file", "synthetic"] = Field(
+    source: Literal["fx_default", "file", "synthetic", "sp500", "nasdaq"] = Field(
         "fx_default", description="fx_default: EUR/USD hourly bars shipped in backtesting's wheel (offline, "
-        "base_tf h1); file: your own CSV/Parquet at `path`; synthetic: a seeded random walk (tests, smoke).")
+        "base_tf h1); file: your own CSV/Parquet at `path`; synthetic: a seeded random walk (tests, smoke); "
+        "sp500 / nasdaq: S&P 500 / NASDAQ Composite daily bars 1999-2018 shipped in arch's wheel (permissive "
+        "licence; base_tf d, timeframes [d]).")
     path: Optional[str] = Field(None, description="OHLC file (source: file), e.g. usdjpy_m1.parquet; relative "
                                 "paths are resolved from the working directory.")
     base_tf: TF = Field("h1", description="Timeframe of the file's bars; the anchors are its close times.")
@@ -30,6 +33,14 @@ class TSDataConfig(Strict):
     on_invalid: Literal["reject", "drop"] = Field(
         "reject", description="Inconsistent bars: reject (error naming the rows) or drop (warning naming them).")
     time_column: Optional[str] = Field(None, description="Timestamp column; default time/timestamp/date/first.")
+    timezone: Optional[str] = Field(None, description="IANA time zone of naive timestamps in the file (UTC, "
+                                    "Asia/Tokyo, ...); required when they have no offset, except date-only daily "
+                                    "stamps (UTC days). Aware and epoch timestamps ignore it.")
+    session_timezone: str = Field("UTC", description="Time zone whose wall clock places daily and 4-hour bar "
+                                  "boundaries; FX: America/New_York.")
+    session_close: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM at which a "
+                               "daily bar closes (and 4-hour bars start) in session_timezone; FX: '17:00', so days "
+                               "open at 21:00 UTC in summer, 22:00 in winter.")
     synthetic_bars: int = Field(20_000, ge=100, description="source: synthetic: number of base bars.")
     synthetic_seed: int = Field(0, description="source: synthetic: random-walk seed.")
     split: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Train/val/test shares of anchors, "
@@ -42,6 +53,13 @@ class TSDataConfig(Strict):
             raise ValueError("data.source=file needs data.path")
         if self.source != "file" and self.path:
             raise ValueError("data.path is only read with data.source=file")
+        if self.source in ("sp500", "nasdaq") and (self.base_tf != "d" or self.timeframes != ["d"]):
+            raise ValueError(f"data.source={self.source} holds daily bars: set data.base_tf: d and data.timeframes: "
+                             f"[d] (got base_tf {self.base_tf}, timeframes {self.timeframes})")
+        for key, name in (("data.timezone", self.timezone), ("data.session_timezone", self.session_timezone)):
+            problem = timezone_problem(name, key) if name is not None else None
+            if problem:
+                raise ValueError(problem)
         if self.base_tf not in self.timeframes:
             raise ValueError(f"data.base_tf={self.base_tf} must be one of data.timeframes={self.timeframes}")
         if len(set(self.timeframes)) != len(self.timeframes):
@@ -51,7 +69,7 @@ class TSDataConfig(Strict):
 
 class WindowsConfig(Strict):
     context: dict[str, int] = Field(
-        {"h1": 64, "h4": 32, "d": 8},
+        {"h1": 64, "h4": 32, "d": 16},
         description="K_f: bars per window for each timeframe, all ending at the anchor t (only bars closed by "
         "t). Each must be a multiple of that timeframe's model.patch_len.")
     max_gap_minutes: dict[str, Optional[float]] = Field(
@@ -65,15 +83,28 @@ class WindowsConfig(Strict):
 
 
 class MaskingConfig(Strict):
-    ratio: Union[float, dict[str, float]] = Field(0.15, description="ρ_f: share of each TF's bars in seed spans.")
+    ratio: Union[float, dict[str, float]] = Field(0.15, description="ρ_f: share of each TF's bars that are "
+                                                  "targets (scored); the run records the measured share.")
     span_min: Optional[dict[str, int]] = Field(None, description="Shortest seed span per TF (default: 3 for "
                                                "m1–m15, 1 for m30 and coarser).")
     span_max: Optional[dict[str, int]] = Field(None, description="Longest seed span per TF (default: 10 for "
                                                "m1–m15, 4 for m30 and coarser).")
-    closure: Literal["seed", "full"] = Field(
-        "seed", description="seed: every bar intersecting a seed-masked interval is masked (spec §3 step 2); "
-        "full: repeat until no visible bar shares a minute with any masked bar.")
+    scheme: Literal["disjoint", "seed_closure", "full_closure"] = Field(
+        "disjoint", description="disjoint: leak-free at the declared ratio; coarse-TF targets only before every "
+        "finer window, bars sharing time with a target hidden (docs/timeseries-masking.md). seed_closure: one "
+        "closure step from seed spans (earlier runs; LEAKS, the report warns). full_closure: closure to the "
+        "fixed point (earlier runs; leak-free but masks most fine bars).")
     mask_seed: int = Field(0, description="Seed of the fixed val/test masks (identical for every arm and seed).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "closure" in data:
+            old = data["closure"]
+            raise ValueError(f"masking.closure was replaced by masking.scheme: use scheme: {old}_closure to "
+                             f"reproduce closure: {old} (it leaks or over-masks, see docs/timeseries-masking.md), or "
+                             "drop the key for the leak-free default scheme: disjoint")
+        return data
     mask_inputs: bool = Field(True, description="false reproduces the original's leak (inputs not masked); "
                               "never use it for results.")
 
@@ -149,7 +180,8 @@ class TrainConfig(Strict):
 
 
 class TSRuntimeConfig(Strict):
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU; "
+                                                   "cuda: CUDA, or an error where it is not available.")
     precision: Literal["bf16", "fp32", "fp16"] = Field(
         "bf16", description="bf16 autocast (default), fp32, or fp16 autocast with a GradScaler whose collapse "
         "fails the run.")
@@ -159,6 +191,9 @@ class TSRuntimeConfig(Strict):
                                           "share of overflow-skipped steps in an epoch.")
     max_nonfinite_steps: int = Field(3, ge=1, description="Consecutive non-finite losses/norms before FAILED.")
     checkpoint_minutes: Optional[float] = checkpoint_minutes_field()
+    log_every_steps: int = Field(10, ge=0, description="Per-step scalars (train/step_loss, lr/<group>, "
+                                 "grad_norm/<group>) to metrics.jsonl, TensorBoard and MLflow every this many "
+                                 "optimizer steps; 0: epoch records only.")
 
 
 class TSConfig(Strict):

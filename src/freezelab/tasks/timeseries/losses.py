@@ -4,11 +4,12 @@ Masked Huber (δ = 1, normalised units): per TF the mean over masked (bar, field
 weighted mean (w_f, equal by default) over the TFs that have masked entries in the batch, so a TF with
 nothing masked is left out rather than scored 0, and M1's larger count does not dominate.
 
-Consistency (λ_c > 0). For each adjacent pair (finer f, coarser g) and every g bar B whose constituent
-f bars are all inside the window (their n_sub add up to B's n_sub: the real bar boundaries) and at least
-one of them is masked: ỹ_f = prediction at masked bars, observed value at visible ones, mapped to bp
-with the shared ref (z · s_f); aggregate over B (open first, high max, low min, close last); Huber
-against B's target in g's normalised units (bp / s_g). Padding never enters (there is none), and the
+Consistency (λ_c > 0). For each adjacent pair (finer f, coarser g) and every g bar B that is not visible
+in the input, whose constituent f bars are all inside the window (their n_sub add up to B's n_sub: the real
+bar boundaries) and at least one of them is blanked (a target or hidden): ỹ_f = prediction at blanked bars,
+observed value at visible ones, mapped to bp with the shared ref (z · s_f); aggregate over B (open first,
+high max, low min, close last); Huber against B's true value in g's normalised units (bp / s_g). B is never
+visible, so the term never teaches the model to copy an input. Padding never enters (there is none), and the
 target is always the real coarser bar, never raw base-TF values.
 """
 
@@ -50,38 +51,39 @@ def masked_huber(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
 
 
 def consistency_index(open_times: dict[str, np.ndarray], close_times: dict[str, np.ndarray],
-                      n_sub: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> list[tuple]:
+                      n_sub: dict[str, np.ndarray], blanked: dict[str, np.ndarray]) -> list[tuple]:
     """Membership of fine bars in coarse bars for each adjacent TF pair (numpy, vectorised per batch).
 
     Args:
         open_times, close_times, n_sub: {tf: (B, K_tf)} of the batch, TFs finest first.
-        masks: {tf: (B, K_tf) bool}.
+        blanked: {tf: (B, K_tf) bool} bars not visible in the input (``Batch.blanked``: targets | hidden).
 
     Returns:
-        [(f, g, member (B, K_f, K_g) bool, first (B, K_g), last (B, K_g), valid (B, K_g) bool)], where
-        first/last are the positions of the first/last constituent f bar of each g bar.
+        [(f, g, member (B, K_f, K_g) bool, first (B, K_g), last (B, K_g), valid (B, K_g) bool,
+        blanked_f (B, K_f) bool)], where first/last are the positions of the first/last constituent f bar of
+        each g bar.
     """
     tfs, out = list(open_times), []
     for f, g in zip(tfs[:-1], tfs[1:]):
         of = open_times[f][:, :, None]                                                  # (B, K_f, 1)
         member = (of >= open_times[g][:, None, :]) & (of < close_times[g][:, None, :])  # (B, K_f, K_g)
         complete = (member * n_sub[f][:, :, None]).sum(axis=1) == n_sub[g]              # (B, K_g)
-        touched = (member & masks[f][:, :, None]).any(axis=1)                           # (B, K_g)
+        touched = (member & blanked[f][:, :, None]).any(axis=1)                         # (B, K_g)
         kf = member.shape[1]
         first = np.argmax(member, axis=1)                                               # (B, K_g)
         last = kf - 1 - np.argmax(member[:, ::-1, :], axis=1)
-        valid = complete & touched & member.any(axis=1)
-        out.append((f, g, member, first, last, valid))
+        valid = complete & touched & member.any(axis=1) & blanked[g]
+        out.append((f, g, member, first, last, valid, blanked[f]))
     return out
 
 
-def consistency_loss(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                     index: list[tuple], scale_bp: dict[str, float], *, delta: float = 1.0) -> torch.Tensor:
+def consistency_loss(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], index: list[tuple],
+                     scale_bp: dict[str, float], *, delta: float = 1.0) -> torch.Tensor:
     """Mean over TF pairs (with at least one valid coarse bar) of the Huber between aggregated ỹ_f and g.
 
     Args:
-        pred, target, masks: as in ``masked_huber``.
-        index: from ``consistency_index`` on the same batch.
+        pred, target: as in ``masked_huber``.
+        index: from ``consistency_index`` on the same batch (it carries which f bars are blanked).
         scale_bp: {tf: s_f} train-only scales.
         delta: Huber δ.
 
@@ -89,11 +91,12 @@ def consistency_loss(pred: dict[str, torch.Tensor], target: dict[str, torch.Tens
         A scalar (0 when no pair has a valid coarse bar).
     """
     losses = []
-    for f, g, member, first, last, valid in index:
+    for f, g, member, first, last, valid, blank_f in index:
         if not valid.any():
             continue
         dev = pred[f].device
-        y = torch.where(masks[f][..., None], pred[f], target[f]) * scale_bp[f]          # (B, K_f, 4) bp
+        hide = torch.from_numpy(blank_f).to(dev)[..., None]                              # (B, K_f, 1)
+        y = torch.where(hide, pred[f], target[f]) * scale_bp[f]                          # (B, K_f, 4) bp
         mem = torch.from_numpy(member).to(dev)[..., None]                                # (B, K_f, K_g, 1)
         big = torch.finfo(y.dtype).max
         high = torch.where(mem, y[:, :, None, 1:2], -big).amax(dim=1)                    # (B, K_g, 1)

@@ -1,11 +1,22 @@
-"""Time-aligned span masks with closure, applied to the inputs (spec §3 "Masking").
+"""Time-aligned span masks applied to the inputs (spec §3 "Masking"; docs/timeseries-masking.md).
 
-1. Seed spans per TF in that TF's bar units: ratio ρ_f of the K_f bars, span lengths U{s_min..s_max}.
-2. Closure in time. I = union of [open, close) of the seed-masked bars of all TFs; every bar of every
-   TF that intersects I is masked. With closure="full" this is repeated until nothing changes, so no
-   visible bar shares a minute with any masked bar; closure="seed" stops after one step, so visible
-   bars never share a minute with a *seed* bar but may share one with a coarse bar masked by closure.
-3. `apply_mask` zeroes masked bars and returns the flag; `assert_no_masked_leak` checks the result.
+A mask has two parts. *Targets* are the bars that are scored; *hidden* bars have their input replaced by the
+mask vector too but are not scored. The guarantee is about targets: no target shares time with a bar that is
+visible in the input, in any timeframe (TF), so no target can be recovered by aggregating or disaggregating
+visible bars. Schemes (``MaskConfig.scheme``):
+
+- ``disjoint`` (default). TFs are taken finest first. The finest TF draws target spans anywhere in its
+  window; a coarser TF draws them only among its bars that close before every finer window opens (the
+  "eligible prefix": every coarser window reaches far beyond the finer ones). So no finer bar inside a
+  target is in the input. Every other bar that shares time with a target (the coarser bars covering a
+  finer target) is hidden. Targets then share time only with hidden bars: leak-free by construction, at
+  ≈ the declared ratio per TF, and coarse-TF targets lie in the deeper past, before the finer windows.
+- ``seed_closure``: seed spans per TF at the declared ratio, then every bar intersecting a seed bar is
+  masked (one closure step, spec §3 step 2 as written). Visible finer bars may lie inside coarse bars masked
+  by closure: this leaks, and masks far more than declared. Kept to reproduce earlier runs.
+- ``full_closure``: the closure repeated to its fixed point. Leak-free, but it masks most bars of the finest
+  TF on long layouts. Kept to reproduce earlier runs.
+With both closures every masked bar is a target (nothing hidden). ``masking_audit.py`` measures the result.
 
 Masks are bool arrays, True = masked. Random draws come from a `np.random.Generator` (draws depend on
 the batch) or from `mask_rng(seed, epoch, window_ids)`: a counter-based stream per window, so a
@@ -25,6 +36,8 @@ from freezelab.errors import ConfigError, InvariantViolation
 from freezelab.tasks.timeseries.bars import TIMEFRAMES
 
 Closure = Literal["full", "seed"]
+Scheme = Literal["disjoint", "seed_closure", "full_closure"]
+SCHEMES: tuple[str, ...] = ("disjoint", "seed_closure", "full_closure")
 _FINE_TFS = ("m1", "m5", "m15")  # spec defaults: spans 3..10 for M1-M15, 1..4 for M30 and coarser
 
 
@@ -35,13 +48,14 @@ class MaskConfig:
     Attributes:
         ratio: {tf: ρ_f}, share of the K_f bars covered by seed spans (at least 1 bar when ρ_f > 0).
         span_min / span_max: {tf: bars}, span lengths are uniform on span_min..span_max.
-        closure: "full" (fixed point, leak-free) or "seed" (one closure step, as spec §3 step 2 reads).
+        scheme: "disjoint" (default, leak-free at the declared ratio), "seed_closure" (leaks) or
+            "full_closure" (leak-free, over-masks); see the module doc.
     """
 
     ratio: dict[str, float]
     span_min: dict[str, int]
     span_max: dict[str, int]
-    closure: Closure = "full"
+    scheme: Scheme = "disjoint"
 
     def __post_init__(self) -> None:
         problems = []
@@ -54,14 +68,14 @@ class MaskConfig:
                 )
             if not 0.0 <= self.ratio[f] < 1.0:
                 problems.append(f"{f}: ratio {self.ratio[f]} not in [0, 1)")
-        if self.closure not in ("full", "seed"):
-            problems.append(f"closure {self.closure!r} is not 'full' or 'seed'")
+        if self.scheme not in SCHEMES:
+            problems.append(f"scheme {self.scheme!r} is not one of {', '.join(SCHEMES)}")
         if problems:
             raise ConfigError("mask config: " + "; ".join(problems) + ".")
 
 
 def default_mask_config(
-    tfs: list[str] | tuple[str, ...], *, ratio: float = 0.15, closure: Closure = "full"
+    tfs: list[str] | tuple[str, ...], *, ratio: float = 0.15, scheme: Scheme = "disjoint"
 ) -> MaskConfig:
     """Spec defaults: ρ = 0.15; spans 3..10 bars for m1-m15, 1..4 for m30, h1, h4 and d."""
     for f in tfs:
@@ -71,7 +85,7 @@ def default_mask_config(
         ratio=dict.fromkeys(tfs, ratio),
         span_min={f: 3 if f in _FINE_TFS else 1 for f in tfs},
         span_max={f: 10 if f in _FINE_TFS else 4 for f in tfs},
-        closure=closure,
+        scheme=scheme,
     )
 
 
@@ -128,30 +142,64 @@ def _uniform(rng: np.random.Generator | WindowRng, counter: int, n: int) -> np.n
 
 
 def seed_masks(
-    shapes: Mapping[str, tuple[int, int]], rng: np.random.Generator | WindowRng, cfg: MaskConfig
+    shapes: Mapping[str, tuple[int, int]],
+    rng: np.random.Generator | WindowRng,
+    cfg: MaskConfig,
+    limits: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Seed spans per TF: {tf: (B, K_f) bool}.
+    """Spans per TF: {tf: (B, K_f) bool}.
 
     Spans (length ~ U{s_min..s_max}, start uniform so the span fits) are added until at least
     max(1, round(ρ K)) bars are covered; spans may overlap, so the count can overshoot by a span.
     Windows are drawn in parallel; a window that reached its target ignores later draws.
+
+    Args:
+        shapes: {tf: (B, K_f)}.
+        rng: the draws.
+        cfg: ratios and span lengths.
+        limits: {tf: (B,) int} per window, draw only in the first L bars (the eligible prefix) and cover
+            at most ceil(L / 2) of them, so the prefix keeps visible context; L = 0 draws nothing.
+            None (or a TF not listed): the whole window, no cap.
     """
     out = {}
     for i, (f, (n, k)) in enumerate(shapes.items()):
         target = max(1, round(cfg.ratio[f] * k)) if cfg.ratio[f] > 0 else 0
+        if limits is None or f not in limits:
+            lim, goal = np.full(n, k, dtype=np.int64), np.full(n, target, dtype=np.int64)
+        else:
+            lim = np.clip(np.asarray(limits[f], dtype=np.int64), 0, k)  # (B,)
+            goal = np.minimum(target, (lim + 1) // 2)
         mask = np.zeros((n, k), dtype=bool)
         pos = np.arange(k)  # (K,)
-        lo, hi = min(cfg.span_min[f], k), min(cfg.span_max[f], k)
+        lo, hi = np.minimum(cfg.span_min[f], lim), np.minimum(cfg.span_max[f], lim)  # (B,)
         for it in range(100 * target + 1):  # ends far earlier; the cap only guards against bad configs
-            active = mask.sum(axis=1) < target  # (B,)
+            active = mask.sum(axis=1) < goal  # (B,)
             if not active.any():
                 break
             c = (i * 100_003 + it) * 2  # counters are unique per (tf, draw, purpose)
             length = lo + np.floor(_uniform(rng, c, n) * (hi - lo + 1)).astype(np.int64)  # (B,)
-            start = np.floor(_uniform(rng, c + 1, n) * (k - length + 1)).astype(np.int64)  # (B,)
+            start = np.floor(_uniform(rng, c + 1, n) * (lim - length + 1)).astype(np.int64)  # (B,)
             span = (pos >= start[:, None]) & (pos < (start + length)[:, None])  # (B, K)
             mask |= span & active[:, None]
         out[f] = mask
+    return out
+
+
+def eligible_prefix(
+    open_times: Mapping[str, np.ndarray], close_times: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per coarser TF and window, how many leading bars close before every finer TF's window opens: {tf: (B,)}.
+
+    The finest TF is not listed (its spans go anywhere in its window, uncapped). Bars are sorted in time, so
+    the eligible bars are a prefix.
+    """
+    out: dict[str, np.ndarray] = {}
+    horizon = None  # (B,) earliest open over the finer windows seen so far
+    for f in sorted(open_times, key=TIMEFRAMES.__getitem__):
+        o, c = open_times[f], close_times[f]
+        if horizon is not None:
+            out[f] = (c <= horizon[:, None]).sum(axis=1)
+        horizon = o[:, 0] if horizon is None else np.minimum(horizon, o[:, 0])
     return out
 
 
@@ -229,32 +277,52 @@ def _intersects(
     return hit
 
 
+@dataclass(frozen=True, eq=False)
+class MaskSet:
+    """Masks of a batch of windows: {tf: (B, K_f) bool} targets (scored) and hidden (blanked, not scored)."""
+
+    targets: dict[str, np.ndarray]
+    hidden: dict[str, np.ndarray]
+
+    @property
+    def blanked(self) -> dict[str, np.ndarray]:
+        """Bars whose input is replaced by the mask vector: targets | hidden."""
+        return {f: m | self.hidden[f] for f, m in self.targets.items()}
+
+    def select(self, rows: np.ndarray) -> MaskSet:
+        """The masks of some windows (a boolean or index array over B)."""
+        return MaskSet({f: m[rows] for f, m in self.targets.items()}, {f: m[rows] for f, m in self.hidden.items()})
+
+
 def draw_masks(
     open_times: Mapping[str, np.ndarray],
     close_times: Mapping[str, np.ndarray],
     rng: np.random.Generator | WindowRng,
     cfg: MaskConfig,
-) -> dict[str, np.ndarray]:
-    """Seed spans then closure: {tf: (B, K_f) bool}, True = masked. TFs follow `open_times` order."""
+) -> MaskSet:
+    """Targets and hidden bars of the configured scheme (module doc). TFs follow `open_times` order."""
     missing = [f for f in open_times if f not in cfg.ratio]
     if missing:
         raise ConfigError(f"mask config has no settings for timeframes {missing}.")
-    seeds = seed_masks({f: t.shape for f, t in open_times.items()}, rng, cfg)
-    return close_masks(open_times, close_times, seeds, cfg.closure)
+    shapes = {f: t.shape for f, t in open_times.items()}
+    if cfg.scheme == "disjoint":
+        targets = seed_masks(shapes, rng, cfg, eligible_prefix(open_times, close_times))
+        covered = close_masks(open_times, close_times, targets, "seed")  # every bar sharing time with a target
+        return MaskSet(targets, {f: covered[f] & ~targets[f] for f in targets})
+    closed = close_masks(open_times, close_times, seed_masks(shapes, rng, cfg),
+                         "seed" if cfg.scheme == "seed_closure" else "full")
+    return MaskSet(closed, {f: np.zeros_like(m) for f, m in closed.items()})
 
 
-def masks_hash(masks: Mapping[str, np.ndarray]) -> str:
-    """sha256 (16 hex) of TF names, shapes and mask bits; recorded for the fixed val/test masks."""
+def masks_hash(masks: Mapping[str, np.ndarray] | MaskSet) -> str:
+    """sha256 (16 hex) of TF names, shapes and mask bits (targets, then hidden); recorded for val/test."""
     h = hashlib.sha256()
-    for f, m in masks.items():
-        h.update(f"{f}:{m.shape}".encode())
-        h.update(np.packbits(np.ascontiguousarray(m, dtype=bool)).tobytes())
+    parts = [masks.targets, masks.hidden] if isinstance(masks, MaskSet) else [masks]
+    for j, part in enumerate(parts):
+        for f, m in part.items():
+            h.update(f"{f}:{m.shape}".encode() if j == 0 else f"hidden {f}:{m.shape}".encode())
+            h.update(np.packbits(np.ascontiguousarray(m, dtype=bool)).tobytes())
     return h.hexdigest()[:16]
-
-
-def masked_fraction(masks: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Effective masked share of bars per TF (after closure), to be logged."""
-    return {f: float(m.mean()) for f, m in masks.items()}
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -12,13 +12,17 @@ Metric names never contain "skipped": the report counts any such key as skipped 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from freezelab.tasks.timeseries import metrics as M
+from freezelab.tasks.timeseries.bars import NS_PER_MINUTE, TIMEFRAMES
 from freezelab.tasks.timeseries.batches import Batch, TSData, eval_batches
 from freezelab.tasks.timeseries.losses import masked_huber
+from freezelab.tracking import items as items_file
+from freezelab.tracking.items import metric
 
 BASELINES = ("persistence", "interpolation")
 
@@ -32,6 +36,8 @@ class Scorer:
         self.n = dict.fromkeys(tfs, 0)
         self.r2: dict[str, list[np.ndarray]] = {f: [] for f in tfs}
         self.corr: dict[str, list[np.ndarray]] = {f: [] for f in tfs}
+        self.window_sse: dict[str, list[np.ndarray]] = {f: [] for f in tfs}  # per window, for items/*.npz
+        self.window_n: dict[str, list[np.ndarray]] = {f: [] for f in tfs}
         self.loss_sum, self.loss_n = 0.0, 0
 
     def add(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> None:
@@ -42,6 +48,9 @@ class Scorer:
                 self.sse[f] += mse * n
                 self.n[f] += n
             self.r2[f].append(M.window_r2(pred[f], target[f], masks[f]))
+            err = np.where(masks[f][..., None], pred[f] - target[f], 0.0)     # (B, K, 4)
+            self.window_sse[f].append((err * err).sum(axis=(1, 2)))
+            self.window_n[f].append(4.0 * masks[f].sum(axis=1))
             self.corr[f].append(M.window_pearson(pred[f], target[f], masks[f]))
 
     def add_loss(self, loss: float, weight: int) -> None:
@@ -66,6 +75,32 @@ class Scorer:
             out[f"{split}/loss"] = self.loss_sum / self.loss_n
         return out
 
+    def items(self) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        """Per-window columns (sse/<tf>, n/<tf>, corr/<tf>, r2/<tf>, scored/<tf>) and the metrics they define.
+
+        The metrics reproduce ``result``: per TF Σ sse / Σ n and the mean of r over scored windows, and
+        the TF-means over the TFs with a value (tracking/items.py).
+        """
+        cols: dict[str, np.ndarray] = {}
+        for f in self.tfs:
+            r2, corr = np.concatenate(self.r2[f]), np.concatenate(self.corr[f])
+            scored = ~np.isnan(r2)
+            cols.update({f"sse/{f}": np.concatenate(self.window_sse[f]), f"n/{f}": np.concatenate(self.window_n[f]),
+                         f"r2/{f}": np.where(scored, r2, 0.0), f"corr/{f}": np.where(scored, corr, 0.0),
+                         f"scored/{f}": scored.astype(np.float64)})
+        with_n = [f for f in self.tfs if self.n[f]]
+        with_w = [f for f in self.tfs if cols[f"scored/{f}"].sum() > 0]
+        metrics: dict[str, dict] = {}
+        for name, tfs, num, den in (("mse", with_n, "sse", "n"), ("r2", with_w, "r2", "scored"),
+                                    ("corr", with_w, "corr", "scored")):
+            if tfs:
+                metrics[name] = metric([f"{num}/{f}" for f in tfs], [f"{den}/{f}" for f in tfs])
+            metrics.update({f"{name}/{f}": metric(f"{num}/{f}", f"{den}/{f}") for f in tfs})
+        if with_n:
+            metrics["mse_bp"] = metric([f"sse/{f}" for f in with_n], [f"n/{f}" for f in with_n],
+                                       [self.scale_bp[f] ** 2 for f in with_n])
+        return cols, metrics
+
 
 def _np(d: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {f: t.detach().float().cpu().numpy().astype(np.float64) for f, t in d.items()}
@@ -73,8 +108,12 @@ def _np(d: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: TSData, split: str, *, batch_size: int, device: torch.device,
-             autocast: Callable, delta: float = 1.0, weights: dict[str, float] | None = None) -> dict[str, float]:
+             autocast: Callable, delta: float = 1.0, weights: dict[str, float] | None = None,
+             items: dict[str, Scorer] | None = None) -> dict[str, float]:
     """Score the model on a val/test split with its fixed masks (eval mode, no gradients).
+
+    Args:
+        items: when given, receives ``items[split]`` = the filled ``Scorer`` (for ``write_items``).
 
     Returns:
         The metrics of ``Scorer.result`` plus ``{split}/loss`` (masked Huber).
@@ -88,14 +127,38 @@ def evaluate(model: torch.nn.Module, data: TSData, split: str, *, batch_size: in
         loss, _ = masked_huber(pred, b.targets, b.masks, delta=delta, weights=weights)
         scorer.add_loss(float(loss), len(batch))
         scorer.add(_np(pred), _np(batch.targets), {f: m.numpy() for f, m in batch.masks.items()})
+    if items is not None:
+        items[split] = scorer
     return scorer.result(split)
 
 
+def write_items(run_dir: Path, source: str, scorers: dict[str, Scorer], data: TSData) -> None:
+    """``items/<source>.npz``: per scored window (id = anchor time, ns) of each split, its columns and metrics."""
+    splits, metrics = {}, {}
+    for split, scorer in scorers.items():
+        cols, metrics = scorer.items()  # the same TFs are scored in every split
+        splits[split] = {"id": data.part(split).anchors[data.eval_rows[split]], **cols}
+    index = data.split.index
+    span = max(index.context[f] * TIMEFRAMES[f] for f in index.tfs) * NS_PER_MINUTE  # a window's reach back
+    items_file.write_items(run_dir, source, splits, task="timeseries", metrics=metrics,
+                           spans=dict.fromkeys(splits, int(span)))
+
+
+def score_best(model: torch.nn.Module, data: TSData, run_dir: Path, **kw: object) -> dict[str, float]:
+    """Score the restored best weights: returns the test metrics; writes the per-window val (at the best
+    epoch) and test scores to ``items/model.npz``. ``kw`` as for ``evaluate``."""
+    scorers: dict[str, Scorer] = {}
+    evaluate(model, data, "val", items=scorers, **kw)  # type: ignore[arg-type]
+    test = evaluate(model, data, "test", items=scorers, **kw)  # type: ignore[arg-type]
+    write_items(run_dir, items_file.MODEL, scorers, data)
+    return test
+
+
 def baseline_predictions(batch: Batch, name: str) -> dict[str, np.ndarray]:
-    """Persistence or linear-interpolation predictions of one batch (normalised units)."""
-    out = {}
+    """Persistence or linear-interpolation predictions of one batch (normalised units), from visible bars only."""
+    out, blanked = {}, batch.blanked
     for f, z in batch.targets.items():
-        values, mask = z.numpy().astype(np.float64), batch.masks[f].numpy()
+        values, mask = z.numpy().astype(np.float64), blanked[f]
         if name == "persistence":
             out[f] = M.persistence_baseline(values, mask)
         else:
@@ -103,13 +166,16 @@ def baseline_predictions(batch: Batch, name: str) -> dict[str, np.ndarray]:
     return out
 
 
-def score_baselines(data: TSData, *, batch_size: int) -> dict[str, dict[str, float]]:
+def score_baselines(data: TSData, *, batch_size: int, run_dir: Path | None = None) -> dict[str, dict[str, float]]:
     """Persistence and interpolation on val and test with the same fixed masks (computed once per run).
+
+    With ``run_dir``, each baseline's per-window scores go to ``items/<baseline>.npz``.
 
     Returns:
         {"persistence": {"val/mse": ..., "val/mse/h1": ..., "test/corr": ...}, "interpolation": {...}}
     """
     result: dict[str, dict[str, float]] = {name: {} for name in BASELINES}
+    kept: dict[str, dict[str, Scorer]] = {name: {} for name in BASELINES}
     for split in ("val", "test"):
         scorers = {name: Scorer(data.tfs, data.stats.scale_bp) for name in BASELINES}
         for batch, _ in eval_batches(data, split, batch_size):
@@ -119,6 +185,9 @@ def score_baselines(data: TSData, *, batch_size: int) -> dict[str, dict[str, flo
                 scorers[name].add(baseline_predictions(batch, name), target, masks)
         for name in BASELINES:
             result[name].update(scorers[name].result(split))
+            kept[name][split] = scorers[name]
+    for name in BASELINES if run_dir is not None else ():
+        write_items(run_dir, name, kept[name], data)
     return result
 
 

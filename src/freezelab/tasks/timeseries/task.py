@@ -103,6 +103,7 @@ class TSTask:
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from freezelab.tasks.timeseries.batches import budget, load_data
+        from freezelab.tasks.timeseries.masking_audit import audit_masks, masking_problems
         from freezelab.tasks.timeseries.scoring import score_baselines
         from freezelab.tasks.timeseries.train import selection_mode, train_run
         from freezelab.tracking.environment import environment
@@ -110,13 +111,16 @@ class TSTask:
         cfg = TSConfig.model_validate(ctx.config)
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
-        device = torch.device("cuda" if cfg.runtime.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        from freezelab.utils.device import resolve_device
+        device = resolve_device(cfg.runtime.device)
         facts = ctx.facts
         facts["environment"] = environment(str(device), cfg.runtime.precision)
         facts["selection"] = {"metric": cfg.train.selection_metric, "mode": selection_mode(cfg)}
         facts["headline"] = HEADLINE
         facts["max_epochs"] = cfg.train.max_epochs
         facts["trust_remote_code"] = cfg.backbone.trust_remote_code
+        ctx.tracker.every_steps = cfg.runtime.log_every_steps
+        ctx.tracker.live.note("loading bars and windows")
 
         # --- data, fixed eval masks, baselines ------------------------------------------------------
         t0 = time.time()
@@ -128,7 +132,11 @@ class TSTask:
         if not cfg.masking.mask_inputs:
             ctx.log("WARNING: masking.mask_inputs=false: masked bars reach the model (the original's leak)")
             facts.setdefault("warnings", []).append("masking.mask_inputs=false: inputs are not masked")
-        facts["baselines"] = score_baselines(data, batch_size=cfg.train.eval_batch_size)
+        facts["baselines"] = score_baselines(data, batch_size=cfg.train.eval_batch_size, run_dir=ctx.run_dir)
+        facts["masking"] = audit_masks(data, seed=ctx.seed, batch_size=cfg.train.eval_batch_size)
+        for line in masking_problems(facts["masking"], mask_inputs=cfg.masking.mask_inputs):
+            ctx.log(f"WARNING: {line}")
+            facts.setdefault("warnings", []).append(line)
         ctx.log(f"baselines (test mse): persistence {facts['baselines']['persistence']['test/mse']:.4f}, "
                 f"interpolation {facts['baselines']['interpolation']['test/mse']:.4f} ({time.time() - t0:.1f}s)")
 
@@ -150,5 +158,4 @@ class TSTask:
                            log=ctx.log, facts=facts, run_dir=ctx.run_dir, baselines=facts["baselines"],
                            progress=ctx.progress)
         return {**{k: v for k, v in facts.items() if k not in ("epoch", "step")}, **result,
-                "windows_per_second": result["windows_seen"] / max(result["train_seconds"], 1e-9),
-                "tokens_per_second": result["windows_seen"] / max(result["train_seconds"], 1e-9)}
+                "windows_per_second": result["windows_seen"] / max(result["train_seconds"], 1e-9)}

@@ -29,7 +29,8 @@ from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
 from freezelab.tasks.timeseries.masking import assert_no_masked_leak
-from freezelab.tasks.timeseries.scoring import add_skill, evaluate
+from freezelab.tasks.timeseries.masking_audit import check_batch_leak
+from freezelab.tasks.timeseries.scoring import add_skill, evaluate, score_best
 from freezelab.tracking.checkpoints import BEST, Checkpoints, restore_training_state, training_state
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
@@ -105,10 +106,13 @@ def _apply_decay(opt: torch.optim.Optimizer, ids: set[int], wd: float) -> None:
             torch._foreach_mul_(ps, 1.0 - pg["lr"] * wd)
 
 
-def check_leak(batch: B.Batch) -> None:
-    """Every masked bar of the model input holds the fill value (0), never its target (raises)."""
-    for f in batch.inputs:
-        assert_no_masked_leak(batch.inputs[f].numpy(), batch.targets[f].numpy(), batch.masks[f].numpy())
+def check_leak(batch: B.Batch, time_aligned: bool = True) -> None:
+    """Every blanked bar of the model input holds the fill value (0), never its value, and (``time_aligned``:
+    every scheme but seed_closure) no target shares time with a visible bar of another TF (raises)."""
+    for f, blanked in batch.blanked.items():
+        assert_no_masked_leak(batch.inputs[f].numpy(), batch.targets[f].numpy(), blanked)
+    if time_aligned:
+        check_batch_leak(batch)
 
 
 def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, data: B.TSData, *, seed: int,
@@ -167,6 +171,8 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         first = epoch if at["batch"] is not None else epoch + 1
         log((f"resumed in epoch {epoch} after batch {at['batch']}" if at["batch"] is not None else
              f"resumed after epoch {epoch}") + f" (step {step})" + (", training had stopped" if stopped else ""))
+    tracker.live.phase("train", total=t.max_epochs * n_steps, items="windows", epochs=t.max_epochs,
+                       steps_per_epoch=n_steps, done=step, last_phase=True)
     epochs = range(first, t.max_epochs + 1) if not stopped else range(0)  # stopped: straight to the test
     for epoch in epochs:
         facts["epoch"] = epoch
@@ -195,11 +201,11 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             if len(batch) == 0:
                 continue
             if i < t.leak_check_batches and data.mask_inputs:
-                check_leak(batch)
+                check_leak(batch, data.mask_cfg.scheme != "seed_closure")
             for fn in data.tfs:
                 masked[fn] += float(batch.masks[fn].float().mean())
-            cidx = (consistency_index(batch.open_times, batch.close_times, batch.n_sub,
-                                      {fn: m.numpy() for fn, m in batch.masks.items()}) if with_n_sub else None)
+            cidx = (consistency_index(batch.open_times, batch.close_times, batch.n_sub, batch.blanked)
+                    if with_n_sub else None)
             b = batch.to(device)
             if ramp_done < ramp_steps:  # linear warm-up of the just-unfrozen groups, as part of their scale
                 ramp_done += 1
@@ -211,6 +217,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             loss, per_tf = _loss(pred, b, cidx, cfg, data.stats.scale_bp)
             finite, loss_ok, norms = _optimizer_step(loss, opt, controller, prec, o.grad_clip, f(step), o.lr,
                                                      decayed, o.weight_decay)
+            lrs = {f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups}  # the lrs this step used
             if finite:
                 nonfinite_run, applied = 0, applied + 1
                 for name, v in norms.items():
@@ -244,10 +251,12 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                 for fn, v in per_tf.items():
                     tf_loss[fn] = tf_loss.get(fn, 0.0) + v
                     tf_count[fn] = tf_count.get(fn, 0) + 1
-            if prec.scaler is not None or step % 10 == 0:
+            step_loss = float(loss.detach()) if finite else float("nan")
+            if prec.scaler is not None or tracker.due(step):
                 tracker.log({"kind": "step", "phase": "train", "epoch": epoch, "step": step,
-                             "train/step_loss": float(loss.detach()) if finite else float("nan"),
+                             "train/step_loss": step_loss, **lrs, **{f"grad_norm/{k}": v for k, v in norms.items()},
                              **({"fp16/scale": prec.scale} if prec.scaler is not None else {})}, step=step)
+            tracker.live.step(done=step, items=len(batch), loss=step_loss, epoch=epoch, step_in_epoch=i + 1)
             seen += len(batch)
             if ckpt.due() and i + 1 < len(order):                                 # protocol §4: every M minutes
                 commit({"phase": "train", "epoch": epoch, "batch": i + 1, "stopped": False, "stop_reason": None},
@@ -262,19 +271,20 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                                  f"gradients. Use runtime.precision: bf16 or fp32.")
         train_seconds += time.time() - t_epoch
         phase.check_frozen(model, f"at the end of epoch {epoch}")
+        tracker.live.note("evaluating val")
         val = evaluate(model, data, "val", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
                        delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
         val = add_skill(val, baselines, "val", data.tfs)
         record = {"kind": "epoch", "phase": "train", "epoch": epoch, "step": step,
                   "train/loss": loss_sum / max(1, applied),
                   **{f"train/loss/{fn}": v / tf_count[fn] for fn, v in tf_loss.items()},
-                  **{f"train/masked_fraction/{fn}": v / max(1, len(order)) for fn, v in masked.items()}, **val,
+                  **{f"train/target_fraction/{fn}": v / max(1, len(order)) for fn, v in masked.items()}, **val,
                   **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
                   **{f"grad_norm/{k}": v / max(1, applied) for k, v in norms_sum.items()},
                   "train/skipped_steps": skipped, "train/windows": len(order) * t.batch_size - fully_masked,
                   "train/fully_masked_windows": fully_masked, "train/fallback_ref_windows": fallback_refs,
                   **({"fp16/scale": prec.scale} if prec.scaler is not None else {}), "seconds": time.time() - t_epoch}
-        tracker.log(record, step=epoch)
+        tracker.log(record, step=step)
         log(f"epoch {epoch}: train loss {record['train/loss']:.4f} | val mse {val['val/mse']:.4f} "
             f"r2 {val['val/r2']:.3f} corr {val['val/corr']:.3f} | {record['seconds']:.1f}s")
         if sel not in val:
@@ -292,14 +302,15 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             break
     best.restore(model)
     phase.check_frozen(model, "at the end of the run")
-    test = evaluate(model, data, "test", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
-                    delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
+    tracker.live.note("evaluating test at the best epoch")
+    test = score_best(model, data, run_dir, batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
+                      delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
     test = add_skill(test, baselines, "test", data.tfs)
     log(f"test at best epoch {best.epoch}: mse {test['test/mse']:.4f} r2 {test['test/r2']:.3f} "
         f"corr {test['test/corr']:.3f}")
     return {"best": {"epoch": best.epoch, "metrics": best.metrics}, "test": test, "epochs_run": epoch,
             "files": ckpt.records(),
-            "steps": step, "tokens_seen": seen, "windows_seen": seen, "train_seconds": train_seconds,
+            "steps": step, "windows_seen": seen, "train_seconds": train_seconds,
             "numerics": {"nonfinite_or_overflow_steps": skipped_total, "fp16_final_scale": prec.scale},
             "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": notes,
                            "lr_checked_every_step": True, "leak_checked_batches_per_epoch": t.leak_check_batches}}
@@ -310,7 +321,7 @@ def _loss(pred: dict[str, torch.Tensor], b: B.Batch, cidx: list | None, cfg: Any
     """Masked Huber (+ λ_c · cross-TF consistency when configured) and the per-TF Huber values."""
     loss, per_tf = masked_huber(pred, b.targets, b.masks, delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
     if cidx is not None:
-        loss = loss + cfg.loss.consistency_weight * consistency_loss(pred, b.targets, b.masks, cidx, scale_bp,
+        loss = loss + cfg.loss.consistency_weight * consistency_loss(pred, b.targets, cidx, scale_bp,
                                                                      delta=cfg.loss.huber_delta)
     return loss, per_tf
 
