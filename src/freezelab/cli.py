@@ -1,4 +1,9 @@
-"""The ``freezelab`` command line: inspect, run, show, report, bench."""
+"""The ``freezelab`` command line: inspect, run, show, report, bench.
+
+Exit codes (README): 0 every requested run succeeded; 1 a run failed; 2 bad input (study file, command-line
+value, damaged run file, no space left) and nothing ran; 3 runs are held by another process (none failed);
+130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Controlled freeze / fine-tune / random-init experiments whose numbers can be trusted.")
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no truncated columns
 _debug = {"on": False}
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_HELD, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _version(show: bool) -> None:
@@ -41,17 +47,31 @@ def _fail(err: Exception) -> None:
     if _debug["on"]:
         raise err
     console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=EXIT_BAD_INPUT)
 
 
-def _csv(text: Optional[str], cast=str) -> Optional[list]:
-    return None if text is None else [cast(x.strip()) for x in text.split(",") if x.strip()]
+def _csv(text: Optional[str], cast=str, option: str = "") -> Optional[list]:
+    if text is None:
+        return None
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise FreezelabError(f"{option} {text!r} names nothing; pass a comma-separated list, e.g. {option} 0,1,2")
+    try:
+        values = [cast(x) for x in items]
+    except ValueError as err:
+        bad = next(x for x in items if not x.lstrip("-").isdigit())
+        raise FreezelabError(f"{option} {text!r}: {bad!r} is not an integer; pass comma-separated integers, "
+                             f"e.g. {option} 0,1,2") from err
+    dup = sorted({str(v) for v in values if values.count(v) > 1})
+    if dup:
+        raise FreezelabError(f"{option} {text!r} repeats {', '.join(dup)}; list each once")
+    return values
 
 
 def _load(study_file: Path, profile: Optional[str], overrides: list[str], seeds: Optional[str]):
     from freezelab.config.load import load_study
 
-    return load_study(study_file, profile=profile, overrides=overrides, seeds=_csv(seeds, int))
+    return load_study(study_file, profile=profile, overrides=overrides, seeds=_csv(seeds, int, "--seeds"))
 
 
 def _fmt_int(n: Optional[int]) -> str:
@@ -115,6 +135,8 @@ def run(
     gpus_per_run: float = typer.Option(0.0, help="GPUs each Ray task reserves (fractions share a GPU)."),
     retry_failed: bool = typer.Option(True, "--retry-failed/--skip-failed", help="Rerun runs that failed before."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the comparison report at the end."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for runs another process holds instead of skipping "
+                              "them (exit code 3)."),
     mlflow: bool = typer.Option(False, "--mlflow", help="Also record every run in MLflow (default store: "
                                 "sqlite under OUT; needs the mlflow extra)."),
     mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", metavar="TRACKING_URI",
@@ -122,18 +144,21 @@ def run(
 ) -> None:
     """Run arms × seeds; finished runs are skipped, failed and interrupted ones rerun.
 
-    Example: freezelab run examples/embedding-freeze.yaml --profile quick
+    Exit code 0 when every requested run succeeded, 1 when one failed, 2 for bad input, 3 when runs are
+    held by another process. Example: freezelab run examples/embedding-freeze.yaml --profile quick
     """
     from freezelab.experiment.plan import make_plan
     from freezelab.experiment.runner import run_plan
 
     try:
+        if gpus_per_run < 0:
+            raise FreezelabError(f"--gpus-per-run must be >= 0 (a fraction shares a GPU), got {gpus_per_run}")
         study = _load(study_file, profile, set_, seeds)
-        plan = make_plan(study, arms=_csv(arms))
+        plan = make_plan(study, arms=_csv(arms, str, "--arms"))
         # output_dir is relative to the study file; normpath turns examples/../runs/x into runs/x
         out_dir = out or Path(os.path.normpath(study.path.parent / study.spec.output_dir))
-        if isolation not in ("process", "inline"):
-            raise FreezelabError(f"--isolation must be process or inline, got {isolation!r}")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise FreezelabError(f"--out {out_dir} is a file; pass a folder (it is created when missing)")
         command = "freezelab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         console.print(f"{study.spec.name}: {len(plan)} runs ({len(set(r.arm for r in plan))} arms × "
                       f"{len(set(r.seed for r in plan))} seeds) → {out_dir}")
@@ -143,25 +168,38 @@ def run(
 
             outcomes = run_plan_ray(study, plan, out_dir, address=ray_address, gpus_per_run=gpus_per_run,
                                     retry_failed=retry_failed, command=command, console=console, sinks=sinks)
-        elif executor == "local":
-            outcomes = run_plan(study, plan, out_dir, isolation=isolation, retry_failed=retry_failed,
-                                command=command, console=console, sinks=sinks)
         else:
-            raise FreezelabError(f"--executor must be local or ray, got {executor!r}")
+            outcomes = run_plan(study, plan, out_dir, isolation=isolation, retry_failed=retry_failed,
+                                command=command, console=console, sinks=sinks, wait=wait)
     except FreezelabError as err:
         _fail(err)
         return
+    except KeyboardInterrupt:
+        console.print("interrupted: run the same command again to resume (finished runs are kept)")
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
     counts = {s: sum(o.status == s for o in outcomes) for s in ("succeeded", "skipped", "failed", "locked")}
     console.print(", ".join(f"{v} {k}" for k, v in counts.items() if v))
     for o in outcomes:
         if o.status == "failed":
             console.print(f"[red]FAILED[/red] {o.run_id}: {o.message}", highlight=False)
+        elif o.status == "locked":
+            console.print(f"[yellow]HELD[/yellow] {o.run_id}: {o.message}", highlight=False)
     _print_status(out_dir)
     paths = _write_report(out_dir, "en", None) if report else {}
     for sink in sinks:
         sink.study_finished([p for name, p in paths.items() if "/" not in name])
         console.print(f"mlflow: {sink.uri} (experiment {study.spec.name!r}; browse with "
                       f"`mlflow ui --backend-store-uri {sink.uri}`)", highlight=False)
+    code = exit_code([o.status for o in outcomes])
+    if code:
+        raise typer.Exit(code=code)
+
+
+def exit_code(statuses: list[str]) -> int:
+    """0 when every run succeeded (now or earlier), 1 when one failed, else 3 when one is held elsewhere."""
+    if "failed" in statuses:
+        return EXIT_FAILED
+    return EXIT_HELD if "locked" in statuses else 0
 
 
 def _mlflow_sink(study, out_dir: Path, command: str, uri: Optional[str]) -> list:
@@ -205,16 +243,22 @@ def _print_status(out_dir: Path) -> None:
         best = s.get("best") or {}
         values = {**best.get("metrics", {}), **(s.get("test") or {})}
         status = r["status"]
-        if status == "failed" and r["error"]:
+        if status == "failed" and isinstance(r["error"], dict):
             status = f"FAILED ({r['error'].get('class')}: {str(r['error'].get('message'))[:60]})"
+        elif status == "damaged":
+            status = "DAMAGED (see below)"
         arm = r["arm"] + (" (ref)" if r["arm"] == record.get("reference") else "")
         table.add_row(escape(arm), str(r["seed"]), escape(status), str(best.get("epoch", "-")),
                       *[fmt(values, m) for m in metric_names],
-                      seconds(s["wall_seconds"]) if s.get("wall_seconds") else "-")
+                      seconds(s["wall_seconds"]) if isinstance(s.get("wall_seconds"), (int, float)) else "-")
     baselines = next((r["summary"]["baselines"] for r in rows if r["summary"].get("baselines")), None)
     for name, values in (baselines or {}).items():  # naive baselines on the same split, next to the arms
         table.add_row(f"baseline: {name}", "-", "-", "-", *[fmt(values, m) for m in metric_names], "-")
     console.print(table)
+    for r in rows:
+        for problem in r.get("problems") or []:
+            console.print(f"[yellow]damaged[/yellow] {r['run_id']}: {problem} Running the study again reruns it.",
+                          highlight=False, soft_wrap=True)
 
 
 def _read_study_record(out_dir: Path) -> dict:

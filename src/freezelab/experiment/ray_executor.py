@@ -39,7 +39,7 @@ def run_plan_ray(study: Study, plan: list[RunSpec], out_dir: Path, *, address: s
         Others as in ``runner.run_plan``.
 
     Raises:
-        FreezelabError: Ray is not installed.
+        FreezelabError: Ray is not installed, or no cluster answers at ``address``.
     """
     try:
         import ray
@@ -50,7 +50,14 @@ def run_plan_ray(study: Study, plan: list[RunSpec], out_dir: Path, *, address: s
     run_dirs = [prepare_run(spec, out_dir, task=study.spec.task, command=command) for spec in plan]
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise FreezelabError(
+                f"--ray-address {address}: no Ray cluster answers there ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}). Start one with `ray start --head` (then --ray-address auto), "
+                "pass the address of a running cluster, or drop --ray-address to start a local Ray instance. "
+                "Nothing has run yet.") from err
     try:
         remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_task)
         pending = {remote.remote(spec, str(d), str(out_dir / "cache"), retry_failed, tensorboard): i

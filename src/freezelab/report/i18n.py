@@ -84,6 +84,7 @@ EN: dict[str, str] = {
     "w_skipped_steps": "Run `{arm}` seed {seed}: {count} steps skipped for non-finite gradients.",
     "w_frozen_changed": "INVARIANT: run `{arm}` seed {seed}: a frozen tensor changed.",
     "w_dead_tensors": "Run `{arm}` seed {seed}: trainable tensors never changed: {names}.",
+    "w_remote_code": "Run `{arm}` seed {seed} ran Python code shipped with its pretrained model (trust_remote_code: true).",  # noqa: E501
     "w_invariant_warning": "Run `{arm}` seed {seed}: invariant warning: {text}",
     "w_capacity": "Trainable parameters differ {ratio}× between `{hi}` ({hi_n}) and `{lo}` ({lo_n}): a capacity difference, for information.",  # noqa: E501
     "w_same_split": "{metric}: no test metric was recorded, so selection and reporting use the same val split (optimistic).",  # noqa: E501
@@ -202,6 +203,7 @@ JA: dict[str, str] = {
     "w_skipped_steps": "ラン `{arm}` シード {seed}: 非有限勾配で {count} ステップをスキップ。",
     "w_frozen_changed": "不変条件違反: ラン `{arm}` シード {seed} で凍結テンソルが変化。",
     "w_dead_tensors": "ラン `{arm}` シード {seed}: 更新されない学習テンソル: {names}。",
+    "w_remote_code": "ラン `{arm}` シード {seed} は事前学習モデル同梱の Python コードを実行した (trust_remote_code: true)。",  # noqa: E501
     "w_invariant_warning": "ラン `{arm}` シード {seed}: 不変条件の警告: {text}",
     "w_capacity": "学習パラメータ数が `{hi}`（{hi_n}）と `{lo}`（{lo_n}）で {ratio}× 異なる（容量の差、参考情報）。",  # noqa: E501
     "w_same_split": "{metric}: test 指標がないため、選択と報告が同じ val 分割（楽観的）。",
