@@ -223,7 +223,7 @@ def _print_status(out_dir: Path) -> None:
         return
     record = _read_study_record(out_dir)
     order = {arm: i for i, arm in enumerate(record.get("arms") or {})}
-    rows.sort(key=lambda r: (order.get(r["arm"], len(order)), r["arm"], r["seed"]))
+    rows.sort(key=lambda r: (r["superseded"], order.get(r["arm"], len(order)), r["arm"], str(r["seed"])))
 
     def fmt(values: dict, m: str) -> str:
         v = values.get(m)
@@ -247,6 +247,8 @@ def _print_status(out_dir: Path) -> None:
             status = f"FAILED ({r['error'].get('class')}: {str(r['error'].get('message'))[:60]})"
         elif status == "damaged":
             status = "DAMAGED (see below)"
+        if r["superseded"]:
+            status = f"superseded ({status}, older config)"
         arm = r["arm"] + (" (ref)" if r["arm"] == record.get("reference") else "")
         table.add_row(escape(arm), str(r["seed"]), escape(status), str(best.get("epoch", "-")),
                       *[fmt(values, m) for m in metric_names],

@@ -84,3 +84,20 @@ def test_inspect_prints_its_table_once(tmp_path: Path) -> None:
                   "--set", "embedding.vocab_size=1000", "--set", "embedding.dim=8")
     assert res.exit_code == 0, res.output
     assert res.output.count("5 arms × seeds") == 1 and res.output.count("tied_frozen (ref)") == 1
+
+
+def test_show_marks_a_run_under_an_older_config_superseded_and_lists_it_last(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    out = make_lm_study(tmp_path / "out")
+    current = next((out / "runs").glob("untied__s0__*"))
+    old = out / "runs" / "untied__s0__0ldc0nf1"                 # the same (arm, seed) under an older config hash
+    shutil.copytree(current, old)
+    status = json.loads((old / "status.json").read_text())
+    (old / "status.json").write_text(json.dumps({**status, "status": "running", "updated_at": "2024-01-01T00:00:00"}))
+    res = _invoke("show", str(out))
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if re.match(r"^\W*(tied|untied)", line)]
+    assert "superseded" in rows[-1] and rows[-1].split()[1] == "untied"
+    assert sum("superseded" in r for r in rows) == 1

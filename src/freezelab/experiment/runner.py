@@ -333,5 +333,12 @@ def scan_runs(out_dir: Path) -> list[dict]:
         rows.append({"run_id": meta.get("run_id", run_dir.name), "arm": meta.get("arm", name[0]),
                      "seed": meta.get("seed", name[1][1:] if len(name) > 1 else "?"), "status": state,
                      "attempt": status.get("attempt"), "error": status.get("error"), "summary": summary,
-                     "problems": problems})
+                     "problems": problems, "updated_at": str(status.get("updated_at") or "")})
+    # An (arm, seed) with folders under several config hashes: the most recently updated one is current (the
+    # report's rule, report/aggregate.py); the others are marked superseded.
+    latest: dict[tuple, dict] = {}
+    for row in sorted(rows, key=lambda r: r["updated_at"]):
+        latest[(row["arm"], str(row["seed"]))] = row
+    for row in rows:
+        row["superseded"] = latest[(row["arm"], str(row["seed"]))] is not row
     return rows
