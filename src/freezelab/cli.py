@@ -1,4 +1,9 @@
-"""The ``freezelab`` command line: inspect, run, show, report, bench."""
+"""The ``freezelab`` command line: inspect, run, show, report, bench.
+
+Exit codes (README): 0 every requested run succeeded; 1 a run failed; 2 bad input (study file, command-line
+value, damaged run file, no space left) and nothing ran; 3 runs are held by another process (none failed);
+130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,34 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from freezelab.errors import FreezelabError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Controlled freeze / fine-tune / random-init experiments whose numbers can be trusted.")
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no truncated columns
 _debug = {"on": False}
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_HELD, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        print(f"freezelab {version('freezelab')}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks.")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+          _v: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                  help="Print the version and exit.")) -> None:
     _debug["on"] = debug
 
 
@@ -30,17 +47,31 @@ def _fail(err: Exception) -> None:
     if _debug["on"]:
         raise err
     console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=EXIT_BAD_INPUT)
 
 
-def _csv(text: Optional[str], cast=str) -> Optional[list]:
-    return None if text is None else [cast(x.strip()) for x in text.split(",") if x.strip()]
+def _csv(text: Optional[str], cast=str, option: str = "") -> Optional[list]:
+    if text is None:
+        return None
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise FreezelabError(f"{option} {text!r} names nothing; pass a comma-separated list, e.g. {option} 0,1,2")
+    try:
+        values = [cast(x) for x in items]
+    except ValueError as err:
+        bad = next(x for x in items if not x.lstrip("-").isdigit())
+        raise FreezelabError(f"{option} {text!r}: {bad!r} is not an integer; pass comma-separated integers, "
+                             f"e.g. {option} 0,1,2") from err
+    dup = sorted({str(v) for v in values if values.count(v) > 1})
+    if dup:
+        raise FreezelabError(f"{option} {text!r} repeats {', '.join(dup)}; list each once")
+    return values
 
 
 def _load(study_file: Path, profile: Optional[str], overrides: list[str], seeds: Optional[str]):
     from freezelab.config.load import load_study
 
-    return load_study(study_file, profile=profile, overrides=overrides, seeds=_csv(seeds, int))
+    return load_study(study_file, profile=profile, overrides=overrides, seeds=_csv(seeds, int, "--seeds"))
 
 
 def _fmt_int(n: Optional[int]) -> str:
@@ -80,9 +111,9 @@ def inspect(
         share = f"{100 * p['trainable'] / p['total']:.1f}" if p["total"] else "-"
         table.add_row(name + (" (ref)" if r["reference"] else ""), _fmt_int(p["total"]), _fmt_int(p["trainable"]),
                       _fmt_int(p["frozen"]), str(p["tied"]), _fmt_int(p["unused"]), share)
-    console.print(table)
     for name, r in report.items():
-        console.print(f"[bold]{name}[/bold]: {r['description']}", highlight=False)
+        console.print(f"[bold]{name}[/bold]{' (reference)' if r['reference'] else ''}: {r['description']}",
+                      highlight=False)
         for k, (a, b) in r["diff_from_base"].items():
             console.print(f"    {k}: {a!r} → {b!r}", highlight=False)
     console.print(table)
@@ -96,60 +127,108 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the study's output_dir)."),
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile from the study file (e.g. quick)."),
     set_: list[str] = typer.Option([], "--set", help="Override for every arm: dotted.key=value (repeatable)."),
-    isolation: str = typer.Option("process", help="process: each run in its own process; inline: this one."),
-    executor: str = typer.Option("local", help="local: runs one after another here; ray: each run a Ray task."),
+    isolation: Literal["process", "inline"] = typer.Option(
+        "process", help="process: each run in its own process; inline: this one."),
+    executor: Literal["local", "ray"] = typer.Option(
+        "local", help="local: runs one after another here; ray: each run a Ray task."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local instance)."),
     gpus_per_run: float = typer.Option(0.0, help="GPUs each Ray task reserves (fractions share a GPU)."),
     retry_failed: bool = typer.Option(True, "--retry-failed/--skip-failed", help="Rerun runs that failed before."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the comparison report at the end."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for runs another process holds instead of skipping "
+                              "them (exit code 3)."),
+    mlflow: bool = typer.Option(False, "--mlflow", help="Also record every run in MLflow (default store: "
+                                "sqlite under OUT; needs the mlflow extra)."),
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", metavar="TRACKING_URI",
+                                             help="MLflow tracking URI (implies --mlflow), e.g. http://host:5000."),
 ) -> None:
     """Run arms × seeds; finished runs are skipped, failed and interrupted ones rerun.
 
-    Example: freezelab run examples/embedding-freeze.yaml --profile quick
+    Exit code 0 when every requested run succeeded, 1 when one failed, 2 for bad input, 3 when runs are
+    held by another process. Example: freezelab run examples/embedding-freeze.yaml --profile quick
     """
     from freezelab.experiment.plan import make_plan
     from freezelab.experiment.runner import run_plan
 
     try:
+        if gpus_per_run < 0:
+            raise FreezelabError(f"--gpus-per-run must be >= 0 (a fraction shares a GPU), got {gpus_per_run}")
         study = _load(study_file, profile, set_, seeds)
-        plan = make_plan(study, arms=_csv(arms))
+        plan = make_plan(study, arms=_csv(arms, str, "--arms"))
         # output_dir is relative to the study file; normpath turns examples/../runs/x into runs/x
         out_dir = out or Path(os.path.normpath(study.path.parent / study.spec.output_dir))
-        if isolation not in ("process", "inline"):
-            raise FreezelabError(f"--isolation must be process or inline, got {isolation!r}")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise FreezelabError(f"--out {out_dir} is a file; pass a folder (it is created when missing)")
         command = "freezelab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         console.print(f"{study.spec.name}: {len(plan)} runs ({len(set(r.arm for r in plan))} arms × "
                       f"{len(set(r.seed for r in plan))} seeds) → {out_dir}")
+        sinks = _mlflow_sink(study, out_dir, command, mlflow_uri) if mlflow or mlflow_uri else []
         if executor == "ray":
             from freezelab.experiment.ray_executor import run_plan_ray
 
             outcomes = run_plan_ray(study, plan, out_dir, address=ray_address, gpus_per_run=gpus_per_run,
-                                    retry_failed=retry_failed, command=command)
-        elif executor == "local":
-            outcomes = run_plan(study, plan, out_dir, isolation=isolation,  # type: ignore[arg-type]
-                                retry_failed=retry_failed, command=command)
+                                    retry_failed=retry_failed, command=command, console=console, sinks=sinks)
         else:
-            raise FreezelabError(f"--executor must be local or ray, got {executor!r}")
+            outcomes = run_plan(study, plan, out_dir, isolation=isolation, retry_failed=retry_failed,
+                                command=command, console=console, sinks=sinks, wait=wait)
     except FreezelabError as err:
         _fail(err)
         return
+    except KeyboardInterrupt:
+        console.print("interrupted: run the same command again to resume (finished runs are kept)")
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
     counts = {s: sum(o.status == s for o in outcomes) for s in ("succeeded", "skipped", "failed", "locked")}
     console.print(", ".join(f"{v} {k}" for k, v in counts.items() if v))
     for o in outcomes:
         if o.status == "failed":
             console.print(f"[red]FAILED[/red] {o.run_id}: {o.message}", highlight=False)
+        elif o.status == "locked":
+            console.print(f"[yellow]HELD[/yellow] {o.run_id}: {o.message}", highlight=False)
     _print_status(out_dir)
-    if report:
-        _write_report(out_dir, "en", None)
+    paths = _write_report(out_dir, "en", None) if report else {}
+    for sink in sinks:
+        sink.study_finished([p for name, p in paths.items() if "/" not in name])
+        console.print(f"mlflow: {sink.uri} (experiment {study.spec.name!r}; browse with "
+                      f"`mlflow ui --backend-store-uri {sink.uri}`)", highlight=False)
+    code = exit_code([o.status for o in outcomes])
+    if code:
+        raise typer.Exit(code=code)
+
+
+def exit_code(statuses: list[str]) -> int:
+    """0 when every run succeeded (now or earlier), 1 when one failed, else 3 when one is held elsewhere."""
+    if "failed" in statuses:
+        return EXIT_FAILED
+    return EXIT_HELD if "locked" in statuses else 0
+
+
+def _mlflow_sink(study, out_dir: Path, command: str, uri: Optional[str]) -> list:
+    """The MLflow exporter of this study's output folder (it needs OUT/study.json first)."""
+    from freezelab.experiment.runner import write_study_record
+    from freezelab.tracking.mlflow_sink import MlflowSink
+
+    write_study_record(study, out_dir, command)
+    return [MlflowSink(out_dir, uri)]
 
 
 def _print_status(out_dir: Path) -> None:
+    """Every run of OUT in the study's arm order (reference marked), metrics formatted as in the report."""
     from freezelab.experiment.runner import scan_runs
+    from freezelab.report.analysis import Metric
+    from freezelab.report.document import seconds, value
 
     rows = scan_runs(out_dir)
     if not rows:
         console.print(f"no runs under {out_dir}/runs")
         return
+    record = _read_study_record(out_dir)
+    order = {arm: i for i, arm in enumerate(record.get("arms") or {})}
+    rows.sort(key=lambda r: (r["superseded"], order.get(r["arm"], len(order)), r["arm"], str(r["seed"])))
+
+    def fmt(values: dict, m: str) -> str:
+        v = values.get(m)
+        return value(v, Metric(m, m, "max", False).percent) if isinstance(v, (int, float)) else "-"
+
     metric_names: list[str] = []
     for r in rows:  # headline metrics only (val at the best epoch, test), to keep the table narrow
         for h in (r["summary"].get("headline") or [])[:2]:
@@ -157,24 +236,40 @@ def _print_status(out_dir: Path) -> None:
                 if m not in metric_names:
                     metric_names.append(m)
     table = Table(title=str(out_dir))
-    for col in ("arm", "seed", "status", "best epoch", *metric_names, "wall s"):
-        table.add_column(col)
+    for col in ("arm", "seed", "status", "best epoch", *metric_names, "wall"):
+        table.add_column(col, justify="left" if col in ("arm", "status") else "right")
     for r in rows:
         s = r["summary"]
         best = s.get("best") or {}
         values = {**best.get("metrics", {}), **(s.get("test") or {})}
         status = r["status"]
-        if status == "failed" and r["error"]:
+        if status == "failed" and isinstance(r["error"], dict):
             status = f"FAILED ({r['error'].get('class')}: {str(r['error'].get('message'))[:60]})"
-        table.add_row(r["arm"], str(r["seed"]), status, str(best.get("epoch", "-")),
-                      *[f"{values[m]:.4g}" if isinstance(values.get(m), (int, float)) else "-" for m in metric_names],
-                      f"{s['wall_seconds']:.0f}" if s.get("wall_seconds") else "-")
+        elif status == "damaged":
+            status = "DAMAGED (see below)"
+        if r["superseded"]:
+            status = f"superseded ({status}, older config)"
+        arm = r["arm"] + (" (ref)" if r["arm"] == record.get("reference") else "")
+        table.add_row(escape(arm), str(r["seed"]), escape(status), str(best.get("epoch", "-")),
+                      *[fmt(values, m) for m in metric_names],
+                      seconds(s["wall_seconds"]) if isinstance(s.get("wall_seconds"), (int, float)) else "-")
     baselines = next((r["summary"]["baselines"] for r in rows if r["summary"].get("baselines")), None)
     for name, values in (baselines or {}).items():  # naive baselines on the same split, next to the arms
-        table.add_row(f"baseline: {name}", "-", "-", "-",
-                      *[f"{values[m]:.4g}" if isinstance(values.get(m), (int, float)) else "-" for m in metric_names],
-                      "-")
+        table.add_row(f"baseline: {name}", "-", "-", "-", *[fmt(values, m) for m in metric_names], "-")
     console.print(table)
+    for r in rows:
+        for problem in r.get("problems") or []:
+            console.print(f"[yellow]damaged[/yellow] {r['run_id']}: {problem} Running the study again reruns it.",
+                          highlight=False, soft_wrap=True)
+
+
+def _read_study_record(out_dir: Path) -> dict:
+    """OUT/study.json, or {} when it is missing or unreadable (the runs still show, in folder order)."""
+    try:
+        record = json.loads((out_dir / "study.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 @app.command()
@@ -185,51 +280,67 @@ def show(out_dir: Path = typer.Argument(..., help="A study output folder (holds 
     _print_status(out_dir)
 
 
-def _write_report(out_dir: Path, lang: str, reference: Optional[str]) -> None:
+def _write_report(out_dir: Path, lang: str, reference: Optional[str]) -> dict:
     try:
         from freezelab.report import write_report
     except ImportError:
-        return
+        return {}
     try:
         paths = write_report(out_dir, lang=lang, reference=reference)
     except FreezelabError as err:
         _fail(err)
-        return
+        return {}
     top = [str(p) for name, p in paths.items() if "/" not in name]
     console.print(f"report: {', '.join(top)} (+ {len(paths) - len(top)} plots in {out_dir / 'plots'})",
                   highlight=False)
     console.print(f"curves: tensorboard --logdir {out_dir / 'runs'}", highlight=False)
+    return paths
 
 
 @app.command()
 def report(
     out_dir: Path = typer.Argument(..., help="A study output folder (holds runs/)."),
-    lang: str = typer.Option("en", "--lang", help="en or ja."),
+    lang: Literal["en", "ja"] = typer.Option("en", "--lang", help="Report language."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Arm to compare against."),
 ) -> None:
     """Write report.md and a self-contained report.html from the run folders."""
-    if lang not in ("en", "ja"):
-        _fail(FreezelabError(f"--lang must be en or ja, got {lang!r}"))
     _write_report(out_dir, lang, reference)
 
 
+def type_name(annotation: object) -> str:
+    """A type as a user writes it: ``Optional[int]``, ``dict[str, float]``, ``Literal['a', 'b']``."""
+    import types
+    import typing
+
+    if annotation is type(None):
+        return "None"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = type_name(rest[0]) if len(rest) == 1 else f"Union[{', '.join(type_name(a) for a in rest)}]"
+        return f"Optional[{inner}]" if len(rest) < len(args) else inner
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]" if args else name
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
 @app.command()
-def fields(task: str = typer.Argument("lm", help="lm or timeseries.")) -> None:
+def fields(task: Literal["lm", "timeseries"] = typer.Argument("lm", help="The study's task.")) -> None:
     """Every config key of a task with its type, default and description (what a study's base may set)."""
     from freezelab.config.schema import iter_fields, task_config
 
-    if task not in ("lm", "timeseries"):
-        _fail(FreezelabError(f"unknown task {task!r}; choose lm or timeseries"))
     for key, info in iter_fields(task_config(task)):
-        ann = info.annotation
-        kind = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
-        default = info.get_default(call_default_factory=True)
-        console.print(f"[bold]{key}[/bold] ({kind}, default {default!r}): {info.description or ''}", highlight=False)
+        default = "required" if info.is_required() else f"default {info.get_default(call_default_factory=True)!r}"
+        console.print(f"[bold]{key}[/bold] " + escape(f"({type_name(info.annotation)}, {default}): "
+                                                      f"{info.description or ''}"), highlight=False)
 
 
 @app.command()
 def bench(
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: Literal["auto", "cpu", "cuda"] = typer.Option("auto", help="Where to measure."),
     quick: bool = typer.Option(False, "--quick", help="Smaller sizes (seconds)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:

@@ -23,6 +23,21 @@ class PretrainedUnavailableError(FreezelabError):
     """A requested pretrained model cannot be loaded; never silently replaced by random weights."""
 
 
+class RunFileError(FreezelabError, ValueError):
+    """A file of a run folder is unreadable, damaged or from an incompatible version (folders are untrusted).
+
+    Also a ValueError, as ``json.loads`` raises, so callers that tolerate a bad file keep doing so.
+    """
+
+
+class RunFileMissing(RunFileError, FileNotFoundError):
+    """A file of a run folder that should be there is not (also a FileNotFoundError)."""
+
+
+class DiskFullError(FreezelabError):
+    """A write failed for lack of space; nothing half-written is left under the file's name."""
+
+
 class InvariantViolation(FreezelabError):
     """A protocol invariant (experiment-protocol.md §1.5) failed during a run.
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from freezelab.config.load import load_study
 from freezelab.experiment.plan import make_plan
 from freezelab.experiment.runner import run_plan
 from freezelab.tracking.files import read_json, read_jsonl
+from freezelab.tracking.weights import read_weights
+from freezelab.utils.hashing import hash_tensor
 
 pytestmark = pytest.mark.integration
 
@@ -97,10 +98,10 @@ def test_no_phase1_logs_no_iterations_and_phase1_does(study_out: Path) -> None:
 
 def test_untied_head_copy_starts_from_the_embedding(study_out: Path, tiny_model_dir: Path) -> None:
     (run_dir,) = (study_out / "runs").glob("frozen_in_untied_head__s0__*")
-    best = load_file(run_dir / "checkpoints" / "best.safetensors")
+    best, header = read_weights(run_dir / "checkpoints" / "best.safetensors")
     from transformers import AutoModel
 
     wte = AutoModel.from_pretrained(tiny_model_dir).get_input_embeddings().weight.detach()
-    assert torch.equal(best["wte.weight"], wte)              # input embedding frozen
+    assert header["referenced"]["wte.weight"] == hash_tensor(wte)  # input embedding frozen (not stored again)
     assert not torch.equal(best["head.weight"], wte)         # head copied, then trained
     assert torch.allclose(best["head.weight"], wte, atol=0.5)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from freezelab.cli import app
@@ -16,6 +15,8 @@ from freezelab.experiment import runner
 from freezelab.experiment.plan import make_plan
 from freezelab.experiment.runner import run_plan
 from freezelab.tracking.files import read_json, read_jsonl
+from freezelab.tracking.weights import read_weights
+from freezelab.utils.hashing import hash_tensor
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
@@ -60,10 +61,15 @@ def test_failing_arm_is_recorded_others_succeed_and_rerun_resumes(write_study, t
     assert _run(path, out, retry_failed=False)["broken/0"] == "failed"
     assert read_json(broken / "status.json")["attempt"] == 2  # left alone
 
-    # an interrupted run (status running, nobody holds its lock) is rerun
+    # a complete, verified summary.json means succeeded whatever status.json says (killed in between)
     status = read_json(_run_dir(out, "frozen") / "status.json")
     status["status"] = "running"
     (_run_dir(out, "frozen") / "status.json").write_text(json.dumps(status))
+    assert _run(path, out, retry_failed=False)["frozen/0"] == "skipped"
+    assert read_json(_run_dir(out, "frozen") / "status.json")["status"] == "succeeded"
+    # an interrupted run without a summary (status running, nobody holds its lock) runs again
+    (_run_dir(out, "frozen") / "status.json").write_text(json.dumps(status))
+    (_run_dir(out, "frozen") / "summary.json").unlink()
     assert _run(path, out, retry_failed=False)["frozen/0"] == "succeeded"
 
 
@@ -74,14 +80,15 @@ def test_frozen_stays_bit_identical_and_trained_moves(write_study, tmp_path: Pat
     path = write_study({"frozen": {"reference": True}, "trainable": {"overrides": {"embedding.freeze": False}}})
     out = tmp_path / "out"
     _run(path, out)
-    frozen = load_file(_run_dir(out, "frozen") / "checkpoints" / "best.safetensors")
-    trained = load_file(_run_dir(out, "trainable") / "checkpoints" / "best.safetensors")
-    assert torch.equal(frozen["wte.weight"], pretrained)
+    frozen, frozen_header = read_weights(_run_dir(out, "frozen") / "checkpoints" / "best.safetensors")
+    trained, _ = read_weights(_run_dir(out, "trainable") / "checkpoints" / "best.safetensors")
+    # lean: the frozen table is not stored again but referenced by the pretrained table's own hash
+    assert "wte.weight" not in frozen and frozen_header["referenced"]["wte.weight"] == hash_tensor(pretrained)
     assert not torch.equal(trained["wte.weight"], pretrained)
     # both arms share Phase 1 (same seed, same data): identical frozen ContextBlocks
-    for key in frozen:
-        if key.startswith("context_block"):
-            assert torch.equal(frozen[key], trained[key]), key
+    p1 = [read_weights(_run_dir(out, arm) / "checkpoints" / "phase1.safetensors")[0] for arm in ("frozen", "trainable")]
+    blocks = [k for k in p1[0] if k.startswith("context_block")]
+    assert blocks and all(torch.equal(p1[0][k], p1[1][k]) for k in blocks)
     assert any(not torch.equal(frozen[k], trained[k]) for k in frozen if k.startswith("token_block"))
 
 
@@ -161,23 +168,23 @@ def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:
 
 def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_one(
         write_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from freezelab.tasks.lm import phases
+    from freezelab.tracking.checkpoints import Checkpoints
 
     path = write_study({"frozen": {"reference": True, "overrides": {"phase2.unfreeze": {"at_epoch": 1}}}},
                        base=None)
     _run(path, tmp_path / "whole")
-    real = phases.save_last
+    real = Checkpoints.commit
 
-    def killed_after_epoch_2(state: dict, where: Path) -> None:
-        real(state, where)
-        if state["epoch"] == 2:
+    def killed_after_epoch_2(self, state: dict, **kw) -> None:
+        real(self, state, **kw)
+        if state["position"] == {**state["position"], "epoch": 2, "batch": None}:
             raise KeyboardInterrupt  # like a kill: nothing below the runner records it
-    monkeypatch.setattr(phases, "save_last", killed_after_epoch_2)
+    monkeypatch.setattr(Checkpoints, "commit", killed_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         _run(path, tmp_path / "cut")
     run_dir = _run_dir(tmp_path / "cut", "frozen")
     assert read_json(run_dir / "status.json")["status"] == "running"
-    monkeypatch.setattr(phases, "save_last", real)
+    monkeypatch.setattr(Checkpoints, "commit", real)
     assert _run(path, tmp_path / "cut") == {"frozen/0": "succeeded"}
     assert "resumed after epoch 2" in (run_dir / "logs" / "run.log").read_text()
     assert not (run_dir / "attempts").exists()

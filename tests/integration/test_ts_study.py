@@ -82,7 +82,7 @@ def test_shipped_example_resolves_and_counts(tmp_path):
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path, tiny_backbones, monkeypatch):
-    from freezelab.tasks.timeseries import train
+    from freezelab.tracking.checkpoints import Checkpoints
 
     base = tiny_ts_base(tiny_backbones["t5"])
     base["train"]["max_epochs"] = 3
@@ -94,16 +94,16 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path, tiny_back
         run_plan(study, make_plan(study), out, isolation="inline", progress=False, tensorboard=False)
 
     run(tmp_path / "whole")
-    real = train.save_last
+    real = Checkpoints.commit
 
-    def killed_after_epoch_2(state, where):
-        real(state, where)
-        if state["epoch"] == 2:
+    def killed_after_epoch_2(self, state, **kw):
+        real(self, state, **kw)
+        if state["position"] == {**state["position"], "epoch": 2, "batch": None}:
             raise KeyboardInterrupt  # like a kill: the run's status stays "running"
-    monkeypatch.setattr(train, "save_last", killed_after_epoch_2)
+    monkeypatch.setattr(Checkpoints, "commit", killed_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "cut")
-    monkeypatch.setattr(train, "save_last", real)
+    monkeypatch.setattr(Checkpoints, "commit", real)
     run(tmp_path / "cut")
 
     def result(out: Path) -> tuple:

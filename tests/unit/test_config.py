@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,99 @@ def test_fields_command_lists_keys() -> None:
 
     res = CliRunner().invoke(app, ["fields", "lm"])
     assert res.exit_code == 0 and "phase2.unfreeze.at_epoch" in res.output and "embedding.freeze" in res.output
+
+
+# ----------------------------------------------------------------------------- one pass, did you mean, --set
+def _problems(info: pytest.ExceptionInfo) -> list[str]:
+    return [line.strip() for line in str(info.value).splitlines()[1:]]
+
+
+def test_misspelled_overrides_does_not_hide_the_other_problems(tmp_path: Path) -> None:
+    study = _study(phase2={"max_epoch": 3, "lr": -1})
+    study["arms"]["b"] = {"overides": {"embedding.freeze": False}}
+    study["arms"]["c"] = {"overrides": {"model.num_layerz": 2, "phase2.lr": 0}}
+    with pytest.raises(ConfigError, match=r"5 problem\(s\)") as info:
+        load_study(_write(tmp_path, study))
+    lines = _problems(info)
+    assert any(re.search(r"study\.yaml: arms\.b\.overides: unknown key; did you mean arms\.b\.overrides\?", x)
+               for x in lines), lines
+    assert any("base.phase2.max_epoch: unknown key; did you mean base.phase2.max_epochs?" in x for x in lines)
+    assert any(x.endswith("base.phase2.lr=-1: Input should be greater than 0") for x in lines)
+    assert any("arms.c.overrides: model.num_layerz: unknown key; did you mean model.num_layers?" in x for x in lines)
+    assert any("arms.c.overrides: phase2.lr=0: Input should be greater than 0" in x for x in lines)
+
+
+def test_a_key_in_the_wrong_section_names_the_right_one(tmp_path: Path) -> None:
+    study = _study(batch_size=4, phase1={"max_epochs": 3})
+    study["arms"]["b"] = {"overrides": {"model.lr": 0.1}}
+    with pytest.raises(ConfigError) as info:
+        load_study(_write(tmp_path, study))
+    text = str(info.value)
+    assert "base.batch_size: unknown key; 'batch_size' belongs in phase2: did you mean base.phase2.batch_size?" in text
+    assert "base.phase1.max_epochs: unknown key; 'max_epochs' belongs in phase2: did you mean base.phase2.max_epochs?" \
+        in text
+    assert ("arms.b.overrides: model.lr: unknown key; 'lr' belongs in phase1 or phase2: "
+            "did you mean phase1.lr or phase2.lr?") in text
+
+
+def test_task_keys_at_the_study_level_point_to_base_or_overrides(tmp_path: Path) -> None:
+    study = _study()
+    study["phase2"] = {"lr": 0.1}
+    study["arms"]["b"] = {"embedding.freeze": False}
+    study["profiles"] = {"quick": {"seed": [1]}}
+    with pytest.raises(ConfigError) as info:
+        load_study(_write(tmp_path, study))
+    text = str(info.value)
+    assert "study.yaml: phase2: unknown key; task settings go under base: base.phase2" in text
+    assert "arms.b.embedding.freeze: unknown key; task keys go under arms.b.overrides: {embedding.freeze: ...}" in text
+    assert "profiles.quick.seed: unknown key; did you mean profiles.quick.seeds?" in text
+
+
+def test_set_errors_are_attributed_to_set_once(tmp_path: Path) -> None:
+    study = _study()
+    study["arms"].update({"b": {"overrides": {"embedding.freeze": False}}, "c": {"overrides": {"model.num_layers": 2}}})
+    path = _write(tmp_path, study)
+    with pytest.raises(ConfigError) as info:
+        load_study(path, overrides=["phase2.lr=-1", "phase2.batchsize=3", "model.head.tie=maybe", "oops"])
+    lines = _problems(info)
+    assert lines == ["--set oops: not of the form dotted.key=value (e.g. --set phase2.max_epochs=3)",
+                     "--set model.head.tie='maybe': Input should be a valid boolean, unable to interpret input",
+                     "--set phase2.lr=-1: Input should be greater than 0",
+                     "--set phase2.batchsize: unknown key; did you mean phase2.batch_size?"]
+
+
+def test_profile_problems_are_the_profiles(tmp_path: Path) -> None:
+    study = _study(phase2={"max_epochs": 5, "unfreeze": {"at_epoch": 3}})
+    study["profiles"] = {"quick": {"overrides": {"phase2.max_epochs": 2, "phase2.lrr": 1}}}
+    path = _write(tmp_path, study)
+    load_study(path)  # the base alone is valid
+    with pytest.raises(ConfigError) as info:
+        load_study(path, profile="quick")
+    lines = _problems(info)
+    assert len(lines) == 2, lines
+    assert any("profiles.quick.overrides: phase2: phase2.unfreeze.at_epoch=3 must be below phase2.max_epochs=2"
+               in x for x in lines)
+    assert any("profiles.quick.overrides: phase2.lrr: unknown key; did you mean phase2.lr?" in x for x in lines)
+
+
+def test_two_references_do_not_hide_arm_problems(tmp_path: Path) -> None:
+    study = _study()
+    study["arms"]["b"] = {"reference": True, "allow_confound": ["data.max_train_doc"]}
+    study["arms"]["c"] = {"overrides": {"data.max_train_docs": 3}}
+    with pytest.raises(ConfigError, match=r"3 problem\(s\)") as info:
+        load_study(_write(tmp_path, study))
+    text = str(info.value)
+    assert "only one arm may have reference: true" in text
+    assert "arms.b.allow_confound: data.max_train_doc: not a config key; did you mean data.max_train_docs?" in text
+    assert "arms.c.overrides: data.max_train_docs: protected key" in text
+
+
+def test_timeseries_study_gets_the_same_hints(tmp_path: Path) -> None:
+    study = {"name": "s", "task": "timeseries", "base": {"train": {"max_epoch": 2}, "lr": 0.1},
+             "arms": {"a": {"reference": True, "overrides": {"backbone.trian": "frozen"}}}}
+    with pytest.raises(ConfigError) as info:
+        load_study(_write(tmp_path, study))
+    text = str(info.value)
+    assert "base.train.max_epoch: unknown key; did you mean base.train.max_epochs?" in text
+    assert "base.lr: unknown key; 'lr' belongs in optim: did you mean base.optim.lr?" in text
+    assert "arms.a.overrides: backbone.trian: unknown key; did you mean backbone.train?" in text

@@ -324,3 +324,28 @@ def test_japanese_study_text_is_used_by_the_japanese_report(tmp_path):
     en = markdown.render(build_document(study, a, [], "en", "now"))
     assert "凍結すべきか？" in ja and "凍結が良い。" in ja and "| ランダム初期化 |" in ja
     assert "Should it be frozen?" in en and "凍結すべきか" not in en
+
+
+def test_tables_identical_across_arms_are_shown_once(lm_md):
+    en, ja = lm_md
+    # untied shares Phase 1 exactly with tied_frozen (same seeds, same lines): shown once, then referenced;
+    # tied_trainable lost a seed, so its table (n = 2) differs and is shown
+    assert en.count("**Phase 1 iterations**") == 2
+    assert "Phase 1: identical to `tied_frozen` (shown there)." in en
+    assert "`tied_frozen` と同一" in ja
+
+
+def test_convergence_table_drops_epochs_no_run_reached(tmp_path):
+    out = make_demo_study(tmp_path)  # every run stops after 3 epochs
+    write_report(out, lang="en")
+    md = (out / "report.md").read_text(encoding="utf-8")
+    convergence = md.split("### Convergence speed", 1)[1].split("\n#", 1)[0]
+    assert "epochs 1, 3)" in convergence.splitlines()[0]
+    assert "Epoch 3 |" in convergence and "Epoch 5" not in convergence
+
+
+def test_merge_identical_rows_joins_the_keys_of_equal_rows():
+    from freezelab.report.document import Table, merge_identical_rows
+
+    merged = merge_identical_rows(Table(["arm", "a", "b"], [["x", "1", "2"], ["y", "1", "3"], ["z", "1", "2"]]))
+    assert merged.rows == [["x, z", "1", "2"], ["y", "1", "3"]]

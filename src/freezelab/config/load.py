@@ -8,6 +8,7 @@ the offending value and what is allowed.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,15 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from freezelab.config.schema import StudyConfig, protected_keys, task_config
+from freezelab.config.validate import (
+    IGNORED_LOC,
+    Problem,
+    known_keys,
+    problems_of,
+    study_key_hint,
+    unknown_key_hint,
+    validate_tree,
+)
 from freezelab.errors import ConfigError
 
 
@@ -98,43 +108,104 @@ def config_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
     return {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
 
 
-def _format_errors(where: str, err: ValidationError, prefix: str = "") -> list[str]:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
-        key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check spelling; `freezelab fields TASK` lists every key)"
-        value = e.get("input")
-        shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) else f"={value!r}"
-        lines.append(f"{where}: {key}{shown}: {msg}")
-    return lines
+@dataclass
+class _Layer:
+    """One source of settings in resolution order: the base section, a profile, an arm, ``--set``."""
+
+    where: str                   # "study.yaml" (keys written base.…), "study.yaml: arms.b.overrides", "--set"
+    values: dict[str, Any]       # nested (base) or dotted keys (overrides)
+    nested: bool = False
+
+    @property
+    def key_prefix(self) -> str:
+        return "base." if self.nested else ""
+
+    def apply(self, tree: dict[str, Any]) -> list[Problem]:
+        """Write this layer's values into ``tree``; a key that runs through a value is a problem."""
+        if self.nested:
+            tree.update(copy.deepcopy(self.values))
+            return []
+        out = []
+        for key, value in self.values.items():
+            try:
+                set_dotted(tree, key, copy.deepcopy(value))
+            except ConfigError as err:
+                out.append(Problem(self.where, key, "", str(err).split(": ", 1)[-1]))
+        return out
 
 
-def _validate_task(task: str, tree: dict[str, Any], where: str, prefix: str) -> tuple[dict, list[str]]:
-    model: type[BaseModel] = task_config(task)
+def _resolve(model: type[BaseModel], layers: list[_Layer], task: str) -> tuple[dict | None, list[Problem]]:
+    """Validate defaults + each layer in turn; every problem of the final config is attributed to the
+    first layer at which it appears (so a ``--set`` error is the command line's, an arm's its own)."""
+    tree: dict[str, Any] = {}
+    first: dict[tuple, Problem] = {}
+    problems: list[Problem] = []
+    resolved, final = None, []
+    for layer in layers:
+        problems += layer.apply(tree)
+        resolved, errors = validate_tree(model, tree)
+        final = []
+        prefix = layer.key_prefix
+        hint = (lambda loc, prefix=prefix: unknown_key_hint(model, loc, key_prefix=prefix)
+                or f"`freezelab fields {task}` lists every key")
+        for err in errors:
+            for ident, problem in problems_of(err, where=layer.where, key_prefix=prefix, hint=hint):
+                first.setdefault(ident, problem)
+                final.append(ident)
+    return resolved, problems + [first[i] for i in dict.fromkeys(final)]
+
+
+def _validate_study(raw: dict[str, Any], where: str) -> tuple[StudyConfig | None, list[Problem]]:
+    """The study model, validated with every problem listed: offending keys are set aside and the rest
+    validated again, so a misspelled key does not hide the problems after it."""
+    tree = copy.deepcopy(raw)
+    task_model = task_config(tree.get("task") if tree.get("task") in ("lm", "timeseries") else "lm")
+
+    def hint(loc: tuple[str, ...]) -> str:
+        return study_key_hint(task_model, loc) or unknown_key_hint(StudyConfig, loc)
+
+    problems: list[Problem] = []
+    for _ in range(8):
+        try:
+            return StudyConfig.model_validate(tree), problems
+        except ValidationError as err:
+            problems += [p for _, p in problems_of(err, where=where, hint=hint) if p not in problems]
+            if not _set_aside(tree, [tuple(e["loc"]) for e in err.errors()]):
+                return None, problems
+    return None, problems
+
+
+def _set_aside(tree: dict[str, Any], locs: list[tuple]) -> bool:
+    """Remove the values at ``locs`` so the rest validates (defaults apply); False when nothing can go."""
+    for loc in (tuple(p for p in loc if p not in IGNORED_LOC) for loc in locs):
+        if loc == ("name",):
+            tree["name"] = "study"
+        elif loc == ("arms",) and isinstance(tree.get("arms"), dict) and tree["arms"]:
+            # arm names or several references: keep well-named arms, the first reference only
+            arms = {k: v for k, v in tree["arms"].items() if re.fullmatch(r"[A-Za-z0-9_.-]+", str(k))}
+            refs = [k for k, v in arms.items() if isinstance(v, dict) and v.get("reference")]
+            for k in refs[1:]:
+                arms[k] = {**arms[k], "reference": False}
+            if arms == tree["arms"] or not arms:
+                return False
+            tree["arms"] = arms
+        else:
+            node = tree
+            for part in loc[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+            if not loc or not isinstance(node, dict) or loc[-1] not in node:
+                return False
+            del node[loc[-1]]
+    return True
+
+
+def _parse_cli(items: list[str]) -> tuple[dict[str, Any], list[Problem]]:
     try:
-        return model.model_validate(tree).model_dump(mode="json"), []
-    except ValidationError as err:
-        return {}, _format_errors(where, err, prefix)
-
-
-def _check_keys(keys: dict[str, Any], defaults: dict[str, Any], where: str) -> list[str]:
-    """Reject dotted override keys that do not exist in the task config (typos)."""
-    known = set(flatten(defaults))
-    sections = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
-    bad = []
-    for key in keys:
-        if key in known or key in sections or any(key.startswith(s + ".") for s in _open_sections(defaults)):
-            continue
-        bad.append(f"{where}: {key}: unknown key (known sections: {', '.join(sorted(defaults))})")
-    return bad
-
-
-def _open_sections(defaults: dict[str, Any]) -> list[str]:
-    """Dotted paths whose default is None but may hold a section (e.g. phase2.unfreeze)."""
-    return [k for k, v in flatten(defaults).items() if v is None]
+        return parse_overrides(items, where="--set"), []
+    except ConfigError:
+        good = [i for i in items if "=" in i]
+        return parse_overrides(good), [Problem("--set", i, "", "not of the form dotted.key=value "
+                                               "(e.g. --set phase2.max_epochs=3)") for i in items if "=" not in i]
 
 
 def load_study(path: str | Path, *, profile: str | None = None, overrides: list[str] | None = None,
@@ -151,7 +222,7 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
         The validated ``Study`` with every arm resolved.
 
     Raises:
-        ConfigError: listing every problem found, each with file, key, value and the fix.
+        ConfigError: listing every problem found, each with file, section, key, value and the fix.
     """
     path = Path(path)
     if not path.exists():
@@ -162,59 +233,51 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study file is a mapping with keys name, task, base, arms, seeds")
-    try:
-        spec = StudyConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError("\n".join(_format_errors(str(path), err))) from err
-
-    problems: list[str] = []
-    if profile is not None and profile not in spec.profiles:
-        allowed = ", ".join(spec.profiles) or "none defined"
-        raise ConfigError(f"{path}: profile '{profile}' not found (allowed: {allowed})")
-    task_defaults = task_config(spec.task)().model_dump(mode="json")
-
-    base_tree = copy.deepcopy(spec.base)
-    layered: list[tuple[str, dict[str, Any]]] = []
-    if profile is not None:
-        layered.append((f"profiles.{profile}.overrides", spec.profiles[profile].overrides))
-    cli = parse_overrides(overrides or [])
-    layered.append(("command line", cli))
-    for where, over in layered:
-        problems += _check_keys(over, task_defaults, f"{path}: {where}")
-        for k, v in over.items():
-            set_dotted(base_tree, k, v)
-    base, errs = _validate_task(spec.task, base_tree, str(path), "base.")
+    spec, problems = _validate_study(raw, str(path))
+    task = spec.task if spec is not None else (raw.get("task") if raw.get("task") in ("lm", "timeseries") else "lm")
+    model = task_config(task)
+    base_values = spec.base if spec is not None else (raw.get("base") if isinstance(raw.get("base"), dict) else {})
+    layers = [_Layer(str(path), base_values, nested=True)]
+    if spec is not None and profile is not None:
+        if profile in spec.profiles:
+            layers.append(_Layer(f"{path}: profiles.{profile}.overrides", spec.profiles[profile].overrides))
+        else:
+            allowed = ", ".join(spec.profiles) or "none defined"
+            problems.append(Problem("--profile", profile, "", f"profile {profile!r} not found in {path} "
+                                    f"(allowed: {allowed})"))
+    cli, errs = _parse_cli(overrides or [])
+    problems += errs
+    cli_layer = _Layer("--set", cli)
+    base, errs = _resolve(model, [*layers, cli_layer], task)
     problems += errs
 
     arms: dict[str, ResolvedArm] = {}
-    protected = protected_keys(spec.task)
-    for name, arm in spec.arms.items():
+    protected = protected_keys(task)
+    keys = set(known_keys(model))
+    for name, arm in (spec.arms.items() if spec is not None else ()):
         where = f"{path}: arms.{name}.overrides"
-        unknown = _check_keys(arm.overrides, task_defaults, where)
-        problems += unknown
-        tree = copy.deepcopy(base_tree)
-        for k, v in arm.overrides.items():
-            set_dotted(tree, k, v)
-        for k, v in cli.items():  # command line wins over the arm
-            set_dotted(tree, k, v)
-        resolved, errs = _validate_task(spec.task, tree, str(path), f"arms.{name}.overrides→")
-        base_tails = {e.split(": base.", 1)[-1] for e in problems}
-        problems += [e for e in errs if e.split("overrides→", 1)[-1] not in base_tails  # not base's again
-                     and not (unknown and "unknown key" in e)]
+        resolved, errs = _resolve(model, [*layers, _Layer(where, arm.overrides), cli_layer], task)
+        problems += errs
+        for key in arm.allow_confound:
+            if key not in keys:
+                hint = unknown_key_hint(model, tuple(key.split(".")))
+                problems.append(Problem(f"{path}: arms.{name}.allow_confound", key, "",
+                                        "not a config key" + (f"; {hint}" if hint else "")))
         for key in arm.overrides:
             hit = [p for p in protected if key == p or key.startswith(p + ".")]
             if hit and key not in arm.allow_confound:
-                problems.append(f"{where}: {key}: protected key (defines comparability across arms). "
-                                f"Move it to base, or list it in arms.{name}.allow_confound to accept a "
-                                f"confounded comparison")
+                problems.append(Problem(where, key, "", "protected key (defines comparability across arms). "
+                                        f"Move it to base, or list it in arms.{name}.allow_confound to accept a "
+                                        "confounded comparison"))
         if resolved and base:
             arms[name] = ResolvedArm(
                 name=name, description=arm.description, reference=(name == spec.reference_arm),
                 config=resolved, diff_from_base=config_diff(base, resolved),
                 expected_params=arm.expected_params.model_dump() if arm.expected_params else None,
                 allow_confound=tuple(arm.allow_confound))
-    if problems:
-        raise ConfigError(f"{len(problems)} problem(s) in the study:\n  " + "\n  ".join(problems))
+    lines = list(dict.fromkeys(str(p) for p in problems))  # each problem once, in file order
+    if lines or spec is None or base is None:
+        raise ConfigError(f"{len(lines)} problem(s) in the study:\n  " + "\n  ".join(lines))
     run_seeds = seeds if seeds is not None else (
         spec.profiles[profile].seeds if profile and spec.profiles[profile].seeds else spec.seeds)
     return Study(path=path, spec=spec, profile=profile, seeds=list(run_seeds), base=base, arms=arms)

@@ -19,6 +19,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def checkpoint_minutes_field() -> Any:
+    """``runtime.checkpoint_minutes``, shared by every task."""
+    return Field(10.0, ge=0, description="Inside long epochs, commit a resumable checkpoint this many minutes "
+                 "after the last one (protocol §4; every epoch end commits). 0 = after every step; null = epoch ends "
+                 "only. A run resumed mid-epoch continues with the same batch order and gives the same result.")
+
+
+def trust_remote_code_field() -> Any:
+    """``trust_remote_code`` of a pretrained source, shared by every task."""
+    return Field(False, description="Allow Python code shipped with the model (config.json auto_map → "
+                 "modeling_*.py) to run while it loads. Off: such a model fails with a clear error. Read that code "
+                 "first; the report warns when this was on.")
+
+
 # ----------------------------------------------------------------------------- LM study (cvfp-lm.md)
 class LMDataConfig(Strict):
     source: Literal["wiki_excerpt", "text_files", "hf_dataset"] = Field(
@@ -51,6 +65,7 @@ class EmbeddingConfig(Strict):
     vocab_size: Optional[int] = Field(None, ge=2, description="source=random: number of rows.")
     dim: Optional[int] = Field(None, ge=1, description="source=random: embedding width.")
     revision: Optional[str] = Field(None, description="Hub revision of a model id.")
+    trust_remote_code: bool = trust_remote_code_field()
     freeze: bool = Field(True, description="Freeze the token embedding (wte) in Phase 2.")
 
     @model_validator(mode="after")
@@ -151,6 +166,10 @@ class RuntimeConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = bf16 autocast in Phase 2.")
     threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads (None = default).")
+    checkpoint_minutes: Optional[float] = checkpoint_minutes_field()
+    log_every_steps: int = Field(10, ge=0, description="Per-step scalars (train/step_loss, lr/<group>, "
+                                 "grad_norm/<group>) to metrics.jsonl, TensorBoard and MLflow every this many "
+                                 "optimizer steps; 0: epoch records only.")
 
 
 class LMConfig(Strict):

@@ -9,14 +9,16 @@ it from its last epoch checkpoint.
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
+from rich.console import Console
 
 from freezelab.config.load import Study
 from freezelab.errors import FreezelabError
 from freezelab.experiment.plan import RunSpec
+from freezelab.experiment.progress import StudyProgress
+from freezelab.experiment.publish import RunSink, publish_run
 from freezelab.experiment.runner import RunOutcome, prepare_run, run_one, write_study_record
 
 
@@ -27,7 +29,8 @@ def _task(spec: RunSpec, run_dir: str, cache_dir: str, retry_failed: bool, tenso
 
 def run_plan_ray(study: Study, plan: list[RunSpec], out_dir: Path, *, address: str | None = None,
                  cpus_per_run: float = 1.0, gpus_per_run: float = 0.0, retry_failed: bool = True,
-                 progress: bool = True, tensorboard: bool = True, command: str = "") -> list[RunOutcome]:
+                 progress: bool = True, tensorboard: bool = True, command: str = "", console: Console | None = None,
+                 sinks: Sequence[RunSink] = ()) -> list[RunOutcome]:
     """Execute ``plan`` as Ray tasks; returns one outcome per run, in plan order.
 
     Args:
@@ -36,7 +39,7 @@ def run_plan_ray(study: Study, plan: list[RunSpec], out_dir: Path, *, address: s
         Others as in ``runner.run_plan``.
 
     Raises:
-        FreezelabError: Ray is not installed.
+        FreezelabError: Ray is not installed, or no cluster answers at ``address``.
     """
     try:
         import ray
@@ -47,19 +50,30 @@ def run_plan_ray(study: Study, plan: list[RunSpec], out_dir: Path, *, address: s
     run_dirs = [prepare_run(spec, out_dir, task=study.spec.task, command=command) for spec in plan]
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise FreezelabError(
+                f"--ray-address {address}: no Ray cluster answers there ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}). Start one with `ray start --head` (then --ray-address auto), "
+                "pass the address of a running cluster, or drop --ray-address to start a local Ray instance. "
+                "Nothing has run yet.") from err
     try:
         remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_task)
         pending = {remote.remote(spec, str(d), str(out_dir / "cache"), retry_failed, tensorboard): i
                    for i, (spec, d) in enumerate(zip(plan, run_dirs))}
         outcomes: list[RunOutcome | None] = [None] * len(plan)
-        with tqdm(total=len(plan), desc=f"{study.spec.name} (ray)", unit="run", disable=not progress,
-                  file=sys.stderr) as bar:
+        display = StudyProgress(f"{study.spec.name} (ray)", list(zip(plan, run_dirs)), console=console,
+                                enabled=progress)
+        with display:  # one line per active run, from the runs' progress files
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=display.refresh)
+                display.poll()
                 for ref in done:
-                    outcomes[pending.pop(ref)] = ray.get(ref)
-                    bar.update(1)
+                    i = pending.pop(ref)
+                    outcomes[i] = ray.get(ref)
+                    display.finished(plan[i], run_dirs[i], outcomes[i])
+                    publish_run(run_dirs[i], out_dir, tensorboard=tensorboard, sinks=sinks, console=display.console)
     finally:
         if started_here:
             ray.shutdown()

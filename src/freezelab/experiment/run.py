@@ -16,9 +16,12 @@ from typing import Any
 
 import yaml
 
-from freezelab.experiment.failures import exception_record, tail
+from freezelab.errors import DiskFullError
+from freezelab.experiment.failures import EXIT_DISK_FULL, exception_record, tail
 from freezelab.tracking import files
+from freezelab.tracking.checkpoints import finish
 from freezelab.tracking.environment import peak_memory_bytes
+from freezelab.tracking.faults import fault_point
 from freezelab.tracking.tracker import Tracker
 
 HEARTBEAT_SECONDS = 30
@@ -32,7 +35,13 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(HEARTBEAT_SECONDS):
             with contextlib.suppress(Exception):
-                files.heartbeat(self.run_dir)
+                files.heartbeat(self.run_dir)  # under the status lock: never undoes a final status
+
+    def end(self) -> None:
+        """Stop beating before the final status is written."""
+        self.stop.set()
+        if self.is_alive():
+            self.join()
 
 
 def execute_run(run_dir: Path, *, progress: bool = True, tensorboard: bool = True,
@@ -41,6 +50,9 @@ def execute_run(run_dir: Path, *, progress: bool = True, tensorboard: bool = Tru
 
     Never raises for a failure inside the task: the failure is written to status.json and summary.json
     and returned. Returns the summary.
+
+    Raises:
+        DiskFullError: not even the failure could be recorded for lack of disk space.
     """
     from freezelab.tasks.base import RunContext, get_task
 
@@ -75,13 +87,17 @@ def execute_run(run_dir: Path, *, progress: bool = True, tensorboard: bool = Tru
             summary = {"status": "succeeded", **base, **result, "wall_seconds": time.time() - t0,
                        "peak_memory_bytes": peak_memory_bytes(), "error": None}
             summary["hashes"] = {**summary.get("hashes", {}), "config_hash": meta["config_hash"]}
-            files.write_json(run_dir / files.SUMMARY_FILE, summary)
+            files.write_json(run_dir / files.SUMMARY_FILE, summary)   # complete: the run has succeeded
+            fault_point("after_summary")
+            beat.end()
             files.write_status(run_dir, "succeeded", finished_at=files.now_iso())
+            with contextlib.suppress(OSError):                        # the resumable state is not needed now
+                finish(run_dir)
             log(f"succeeded in {summary['wall_seconds']:.1f}s")
         except Exception as err:  # every failure is recorded, never propagated to other runs
             facts = ctx.facts
             record = exception_record(err, epoch=facts.get("epoch"), step=facts.get("step"),
-                                      last_metrics=tracker.last)
+                                      last_metrics=tracker.last, task=meta["task"], config=config)
             log(f"FAILED {record['class']}: {record['message']}")
             log("\n".join(record["traceback_tail"]))
             record["log_tail"] = tail(log_path)
@@ -90,9 +106,10 @@ def execute_run(run_dir: Path, *, progress: bool = True, tensorboard: bool = Tru
                        "error": record}
             summary["hashes"] = {**summary.get("hashes", {}), "config_hash": meta["config_hash"]}
             files.write_json(run_dir / files.SUMMARY_FILE, summary)
+            beat.end()
             files.write_status(run_dir, "failed", finished_at=files.now_iso(), error=record)
         finally:
-            beat.stop.set()
+            beat.end()
             tracker.close()
     return summary
 
@@ -102,7 +119,11 @@ def main() -> None:
     run_dir = Path(sys.argv[1])
     cache = Path(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] else None
     # stdout/stderr already go to logs/run.log: no echo of log lines, no progress bars in the file
-    summary = execute_run(run_dir, progress=False, cache_dir=cache)
+    try:
+        summary = execute_run(run_dir, progress=False, cache_dir=cache)
+    except DiskFullError as err:  # could not record the failure: say why where the parent can see it
+        print(f"freezelab: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_DISK_FULL)
     sys.exit(0 if summary["status"] == "succeeded" else 1)
 
 

@@ -2,7 +2,9 @@
 
 A model that cannot be loaded is an error (``PretrainedUnavailableError``), never a silent fallback
 to random weights. Every load reports exactly what was loaded: the resolved path and the SHA-256 of
-the weights that were copied.
+the weights that were copied. Code shipped with a model (``auto_map`` → ``modeling_*.py``) runs only when
+the study sets ``trust_remote_code: true``; transformers is always told so explicitly, so it never
+prompts on stdin.
 """
 
 from __future__ import annotations
@@ -37,16 +39,26 @@ def resolve_source(source: str) -> str:
     return source
 
 
-def _explain(source: str, err: Exception) -> PretrainedUnavailableError:
+def _explain(source: str, err: Exception, section: str = "embedding") -> PretrainedUnavailableError:
+    """The error for a model that did not load; ``section`` is the config section naming it (for the fix)."""
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     local = Path(source).exists()
+    if "custom code" in str(err) or "trust_remote_code" in str(err):
+        return PretrainedUnavailableError(
+            f"Pretrained model '{source}' ships its own Python code (config.json auto_map → modeling_*.py / "
+            f"tokenization_*.py), which freezelab does not run by default: code in a model folder can do anything "
+            f"your account can. Read that code, then set {section}.trust_remote_code: true in the study's base to "
+            "allow it (the report then warns that remote code ran), or use a model transformers supports natively.")
     if local:
         hint = "The folder exists but is not a complete Hugging Face model directory (config.json, weights, tokenizer)."
+    elif source.startswith(("/", ".", "~")) or source.count("/") > 1:  # a path, not a hub id (ns/name)
+        hint = (f"There is no folder {source}. Fix {section}.source: a local model folder, a hub id such as gpt2, "
+                "or minilm (bundled, offline).")
     elif offline:
         hint = f"'{source}' is not cached and HF_HUB_OFFLINE=1. Download it once while online."
     else:
         hint = (f"'{source}' is neither a local folder nor reachable on the Hugging Face Hub. Check the id, "
-                "your network, or download it once while online; offline, use embedding.source: minilm "
+                f"your network, or download it once while online; offline, use {section}.source: minilm "
                 "or a local directory.")
     return PretrainedUnavailableError(f"Pretrained model '{source}' could not be loaded: "
                                       f"{type(err).__name__}: {str(err).splitlines()[0][:300]}. {hint}")
@@ -59,14 +71,14 @@ def _quiet() -> None:
     hf_logging.set_verbosity_error()
 
 
-def load_tokenizer(source: str, *, revision: str | None = None) -> Any:
-    """Load the tokenizer of ``source`` (alias, hub id or local folder)."""
+def load_tokenizer(source: str, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """Load the tokenizer of ``source`` (alias, hub id or local folder); remote code only when trusted."""
     from transformers import AutoTokenizer
 
     _quiet()
     path = resolve_source(source)
     try:
-        return AutoTokenizer.from_pretrained(path, revision=revision)
+        return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except Exception as err:  # transformers raises OSError/ValueError/HF errors
         raise _explain(source, err) from err
 
@@ -85,7 +97,8 @@ class LoadedEmbedding:
 
 
 def load_embedding(source: str, *, revision: str | None = None, tokenizer: str | None = None,
-                   vocab_size: int | None = None, dim: int | None = None) -> LoadedEmbedding:
+                   vocab_size: int | None = None, dim: int | None = None,
+                   trust_remote_code: bool = False) -> LoadedEmbedding:
     """Load the input embedding of a pretrained model, with its own tokenizer.
 
     Args:
@@ -93,12 +106,13 @@ def load_embedding(source: str, *, revision: str | None = None, tokenizer: str |
         revision: hub revision for a hub id.
         tokenizer: tokenizer source, for ``random`` only (default ``minilm``).
         vocab_size, dim: shape of a ``random`` table.
+        trust_remote_code: allow code shipped with the model (``embedding.trust_remote_code``).
 
     Returns:
         The table (float32, on CPU), its tokenizer and the SHA-256 of the table.
 
     Raises:
-        PretrainedUnavailableError: the model or tokenizer cannot be loaded.
+        PretrainedUnavailableError: the model or tokenizer cannot be loaded, or needs untrusted remote code.
         ValueError: a random table smaller than its tokenizer's vocabulary.
     """
     if source == "random":
@@ -111,9 +125,10 @@ def load_embedding(source: str, *, revision: str | None = None, tokenizer: str |
     from transformers import AutoModel
 
     path = resolve_source(source)
-    tok = load_tokenizer(source, revision=revision)
+    tok = load_tokenizer(source, revision=revision, trust_remote_code=trust_remote_code)
     try:
-        model = AutoModel.from_pretrained(path, revision=revision, dtype=torch.float32)
+        model = AutoModel.from_pretrained(path, revision=revision, dtype=torch.float32,
+                                          trust_remote_code=trust_remote_code)
     except Exception as err:
         raise _explain(source, err) from err
     weight = model.get_input_embeddings().weight.detach().clone().float()

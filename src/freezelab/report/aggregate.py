@@ -157,7 +157,7 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: invalid JSON or not UTF-8
         problems.append(f"{path.name} unreadable ({exc})")
         return {}
     return data if isinstance(data, dict) else {}
@@ -167,7 +167,7 @@ def _read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     if not path.exists():
         return lines
-    for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, text in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not text.strip():
             continue
         try:

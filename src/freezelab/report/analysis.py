@@ -319,6 +319,8 @@ def _integrity_warnings(study: Study) -> list[Finding]:
             out.append(Finding("frozen_changed", where))
         if inv.get("dead_tensors"):
             out.append(Finding("dead_tensors", {**where, "names": list(inv["dead_tensors"])}))
+        if run.summary.get("trust_remote_code"):
+            out.append(Finding("remote_code", where))
         for text in inv.get("warnings") or []:
             out.append(Finding("invariant_warning", {**where, "text": str(text)}))
         for text in run.problems:

@@ -89,6 +89,17 @@ def split_table(header: list[str], rows: list[list[str]], keep: int = 1,
             for cols in parts]
 
 
+def merge_identical_rows(table: Table, keep: int = 1) -> Table:
+    """The table with rows whose cells after the first ``keep`` are identical merged into one row, their key
+    cells joined ("`a`, `b`"), so a table that repeats itself across arms is shown once."""
+    groups: dict[tuple[str, ...], list[list[str]]] = {}
+    for r in table.rows:
+        groups.setdefault(tuple(r[keep:]), []).append(r)
+    rows = [[*(", ".join(dict.fromkeys(r[j] for r in same)) for j in range(keep)), *rest]
+            for rest, same in groups.items()]
+    return Table(table.header, rows)
+
+
 def drop_empty_columns(table: Table, keep: int = 1) -> Table:
     """The table without the columns (after the first ``keep``) whose every cell is empty or an em dash."""
     cols = [j for j in range(len(table.header))

@@ -109,8 +109,9 @@ def _metric_tables(ctx: Ctx, m: Metric) -> list[doc.Block]:
     interval = ctx.t("holm_ci") if m.primary else ctx.t("ci")
     header = [ctx.t("arm"), ctx.t("n"), ctx.t("mean_std"), ctx.t("ci"),
               f"{ctx.t('delta_pct' if m.log_scale else 'delta')} vs `{s.reference}` {interval}", ctx.t("per_seed_d"),
-              ctx.t("p"), ctx.t("verdict"), f"vs `{base[0] if base else '—'}` {interval}",
-              ctx.t("verdict") if m.primary else ctx.t("p")]
+              ctx.t("p") if m.primary else ctx.t("p_raw"), ctx.t("verdict"),
+              f"vs `{base[0] if base else '—'}` {interval}",
+              ctx.t("verdict") if m.primary else f"{ctx.t('p_raw')} vs `{base[0] if base else '—'}`"]
     table = doc.drop_empty_columns(doc.Table(header, rows), keep=2)
     return list(doc.split_table(table.header, table.rows, keep=1))
 
@@ -154,7 +155,9 @@ def _convergence_table(ctx: Ctx) -> list[doc.Block]:
     if not rows:
         return []
     header = [ctx.t("arm"), ctx.t("metric"), *(f"{ctx.t('epoch')} {e}" for e in CONVERGENCE_EPOCHS)]
-    return [doc.Heading(3, ctx.t("convergence")), doc.Table(header, rows)]
+    table = doc.drop_empty_columns(doc.Table(header, rows), keep=2)  # epochs no run reached
+    epochs = ", ".join(h.rsplit(" ", 1)[-1] for h in table.header[2:])
+    return [doc.Heading(3, ctx.t("convergence", epochs=epochs)), table]
 
 
 PER_UNIT = re.compile(r"^(val|test)/([^/]+)/([^/]+)$")

@@ -42,14 +42,14 @@ EN: dict[str, str] = {
     "chinchilla": "Chinchilla-style check: about 20 training tokens per trainable parameter is compute-optimal; below 1 the trainable set is far larger than the data (the seed report's argument for freezing).",  # noqa: E501
     "epochs": "Per-arm epoch tables", "epochs_note": "Mean ± std over succeeded seeds at each epoch; n = seeds still active; ★k = epoch selected as best by k seeds. Log-scale metrics (PPL) use the geometric mean.",  # noqa: E501
     "phase1_summary": "Phase 1 (convergence and effective rank, mean ± std over seeds)",
-    "epoch": "Epoch", "n": "n", "phase1": "Phase 1 iterations", "iteration": "Iteration",
+    "epoch": "Epoch", "n": "n", "phase1": "Phase 1 iterations", "phase1_same_as": "Phase 1: identical to `{arm}` (shown there).", "iteration": "Iteration",  # noqa: E501
     "best_epoch": "Best epoch", "selection": "Selection rule: {metric} ({mode}) on val; test metrics are scored once with the best-epoch weights.",  # noqa: E501
     "seed": "Seed", "status": "Status", "epochs_run": "Epochs run / max", "per_seed": "Best epoch and metrics per run",  # noqa: E501
     "comparison": "Comparison",  # noqa: E501
     "mean_std": "Mean ± std", "ci": "95 % CI",  # noqa: E501
-    "p": "p / p Holm", "verdict": "Verdict", "log_note": "log-scale: geometric mean, Δ from log differences",
+    "p": "p / p Holm", "p_raw": "p (unadjusted, descriptive)", "verdict": "Verdict", "log_note": "log-scale: geometric mean, Δ from log differences",  # noqa: E501
     "baseline": "Best baseline",
-    "convergence": "Convergence speed (val metrics at epochs 1, 3 and 5)", "metric": "Metric",
+    "convergence": "Convergence speed (val metrics at epochs {epochs})", "metric": "Metric",
     "paired_details": "Per-seed paired differences on {metric}",
     "per_unit": "Per-timeframe metrics at the best epoch (mean ± std over seeds)", "ref_value": "Reference",
     "runtime": "Runtime", "wall": "Wall time", "s_epoch": "s / epoch", "steps": "Steps",
@@ -84,6 +84,7 @@ EN: dict[str, str] = {
     "w_skipped_steps": "Run `{arm}` seed {seed}: {count} steps skipped for non-finite gradients.",
     "w_frozen_changed": "INVARIANT: run `{arm}` seed {seed}: a frozen tensor changed.",
     "w_dead_tensors": "Run `{arm}` seed {seed}: trainable tensors never changed: {names}.",
+    "w_remote_code": "Run `{arm}` seed {seed} ran Python code shipped with its pretrained model (trust_remote_code: true).",  # noqa: E501
     "w_invariant_warning": "Run `{arm}` seed {seed}: invariant warning: {text}",
     "w_capacity": "Trainable parameters differ {ratio}× between `{hi}` ({hi_n}) and `{lo}` ({lo_n}): a capacity difference, for information.",  # noqa: E501
     "w_same_split": "{metric}: no test metric was recorded, so selection and reporting use the same val split (optimistic).",  # noqa: E501
@@ -160,14 +161,14 @@ JA: dict[str, str] = {
     "chinchilla": "Chinchilla則との整合性: 学習パラメータ 1 個あたり約 20 トークンが計算最適。1 未満ではデータに対して学習パラメータが過大（シードレポートが凍結を推す根拠）。",  # noqa: E501
     "epochs": "アーム別エポック結果", "epochs_note": "各エポックで成功シードの平均 ± 標準偏差。n = そのエポックまで継続したシード数、★k = k シードで最良エポック。対数尺度の指標（PPL）は幾何平均。",  # noqa: E501
     "phase1_summary": "Phase 1 結果（収束と Effective Rank、シード平均 ± 標準偏差）",
-    "epoch": "エポック", "n": "n", "phase1": "Phase 1 イテレーション", "iteration": "イテレーション",
+    "epoch": "エポック", "n": "n", "phase1": "Phase 1 イテレーション", "phase1_same_as": "Phase 1: `{arm}` と同一（そちらに表示）。", "iteration": "イテレーション",  # noqa: E501
     "best_epoch": "最良エポック", "selection": "選択規則: val の {metric}（{mode}）。test 指標は最良エポックの重みで 1 回だけ評価。",  # noqa: E501
     "seed": "シード", "status": "ステータス", "epochs_run": "実行エポック / 最大", "per_seed": "ラン別の最良エポックと指標",  # noqa: E501
     "comparison": "比較分析",  # noqa: E501
     "mean_std": "平均 ± 標準偏差", "ci": "95 % CI",
-    "p": "p / Holm p", "verdict": "判定", "log_note": "対数尺度: 幾何平均、Δ は対数差から",
+    "p": "p / Holm p", "p_raw": "p（未調整・記述的）", "verdict": "判定", "log_note": "対数尺度: 幾何平均、Δ は対数差から",  # noqa: E501
     "baseline": "最良ベースライン",
-    "convergence": "収束速度比較（エポック 1, 3, 5 の val 指標）", "metric": "指標",
+    "convergence": "収束速度比較（エポック {epochs} の val 指標）", "metric": "指標",
     "paired_details": "{metric} のシード別対応差",
     "per_unit": "最良エポックでの時間足別指標（シード平均 ± 標準偏差）", "ref_value": "基準",
     "runtime": "計算効率", "wall": "実行時間", "s_epoch": "秒 / エポック", "steps": "ステップ",
@@ -202,6 +203,7 @@ JA: dict[str, str] = {
     "w_skipped_steps": "ラン `{arm}` シード {seed}: 非有限勾配で {count} ステップをスキップ。",
     "w_frozen_changed": "不変条件違反: ラン `{arm}` シード {seed} で凍結テンソルが変化。",
     "w_dead_tensors": "ラン `{arm}` シード {seed}: 更新されない学習テンソル: {names}。",
+    "w_remote_code": "ラン `{arm}` シード {seed} は事前学習モデル同梱の Python コードを実行した (trust_remote_code: true)。",  # noqa: E501
     "w_invariant_warning": "ラン `{arm}` シード {seed}: 不変条件の警告: {text}",
     "w_capacity": "学習パラメータ数が `{hi}`（{hi_n}）と `{lo}`（{lo_n}）で {ratio}× 異なる（容量の差、参考情報）。",  # noqa: E501
     "w_same_split": "{metric}: test 指標がないため、選択と報告が同じ val 分割（楽観的）。",

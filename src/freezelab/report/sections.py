@@ -140,7 +140,8 @@ def settings_section(ctx: Ctx) -> list[doc.Block]:
     blocks.append(doc.Table([ctx.t("hash"), ctx.t("value"), ctx.t("equal")], _hash_rows(ctx)))
     sizes = _size_rows(ctx)
     if sizes:
-        blocks += [doc.Para(f"**{ctx.t('data_sizes')}**"), *doc.split_table([ctx.t("arm"), *sizes[0]], sizes[1])]
+        sized = doc.merge_identical_rows(doc.Table([ctx.t("arm"), *sizes[0]], sizes[1]))
+        blocks += [doc.Para(f"**{ctx.t('data_sizes')}**"), *doc.split_table(sized.header, sized.rows)]
     return blocks
 
 
@@ -274,9 +275,16 @@ def epochs_section(ctx: Ctx) -> list[doc.Block]:
     s = ctx.study
     blocks: list[doc.Block] = [doc.Heading(2, ctx.t("epochs")), doc.Para(ctx.t("epochs_note"))]
     keys = ordered_epoch_keys(ctx)
+    shown: dict[tuple, str] = {}  # Phase-1 tables already shown -> the arm they belong to
     for arm in s.arms:
         inner: list[doc.Block] = failed_note(ctx, [arm])
-        inner += _phase1_tables(ctx, arm)
+        phase1 = _phase1_tables(ctx, arm)
+        key = tuple(_without_timing(b) for b in phase1 if isinstance(b, doc.Table))
+        if key and key in shown:  # e.g. arms that differ only after Phase 1 share its iterations exactly
+            inner.append(doc.Para(ctx.t("phase1_same_as", arm=shown[key])))
+        else:
+            shown.setdefault(key, arm)
+            inner += phase1
         data = {k: epoch_values(s, arm, k) for k in keys}
         data = {k: v for k, v in data.items() if v}  # a metric this arm never logged gets no column
         epochs = sorted({e for by_epoch in data.values() for e in by_epoch})
@@ -292,6 +300,12 @@ def epochs_section(ctx: Ctx) -> list[doc.Block]:
         label = f"{arm} (n={ctx.analysis.n_ok[arm]}/{ctx.analysis.n_total[arm]})"
         blocks.append(doc.Details(label, inner or [doc.Para(ctx.t("no_epochs"))]))
     return blocks
+
+
+def _without_timing(table: doc.Table) -> tuple:
+    """A table's content without its timing columns: what makes two arms' Phase-1 tables 'the same'."""
+    cols = [j for j, h in enumerate(table.header) if "seconds" not in h]
+    return tuple(tuple(r[j] for j in cols) for r in [table.header, *table.rows])
 
 
 def _phase1_tables(ctx: Ctx, arm: str) -> list[doc.Block]:
@@ -328,7 +342,8 @@ def phase1_section(ctx: Ctx) -> list[doc.Block]:
             vals = {i: float(d[k]) for i, d in enumerate(dicts) if isinstance(d.get(k), (int, float))}
             cells.append(stat_cell(ctx, k, vals) if vals else "—")
         rows.append([arm_label(ctx, arm), *cells])
-    return [doc.Heading(2, ctx.t("phase1_summary")), *doc.split_table([ctx.t("arm"), *keys], rows)]
+    merged = doc.merge_identical_rows(doc.Table([ctx.t("arm"), *keys], rows))
+    return [doc.Heading(2, ctx.t("phase1_summary")), *doc.split_table(merged.header, merged.rows)]
 
 
 def best_epoch_section(ctx: Ctx) -> list[doc.Block]:

@@ -104,7 +104,7 @@ def write_items(run_dir: Path, source: str, splits: Mapping[str, Mapping[str, An
     Returns:
         The path written.
     """
-    from freezelab.tracking.checkpoints import write_atomically  # torch is loaded by the tasks anyway
+    from freezelab.tracking.files import write_atomically
 
     arrays: dict[str, np.ndarray] = {}
     meta_splits = {}

@@ -1,19 +1,16 @@
 """Best-epoch selection with early stopping, shared by every task.
 
-The best weights are kept in memory (to restore before the single test evaluation) and written to
-``checkpoints/best.safetensors`` each time the selection metric improves.
+The best weights are kept in memory (to restore before the single test evaluation); the epoch-end
+checkpoint commit writes them to ``checkpoints/best.safetensors`` when they changed (``improved_at``).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
-
-from freezelab.tracking.checkpoints import save_best
 
 
 class EarlyStopping:
@@ -24,12 +21,10 @@ class EarlyStopping:
         mode: ``min`` or ``max``.
         patience: epochs without improvement before stopping.
         min_delta: improvement smaller than this does not count.
-        path: where the best weights are written (safetensors), or None.
     """
 
-    def __init__(self, metric: str, mode: Literal["min", "max"], patience: int, *, min_delta: float = 0.0,
-                 path: Path | None = None) -> None:
-        self.metric, self.mode, self.patience, self.min_delta, self.path = metric, mode, patience, min_delta, path
+    def __init__(self, metric: str, mode: Literal["min", "max"], patience: int, *, min_delta: float = 0.0) -> None:
+        self.metric, self.mode, self.patience, self.min_delta = metric, mode, patience, min_delta
         self.value = math.inf if mode == "min" else -math.inf
         self.epoch = 0
         self.metrics: dict[str, Any] = {}
@@ -46,8 +41,6 @@ class EarlyStopping:
         if self.improved(value):
             self.value, self.epoch, self.metrics = value, epoch, dict(metrics)
             self.state = copy.deepcopy(model.state_dict())
-            if self.path is not None:
-                save_best(model, self.path, metadata={"epoch": str(epoch), self.metric: repr(value)})
             self.patience_left = self.patience
             return False
         self.patience_left -= 1
@@ -58,13 +51,14 @@ class EarlyStopping:
         self.patience_left = self.patience
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue selection after a resume (best weights included)."""
-        return {"value": self.value, "epoch": self.epoch, "metrics": self.metrics, "state": self.state,
+        """Everything needed to continue selection after a resume, as JSON (the best weights live in
+        ``best.safetensors`` and are put back into ``state`` by the resuming code)."""
+        return {"metric": self.metric, "value": self.value, "epoch": self.epoch, "metrics": self.metrics,
                 "patience_left": self.patience_left}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value, self.epoch, self.metrics = state["value"], state["epoch"], state["metrics"]
-        self.state, self.patience_left = state["state"], state["patience_left"]
+        self.patience_left = state["patience_left"]
 
     def restore(self, model: nn.Module) -> None:
         """Load the best weights back into ``model``."""

@@ -2,12 +2,15 @@
 
 Every run of a study resolves to the same data config, so the tokenized splits and the n-gram
 baselines are computed once and stored under OUT/cache/, keyed by a hash of everything they depend
-on. A file lock makes this safe when several processes (or Ray workers) start at once.
+on. A file lock makes this safe when several processes (or Ray workers) start at once. The JSON half
+records the size and SHA-256 of the arrays; a cache that fails that check (or does not load) is rebuilt
+with a warning, never trusted.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,11 +19,11 @@ import numpy as np
 from filelock import FileLock
 
 from freezelab.config.schema import LMConfig
+from freezelab.errors import RunFileError
 from freezelab.pretrained.hf import LoadedEmbedding
 from freezelab.tasks.lm.baselines import score_baselines
 from freezelab.tasks.lm.data import LMData, TokenDocs, build_lm_data, load_texts, token_byte_lengths
-from freezelab.tracking.checkpoints import write_atomically
-from freezelab.tracking.files import atomic_write_text
+from freezelab.tracking.files import atomic_write_text, clean_temp_files, file_record, verify_file, write_atomically
 from freezelab.utils.hashing import hash_json
 
 
@@ -57,18 +60,21 @@ def _save(path: Path, data: LMData, baselines: dict[str, Any] | None) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
             np.savez(f, **arrays)
     write_atomically(path.with_suffix(".npz"), write)
-    meta = {"vocab_size": data.vocab_size, "data_hash": data.data_hash, "split_hash": data.split_hash,
+    meta = {"npz": file_record(path.with_suffix(".npz")), "vocab_size": data.vocab_size,
+            "data_hash": data.data_hash, "split_hash": data.split_hash,
             "dropped": list(data.dropped), "baselines": baselines,
             "names": {s: list(getattr(data, s).doc_names) for s in ("train", "val", "test")}}
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta))
 
 
 def _load(path: Path) -> tuple[LMData, dict[str, Any] | None]:
-    meta = json.loads(path.with_suffix(".json").read_text())
-    arrays = np.load(path.with_suffix(".npz"))
+    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    verify_file(path.with_suffix(".npz"), meta["npz"], fix="")
+    with np.load(path.with_suffix(".npz"), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
     splits = {s: TokenDocs(arrays[f"{s}_ids"], arrays[f"{s}_offsets"], tuple(meta["names"][s]))
               for s in ("train", "val", "test")}
-    tb = arrays["token_bytes"] if "token_bytes" in arrays else None
+    tb = arrays.get("token_bytes")
     return LMData(**splits, vocab_size=meta["vocab_size"], data_hash=meta["data_hash"],
                   split_hash=meta["split_hash"], token_bytes=tb, dropped=tuple(meta["dropped"])), meta["baselines"]
 
@@ -81,7 +87,7 @@ def load_lm_data(cfg: LMConfig, emb: LoadedEmbedding, cache_dir: Path | None, *,
         (data, baselines) where baselines is None when ``cfg.baselines`` is off.
     """
     key = hash_json({"data": cfg.data.model_dump(), "tokenizer": _tokenizer_id(cfg, emb),
-                     "vocab": len(emb.tokenizer), "baselines": cfg.baselines, "version": 1})[:16]
+                     "vocab": len(emb.tokenizer), "baselines": cfg.baselines, "version": 2})[:16]
 
     def compute() -> tuple[LMData, dict[str, Any] | None]:
         data = build(cfg, emb)
@@ -97,9 +103,15 @@ def load_lm_data(cfg: LMConfig, emb: LoadedEmbedding, cache_dir: Path | None, *,
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"lm-data-{key}"
     with FileLock(str(path) + ".lock"):
+        clean_temp_files(cache_dir)  # left by a killed write
         if path.with_suffix(".json").exists() and path.with_suffix(".npz").exists():
-            log(f"data from cache {path.name}")
-            return _load(path)
+            try:
+                loaded = _load(path)
+                log(f"data from cache {path.name}")
+                return loaded
+            except (RunFileError, OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+                log(f"warning: data cache {path.with_suffix('.npz')} is damaged or incomplete "
+                    f"({type(err).__name__}: {str(err).strip()}); rebuilding it")
         data, baselines = compute()
         _save(path, data, baselines)
         return data, baselines

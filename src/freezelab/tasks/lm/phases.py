@@ -26,7 +26,7 @@ from freezelab.freeze.invariants import PhaseSnapshots, check_finite
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.lm import phase1 as p1
 from freezelab.tasks.lm.model import CVFPModel
-from freezelab.tracking.checkpoints import restore_training_state, save_last, training_state
+from freezelab.tracking.checkpoints import BEST, Checkpoints, restore_training_state, training_state
 from freezelab.tracking.items import MODEL, metric, write_items
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
@@ -66,6 +66,7 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
     rows = min(cfg.phase1.er_rows, x_train.shape[0], x_val.shape[0])  # same rows for train and val
     model.context_block.requires_grad_(True)
     bar = tqdm(total=cfg.phase1.max_iterations, desc="phase 1", unit="it", disable=not progress, leave=False)
+    tracker.live.phase("phase1", total=cfg.phase1.max_iterations, unit="iteration")
 
     stats_of: dict[int, dict[str, Any]] = {}  # train_phase1 reports an iteration's stats, then its contexts
 
@@ -79,6 +80,7 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
         tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k,
                      **effective_ranks(c_train, c_val, rows=rows, seed=seed),
                      **{f"phase1/{n}": v for n, v in stats.items() if n != "iteration" and v is not None}}, step=k)
+        tracker.live.step(done=k + 1, items=x_train.shape[0] if k else 0, loss=stats.get("cvfp_loss"))
         bar.update(1)
 
     result = p1.train_phase1(model.context_block, x_train, offs["train"], pcfg,
@@ -90,8 +92,10 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
                "converged_ratio": result.converged_ratio, "converged_tokens": result.converged_tokens,
                "converged": result.converged, "stopped_early": result.stopped_early,
                "seconds": result.seconds, "final_method": result.final_method}
-    log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations, "
-        f"{result.converged_ratio:.1%} converged")
+    log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations in {result.seconds:.1f}s, "
+        f"{result.converged_ratio:.1%} of tokens converged ({result.converged_tokens:,}), "
+        f"{'converged' if result.converged else 'not converged'}{', stopped early' if result.stopped_early else ''}"
+        f"; contexts by {result.final_method}")
     return Phase1Outcome(iterations=result.iterations, summary=summary)
 
 
@@ -219,21 +223,22 @@ def evaluate(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor, context
 
 def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, ids: Splits, offs: Splits,
                contexts: Splits, *, seed: int, fabric: Any, tracker: Tracker, log: Callable[[str], None],
-               facts: dict[str, Any], run_dir: Path, token_bytes: torch.Tensor | None, progress: bool,
-               first_step: int = 0, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+               facts: dict[str, Any], ckpt: Checkpoints, token_bytes: torch.Tensor | None, progress: bool,
+               resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train with early stopping on val loss; restore the best weights; score test once.
 
-    The state at every epoch end goes to ``checkpoints/last.pt``; with ``resume`` (that state, loaded)
-    training continues after the saved epoch and reproduces the uninterrupted run exactly: batch
-    order and noise derive from (seed, epoch), and model, optimizer, scheduler, group flags and
-    early-stopping state are restored.
+    The state is committed to ``checkpoints/`` at every epoch end and, inside long epochs, every
+    ``runtime.checkpoint_minutes``; with ``resume`` (a committed state) training continues exactly where it
+    stopped — after the saved epoch, inside it at the saved batch, or straight to the test when training had
+    stopped — and reproduces the uninterrupted run bit for bit: batch order and noise derive from (seed,
+    epoch), and model, optimizer, scheduler, group flags, early stopping and RNG states are restored.
 
     Freeze invariants are checked after step 1 (I1, I2, I5), at every epoch end (I1) and at the end;
     parameters are checked finite after every step (I7).
 
     Raises:
         InvariantViolation: a frozen tensor changed, an lr was overridden, all trainable tensors are dead.
-        NumericFailure: a non-finite loss or gradient norm.
+        NumericFailure: a non-finite loss or gradient norm (with the step, the group norms and the fix).
     """
     c2 = cfg.phase2
     opt = controller.build_optimizer(c2.lr)
@@ -241,31 +246,50 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     train_pos = target_positions(offs["train"])
     n_batches = math.ceil(len(train_pos) / c2.batch_size)
     phase = PhaseSnapshots.take(model, controller)
-    best = EarlyStopping("val/loss", "min", c2.patience, path=run_dir / "checkpoints" / "best.safetensors")
+    best = EarlyStopping("val/loss", "min", c2.patience)
     step, tokens_seen, train_seconds = 0, 0, 0.0
     dead: list[str] = []
-    epoch = start = 0
+    epoch, first, stopped = 0, 1, False
+    acc: dict[str, Any] | None = None  # running sums of a partly trained epoch
+
+    def commit(position: dict[str, Any]) -> None:
+        state, tensors = training_state(model, opt, sched, controller, best)
+        state.update(position=position, epoch_acc=acc, facts={"phase1": facts.get("phase1")},
+                     counters={"step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
+                               "dead": dead, "check_dead": phase.check_dead})
+        dirty = position["batch"] is None and best.epoch == position["epoch"]
+        ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
+                    model=model)
+
     if resume is not None:
-        start, step, tokens_seen, train_seconds, dead = (resume["epoch"], resume["step"], resume["tokens_seen"],
-                                                         resume["train_seconds"], resume["dead"])
-        restore_training_state(resume, model, opt, sched, controller, best)
+        restore_training_state(ckpt, resume, model, opt, sched, controller, best)
+        c, at = resume["counters"], resume["position"]
+        step, tokens_seen, train_seconds, dead = c["step"], c["tokens_seen"], c["train_seconds"], c["dead"]
         phase = PhaseSnapshots.take(model, controller)
-        phase.check_dead = False  # the resumed phase already took its first step
-        log(f"resumed after epoch {start} (step {step})")
-    for epoch in range(start + 1, c2.max_epochs + 1):
+        phase.check_dead = c["check_dead"]
+        epoch, stopped, acc = at["epoch"], at["stopped"], resume["epoch_acc"]
+        first = epoch if at["batch"] is not None else epoch + 1
+        log((f"resumed in epoch {epoch} after batch {at['batch']}" if at["batch"] is not None else
+             f"resumed after epoch {epoch}") + f" (step {step})" + (", training had stopped" if stopped else ""))
+    tracker.live.phase("phase2", total=c2.max_epochs * n_batches, epochs=c2.max_epochs, steps_per_epoch=n_batches,
+                       done=step, last_phase=True)
+    epochs = range(first, c2.max_epochs + 1) if not stopped else range(0)  # stopped: straight to the test
+    for epoch in epochs:
         facts["epoch"] = epoch
-        if c2.unfreeze is not None and epoch == c2.unfreeze.at_epoch + 1:
-            _unfreeze(controller, opt, cfg)
-            phase = PhaseSnapshots.take(model, controller)
-            if c2.unfreeze.reset_patience:
-                best.reset_patience()
-            log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
+        if acc is None:  # a new epoch (a resumed partial one has done these already)
+            if c2.unfreeze is not None and epoch == c2.unfreeze.at_epoch + 1:
+                _unfreeze(controller, opt, cfg)
+                phase = PhaseSnapshots.take(model, controller)
+                if c2.unfreeze.reset_patience:
+                    best.reset_patience()
+                log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
+            acc = {"batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         model.train()
         order = (torch.randperm(len(train_pos), generator=torch_generator(seed, "phase2", "order", str(epoch)))
                  if c2.order == "shuffled" else torch.arange(len(train_pos)))
-        loss_sum, correct, seen = 0.0, 0, 0
-        t_epoch = time.time()
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
+        t_epoch = time.time() - acc["seconds"]
+        bar = tqdm(range(acc["batch"], n_batches), desc=f"epoch {epoch}", unit="batch", disable=not progress,
+                   leave=False)
         for b in bar:
             pos = train_pos[order[b * c2.batch_size:(b + 1) * c2.batch_size].to(train_pos.device)]  # (B,)
             with fabric.autocast():
@@ -273,13 +297,18 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 logits = model(contexts["train"][pos].float(), x)                  # (B, V)
                 loss = F.cross_entropy(logits.float(), ids["train"][pos + 1])
             if not torch.isfinite(loss):
-                raise NumericFailure("non_finite", f"loss is {float(loss)} at epoch {epoch}, step {step + 1}")
+                raise _non_finite(f"the training loss is {float(loss.detach())}", epoch, step + 1, controller, cfg,
+                                  "last step's")
             opt.zero_grad(set_to_none=True)
             fabric.backward(loss)
             controller.check_no_frozen_grads()
+            per_step = tracker.due(step + 1) and {  # the lr this step uses, the gradient before clipping
+                **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
+                **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()}}
             norm = fabric.clip_gradients(model, opt, max_norm=c2.grad_clip, error_if_nonfinite=False)
             if not torch.isfinite(norm):
-                raise NumericFailure("non_finite", f"gradient norm is {float(norm)} at step {step + 1}")
+                raise _non_finite(f"the gradient norm is {float(norm)}", epoch, step + 1, controller, cfg,
+                                  "this step's")
             controller.check_lrs(opt, c2.lr)
             opt.step()
             sched.step()
@@ -292,12 +321,24 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 dead = phase.check_first_step(epoch)
                 if dead:
                     log(f"warning: tensors unchanged after the first step of epoch {epoch} (dead): {dead}")
-            loss_sum += float(loss.detach()) * len(pos)
-            correct += int((logits.argmax(-1) == ids["train"][pos + 1]).sum())
-            seen += len(pos)
+            step_loss = float(loss.detach())
+            if per_step:
+                tracker.log({"kind": "step", "phase": "phase2", "epoch": epoch, "step": step,
+                             "train/step_loss": step_loss, **per_step}, step=step)
+            tracker.live.step(done=step, items=len(pos), loss=step_loss, epoch=epoch, step_in_epoch=b + 1)
+            acc["loss_sum"] += step_loss * len(pos)
+            acc["correct"] += int((logits.argmax(-1) == ids["train"][pos + 1]).sum())
+            acc["seen"] += len(pos)
+            acc["batch"] = b + 1
+            if ckpt.due() and b + 1 < n_batches:                                      # protocol §4: every M minutes
+                acc["seconds"] = time.time() - t_epoch
+                commit({"phase": "phase2", "epoch": epoch, "batch": b + 1, "stopped": False, "stop_reason": None})
+        loss_sum, correct, seen = acc["loss_sum"], acc["correct"], acc["seen"]
+        acc = None
         train_seconds += time.time() - t_epoch
         tokens_seen += seen
         phase.check_frozen(model, f"at the end of epoch {epoch}")
+        tracker.live.note("evaluating val")
         val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
                        autocast=fabric.autocast, token_bytes=token_bytes)
         train_loss = loss_sum / seen
@@ -307,29 +348,40 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                   **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
                   **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()},
                   "seconds": time.time() - t_epoch}
-        tracker.log(record, step=first_step + epoch)
+        tracker.log(record, step=step)
         log(f"epoch {epoch}: train loss {train_loss:.4f} | val loss {val['loss']:.4f} ppl {val['ppl']:.2f} "
             f"acc {val['acc']:.2%}")
         stop = best.update(epoch, val["loss"], {f"val/{k}": v for k, v in val.items()}, model)
-        save_last(training_state(model, opt, sched, controller, best, epoch=epoch, step=step, tokens_seen=tokens_seen,
-                                 train_seconds=train_seconds, dead=dead, phase1=facts.get("phase1")),
-                  run_dir / "checkpoints" / "last.pt")
+        stopped = stop or epoch == c2.max_epochs
+        commit({"phase": "phase2", "epoch": epoch, "batch": None, "stopped": stopped,
+                "stop_reason": "early_stop" if stop else "budget" if stopped else None})
         if stop:
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
     best.restore(model)
     phase.check_frozen(model, "at the end of the run")
+    tracker.live.note("evaluating val and test at the best epoch")
     items: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
     evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
              autocast=fabric.autocast, token_bytes=token_bytes, items=items["val"])  # val items at the best epoch
     test = evaluate(model, ids["test"], offs["test"], contexts["test"], batch_size=c2.eval_batch_size,
                     autocast=fabric.autocast, token_bytes=token_bytes, items=items["test"])
-    write_items(run_dir, MODEL, _docs_with_tokens(items), task="lm", metrics=item_metrics(token_bytes is not None))
+    write_items(ckpt.run_dir, MODEL, _docs_with_tokens(items), task="lm", metrics=item_metrics(token_bytes is not None))
     log(f"test at best epoch {best.epoch}: loss {test['loss']:.4f} ppl {test['ppl']:.2f} acc {test['acc']:.2%}")
     return {"best": {"epoch": best.epoch, "metrics": best.metrics},
             "test": {f"test/{k}": v for k, v in test.items()}, "epochs_run": epoch, "steps": step,
             "tokens_seen": tokens_seen, "train_seconds": train_seconds,
             "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": []}}
+
+
+def _non_finite(what: str, epoch: int, step: int, controller: FreezeController, cfg: LMConfig,
+                which: str) -> NumericFailure:
+    """The non-finite failure with where it happened, the group gradient norms and what to change."""
+    shown = ", ".join(f"{n} {v:.3g}" for n, v in controller.grad_norms().items()) or "none yet"
+    return NumericFailure("non_finite", f"{what} at epoch {epoch}, step {step} ({which} gradient norms by group: "
+                          f"{shown}). Lower phase2.lr (now {cfg.phase2.lr:g}) or phase2.grad_clip (now "
+                          f"{cfg.phase2.grad_clip:g})" + (", or use runtime.precision: fp32" if
+                                                           cfg.runtime.precision != "fp32" else "") + ".")
 
 
 def _unfreeze(controller: FreezeController, opt: torch.optim.Optimizer, cfg: LMConfig) -> None:

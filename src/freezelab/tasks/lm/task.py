@@ -8,11 +8,11 @@ batches) with early stopping → best weights restored → test scored once.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import torch
-from safetensors.torch import load_model
 
 from freezelab.config.schema import LMConfig
 from freezelab.freeze.invariants import check_expected_counts, count_parameters
@@ -21,8 +21,9 @@ from freezelab.pretrained.hf import LoadedEmbedding, load_embedding, resolve_sou
 from freezelab.tasks.base import RunContext
 from freezelab.tasks.lm.cache import load_lm_data
 from freezelab.tasks.lm.model import CVFPModel
-from freezelab.tracking.checkpoints import load_last, save_best
+from freezelab.tracking.checkpoints import PHASE1, Checkpoints
 from freezelab.utils.hashing import hash_json
+from freezelab.utils.meta import on_meta
 from freezelab.utils.seeding import torch_generator
 
 HEADLINE = [{"name": "ppl", "mode": "min", "log_scale": True}, {"name": "acc", "mode": "max"},
@@ -60,16 +61,41 @@ def embedding_shape(cfg: LMConfig) -> tuple[int, int]:
     """(vocab_size, dim) of the configured embedding without loading its weights."""
     if cfg.embedding.source == "random":
         return int(cfg.embedding.vocab_size), int(cfg.embedding.dim)  # type: ignore[arg-type]
+    return _pretrained_shape(cfg.embedding.source, cfg.embedding.revision, cfg.embedding.trust_remote_code)
+
+
+@functools.lru_cache(maxsize=16)
+def _pretrained_shape(source: str, revision: str | None, trust_remote_code: bool = False) -> tuple[int, int]:
+    """(vocab_size, dim) from a model's config file, read once per source (every arm of a study asks)."""
     from transformers import AutoConfig
 
     from freezelab.pretrained.hf import _explain
 
     try:
-        hf = AutoConfig.from_pretrained(resolve_source(cfg.embedding.source), revision=cfg.embedding.revision)
+        hf = AutoConfig.from_pretrained(resolve_source(source), revision=revision, trust_remote_code=trust_remote_code)
     except Exception as err:
-        raise _explain(cfg.embedding.source, err) from err
+        raise _explain(source, err) from err
     dim = next(getattr(hf, k) for k in ("hidden_size", "n_embd", "d_model", "dim") if hasattr(hf, k))
     return int(hf.vocab_size), int(dim)
+
+
+def phase1_lines(p1: dict[str, Any], seconds: float) -> list[str]:
+    """Phase-1 results as readable log lines (run_phase1 logs its convergence): skipped or restored, then
+    the final contexts' effective rank and memory horizon."""
+    lines = []
+    if not p1.get("enabled", True):
+        lines.append("phase 1: skipped (phase1.enabled=false): the ContextBlock keeps its random init")
+    if p1.get("restored"):
+        lines.append("phase 1: restored from checkpoints/phase1.safetensors (a resumed run)")
+    if "train/er" in p1:
+        lines.append(f"phase 1 contexts: effective rank train {p1['train/er']:.3f} / val {p1['val/er']:.3f} of d_c, "
+                     f"participation ratio {p1['train/pr']:.3f} / {p1['val/pr']:.3f} on {p1['er_rows']:,} rows "
+                     f"(uncentred train {p1['train/er_legacy']:.3f})")
+    horizon = p1.get("memory_horizon")
+    if horizon:
+        lines.append("phase 1 memory horizon (distance after j tokens, j = 1, 2, 4, 8, 16): "
+                     + ", ".join(f"{horizon[j - 1]:.3g}" for j in (1, 2, 4, 8, 16) if j <= len(horizon)))
+    return lines + [f"phase 1 done in {seconds:.1f}s (contexts of every split computed and cached)"]
 
 
 # ----------------------------------------------------------------------------- the task
@@ -80,7 +106,7 @@ class LMTask:
         """Parameter accounting on the meta device, with Phase-2 flags (nothing allocated)."""
         cfg = LMConfig.model_validate(config)
         vocab, dim = embedding_shape(cfg)
-        with torch.device("meta"):
+        with on_meta():
             model = CVFPModel(vocab_size=vocab, embed_dim=dim, context_dim=dim * cfg.model.context_multiplier,
                               num_layers=cfg.model.num_layers, num_input_tokens=cfg.model.num_input_tokens,
                               tie_head=cfg.model.head.tie, head_bias=cfg.model.head.bias,
@@ -108,12 +134,15 @@ class LMTask:
         facts["selection"] = {"metric": "val/loss", "mode": "min"}
         facts["headline"] = HEADLINE
         facts["max_epochs"] = cfg.phase2.max_epochs
+        ctx.tracker.every_steps = cfg.runtime.log_every_steps
+        ctx.tracker.live.note("loading the embedding and data")
 
         # --- embedding, tokenizer, data ------------------------------------------------------
         t0 = time.time()
         emb: LoadedEmbedding = load_embedding(cfg.embedding.source, revision=cfg.embedding.revision,
                                               tokenizer=cfg.embedding.tokenizer, vocab_size=cfg.embedding.vocab_size,
-                                              dim=cfg.embedding.dim)
+                                              dim=cfg.embedding.dim, trust_remote_code=cfg.embedding.trust_remote_code)
+        facts["trust_remote_code"] = cfg.embedding.trust_remote_code
         ctx.log(f"embedding {cfg.embedding.source}: V={emb.vocab_size} d={emb.dim} sha256={emb.sha256}")
         data, baselines = load_lm_data(cfg, emb, ctx.cache_dir, log=ctx.log)
         budget = {"phase2": cfg.phase2.model_dump(exclude={"unfreeze"}), "phase1_max": cfg.phase1.max_iterations}
@@ -129,7 +158,10 @@ class LMTask:
             from freezelab.tasks.lm.phases import write_baseline_items
 
             write_baseline_items(ctx.run_dir, data, emb.vocab_size)
-        ctx.log(f"data: {facts['data']} ({time.time() - t0:.1f}s)")
+        d = facts["data"]
+        sizes = " | ".join(f"{s} {d[s + '_docs']:,} docs, {d[s + '_tokens']:,} tokens"
+                           for s in ("train", "val", "test"))
+        ctx.log(f"data ({cfg.data.source}): {sizes} ({time.time() - t0:.1f}s)")
 
         # --- model -----------------------------------------------------------------------------
         model = build_model(cfg, emb.vocab_size, emb.dim, seed=ctx.seed)
@@ -145,24 +177,30 @@ class LMTask:
 
         t1 = time.time()
         model.requires_grad_(False)
-        phase1_weights = ctx.run_dir / "checkpoints" / "phase1.safetensors"
-        resume = load_last(ctx.run_dir / "checkpoints" / "last.pt")
-        if resume is not None and phase1_weights.exists():
+        ckpt = Checkpoints(ctx.run_dir, minutes=cfg.runtime.checkpoint_minutes)
+        ckpt.set_base(model)          # as every attempt rebuilds it: pretrained table + seeded init
+        resume = ckpt.load()
+        if resume is not None:
             # an interrupted attempt: contexts come from the weights at the end of Phase 1 (wte may have
-            # trained since), then Phase 2 continues from its last epoch
-            load_model(model, phase1_weights)
-            facts["phase1"] = resume["phase1"]
+            # trained since), then Phase 2 continues where its last commit stopped
+            ckpt.load_into(PHASE1, model)
+            facts["phase1"] = resume["facts"]["phase1"]
+            ctx.tracker.live.note("computing the contexts of every split")
             contexts = compute_contexts(model, cfg, ids, offs)
+            ctx.log("phase 1: restored from checkpoints/phase1.safetensors")
         else:
-            resume = None
             p1 = run_phase1(model, cfg, ids, offs, seed=ctx.seed, tracker=ctx.tracker, log=ctx.log,
                             progress=ctx.progress) if cfg.phase1.enabled else None
+            ctx.tracker.live.note("computing the contexts of every split")
             contexts = compute_contexts(model, cfg, ids, offs)
-            save_best(model, phase1_weights, metadata={"phase": "1"})
             facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False}),
                                **context_diagnostics(model, cfg, contexts, ids, offs, seed=ctx.seed)}
+            ckpt.commit({"position": {"phase": "phase1", "epoch": 0, "batch": None, "stopped": False},
+                         "facts": {"phase1": facts["phase1"]}}, weights={PHASE1: model.state_dict()})
+        ckpt.set_base(model)          # Phase-2 files reference the Phase-1 weights
         phase1_seconds = time.time() - t1
-        ctx.log(f"phase 1: {facts['phase1']} ({phase1_seconds:.1f}s)")
+        for line in phase1_lines({**facts["phase1"], "restored": resume is not None}, phase1_seconds):
+            ctx.log(line)
 
         # --- Phase 2 ---------------------------------------------------------------------------
         from freezelab.tasks.lm.phases import phase2_flops_per_token, run_phase2
@@ -175,9 +213,9 @@ class LMTask:
         check_expected_counts(counts, ctx.expected_params, ctx.arm)
         token_bytes = torch.from_numpy(data.token_bytes).to(device) if data.token_bytes is not None else None
         result = run_phase2(model, controller, cfg, ids, offs, contexts, seed=ctx.seed, fabric=fabric,
-                            tracker=ctx.tracker, log=ctx.log, facts=facts, run_dir=ctx.run_dir,
+                            tracker=ctx.tracker, log=ctx.log, facts=facts, ckpt=ckpt,
                             token_bytes=token_bytes, progress=ctx.progress,
-                            first_step=facts["phase1"].get("iterations", 0), resume=resume)
+                            resume=resume if resume is not None and resume["position"]["phase"] == "phase2" else None)
         phase2_seconds = time.time() - t2
         head_trainable = not controller.groups["embed" if model.head is None else "head"].frozen  # at the end
         tokens_per_second = result["tokens_seen"] / max(result["train_seconds"], 1e-9)
@@ -185,4 +223,4 @@ class LMTask:
         return {**{k: v for k, v in facts.items() if k not in ("epoch", "step")}, **result,
                 "phase_seconds": {"phase1": phase1_seconds, "phase2": phase2_seconds},
                 "tokens_per_second": tokens_per_second, "flops_per_token": flops,
-                "achieved_tflops": tokens_per_second * flops / 1e12}
+                "achieved_tflops": tokens_per_second * flops / 1e12, "files": ckpt.records()}

@@ -130,7 +130,7 @@ class NoBackbone(nn.Module):
 
 
 # ----------------------------------------------------------------------------- loading
-def load_hf_config(source: str, revision: str | None = None) -> Any:
+def load_hf_config(source: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
     """The Hugging Face config of ``source`` (alias, hub id or local folder).
 
     Raises:
@@ -143,9 +143,9 @@ def load_hf_config(source: str, revision: str | None = None) -> Any:
 
     _quiet()
     try:
-        hf = AutoConfig.from_pretrained(resolve_source(source), revision=revision)
+        hf = AutoConfig.from_pretrained(resolve_source(source), revision=revision, trust_remote_code=trust_remote_code)
     except Exception as err:  # OSError, ValueError, hub errors
-        raise _explain(source, err) from err
+        raise _explain(source, err, "backbone") from err
     if hf.model_type not in SUPPORTED:
         raise ConfigError(f"backbone.source={source!r} is a {hf.model_type!r} model; supported families: "
                           f"{', '.join(SUPPORTED)}. Use a T5, BERT-style or GPT-2 checkpoint.")
@@ -230,7 +230,7 @@ def build_backbone(cfg: Any, *, seed: int, device: str | torch.device = "cpu") -
     from freezelab.pretrained.hf import _explain, resolve_source
     from freezelab.utils.hashing import hash_json, hash_tensor
 
-    hf = load_hf_config(cfg.source, cfg.revision)
+    hf = load_hf_config(cfg.source, cfg.revision, cfg.trust_remote_code)
     width, family = hidden_size(hf), _family(hf.model_type)
     path = resolve_source(cfg.source)
     if cfg.kind in ("none", "one_attn"):
@@ -243,9 +243,9 @@ def build_backbone(cfg: Any, *, seed: int, device: str | torch.device = "cpu") -
     if cfg.kind == "pretrained" and str(device) != "meta":
         try:
             model, loading = cls.from_pretrained(path, revision=cfg.revision, dtype=torch.float32,
-                                                 output_loading_info=True)
+                                                 output_loading_info=True, trust_remote_code=cfg.trust_remote_code)
         except Exception as err:
-            raise _explain(cfg.source, err) from err
+            raise _explain(cfg.source, err, "backbone") from err
         missing = set(loading.get("missing_keys") or ())
         if cfg.num_layers is not None:
             blocks = model.encoder.block if family == "t5" else model.encoder.layer if family == "bert" else model.h
@@ -257,7 +257,8 @@ def build_backbone(cfg: Any, *, seed: int, device: str | torch.device = "cpu") -
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "init", "backbone") % 2**63)
             with torch.device(device):
-                model = cls(hf) if hf.model_type in T5_CLASSES else cls.from_config(hf)
+                model = (cls(hf) if hf.model_type in T5_CLASSES
+                         else cls.from_config(hf, trust_remote_code=cfg.trust_remote_code))
     core, removed, offset = _strip(family, model, cfg.keep_positions)
     if cfg.kind == "pretrained" and str(device) != "meta":
         unloaded = sorted(n for n, _ in model.named_parameters() if n in missing)

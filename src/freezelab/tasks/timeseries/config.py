@@ -13,7 +13,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from freezelab.config.schema import Strict
+from freezelab.config.schema import Strict, checkpoint_minutes_field, trust_remote_code_field
 from freezelab.tasks.timeseries.sessions import timezone_problem
 
 TF = Literal["m1", "m5", "m15", "m30", "h1", "h4", "d"]
@@ -147,6 +147,7 @@ class BackboneConfig(Strict):
     source: str = Field("minilm", description="'minilm' (bundled offline), a hub id (t5-small, t5-base, gpt2) or a "
                         "local model directory. Also gives the width d for kind none/one_attn.")
     revision: Optional[str] = Field(None, description="Hub revision of a hub id.")
+    trust_remote_code: bool = trust_remote_code_field()
     num_layers: Optional[int] = Field(None, ge=1, description="Keep only the first k blocks (None: all).")
     keep_positions: bool = Field(False, description="BERT/GPT-2: keep the LM's absolute position embeddings "
                                  "(added to τ); default: removed, τ replaces them.")
@@ -207,6 +208,10 @@ class TSRuntimeConfig(Strict):
     fp16_max_skip_fraction: float = Field(0.05, ge=0, le=1, description="FAILED(fp16_scale_collapse) above this "
                                           "share of overflow-skipped steps in an epoch.")
     max_nonfinite_steps: int = Field(3, ge=1, description="Consecutive non-finite losses/norms before FAILED.")
+    checkpoint_minutes: Optional[float] = checkpoint_minutes_field()
+    log_every_steps: int = Field(10, ge=0, description="Per-step scalars (train/step_loss, lr/<group>, "
+                                 "grad_norm/<group>) to metrics.jsonl, TensorBoard and MLflow every this many "
+                                 "optimizer steps; 0: epoch records only.")
 
 
 class TSConfig(Strict):

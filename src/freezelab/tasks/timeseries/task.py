@@ -119,6 +119,9 @@ class TSTask:
         facts["selection"] = {"metric": cfg.train.selection_metric, "mode": selection_mode(cfg)}
         facts["headline"] = HEADLINE
         facts["max_epochs"] = cfg.train.max_epochs
+        facts["trust_remote_code"] = cfg.backbone.trust_remote_code
+        ctx.tracker.every_steps = cfg.runtime.log_every_steps
+        ctx.tracker.live.note("loading bars and windows")
 
         # --- data, fixed eval masks, baselines ------------------------------------------------------
         t0 = time.time()

@@ -31,7 +31,7 @@ from freezelab.tasks.timeseries.losses import consistency_index, consistency_los
 from freezelab.tasks.timeseries.masking import LEAKY_SCHEMES, assert_no_masked_leak
 from freezelab.tasks.timeseries.masking_audit import check_batch_leak
 from freezelab.tasks.timeseries.scoring import add_skill, evaluate, score_best
-from freezelab.tracking.checkpoints import load_last, restore_training_state, save_last, training_state
+from freezelab.tracking.checkpoints import BEST, Checkpoints, restore_training_state, training_state
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import derive_seed
@@ -141,41 +141,62 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
     phase = PhaseSnapshots.take(model, controller)
     bb_scales = {n: controller.groups[n].lr_scale for n in backbone_groups(controller)}
     ramp_steps = ramp_done = 0
-    best = EarlyStopping(sel, mode, t.patience, min_delta=t.min_delta,
-                         path=run_dir / "checkpoints" / "best.safetensors")
+    best = EarlyStopping(sel, mode, t.patience, min_delta=t.min_delta)
     step, seen, skipped_total, nonfinite_run, train_seconds = 0, 0, 0, 0, 0.0
     dead: list[str] = []
     notes: list[str] = []
-    epoch = start = 0
-    last_path = run_dir / "checkpoints" / "last.pt"
-    resume = load_last(last_path)
-    if resume is not None:  # an interrupted attempt: continue after its last epoch, bit for bit
-        start, step, seen, skipped_total, train_seconds = (resume["epoch"], resume["step"], resume["seen"],
-                                                           resume["skipped_total"], resume["train_seconds"])
-        dead, notes, (ramp_steps, ramp_done) = resume["dead"], resume["notes"], resume["ramp"]
-        restore_training_state(resume, model, opt, sched, controller, best)
-        if prec.scaler is not None:
-            prec.scaler.load_state_dict(resume["scaler"])
-        torch.set_rng_state(resume["torch_rng"])
+    epoch, first, stopped, mid = 0, 1, False, None
+    ckpt = Checkpoints(run_dir, minutes=cfg.runtime.checkpoint_minutes)
+    ckpt.set_base(model)  # as every attempt rebuilds it: pretrained backbone + seeded init
+
+    def commit(position: dict[str, Any], epoch_acc: dict[str, Any] | None = None) -> None:
+        state, tensors = training_state(model, opt, sched, controller, best, scaler=prec.scaler)
+        state.update(position=position, epoch_acc=epoch_acc, facts={"phases": facts.get("phases")},
+                     counters={"step": step, "seen": seen, "skipped_total": skipped_total,
+                               "nonfinite_run": nonfinite_run, "train_seconds": train_seconds, "dead": dead,
+                               "notes": notes, "ramp": [ramp_steps, ramp_done], "check_dead": phase.check_dead})
+        dirty = position["batch"] is None and best.epoch == position["epoch"]
+        ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
+                    model=model)
+
+    resume = ckpt.load()
+    if resume is not None:  # an interrupted attempt: continue where its last commit stopped, bit for bit
+        restore_training_state(ckpt, resume, model, opt, sched, controller, best, scaler=prec.scaler)
+        c, at, mid = resume["counters"], resume["position"], resume["epoch_acc"]
+        step, seen, skipped_total, nonfinite_run = c["step"], c["seen"], c["skipped_total"], c["nonfinite_run"]
+        train_seconds, dead, notes, (ramp_steps, ramp_done) = c["train_seconds"], c["dead"], c["notes"], c["ramp"]
+        facts["phases"] = resume["facts"]["phases"]
         phase = PhaseSnapshots.take(model, controller)
-        phase.check_dead = resume["check_dead"]
-        log(f"resumed after epoch {start} (step {step})")
-    for epoch in range(start + 1, t.max_epochs + 1):
+        phase.check_dead = c["check_dead"]
+        epoch, stopped = at["epoch"], at["stopped"]
+        first = epoch if at["batch"] is not None else epoch + 1
+        log((f"resumed in epoch {epoch} after batch {at['batch']}" if at["batch"] is not None else
+             f"resumed after epoch {epoch}") + f" (step {step})" + (", training had stopped" if stopped else ""))
+    tracker.live.phase("train", total=t.max_epochs * n_steps, items="windows", epochs=t.max_epochs,
+                       steps_per_epoch=n_steps, done=step, last_phase=True)
+    epochs = range(first, t.max_epochs + 1) if not stopped else range(0)  # stopped: straight to the test
+    for epoch in epochs:
         facts["epoch"] = epoch
-        if bb.train == "frozen_then_unfrozen" and epoch == bb.unfreeze_epoch + 1:
-            _unfreeze(controller, opt, cfg, f(step), log, facts, epoch)
-            phase = PhaseSnapshots.take(model, controller)
-            ramp_steps, ramp_done = bb.unfreeze_warmup_steps, 0
-            if bb.reset_patience:
-                best.reset_patience()
+        if mid is None:  # a new epoch (a resumed partial one has done these already)
+            if bb.train == "frozen_then_unfrozen" and epoch == bb.unfreeze_epoch + 1:
+                _unfreeze(controller, opt, cfg, f(step), log, facts, epoch)
+                phase = PhaseSnapshots.take(model, controller)
+                ramp_steps, ramp_done = bb.unfreeze_warmup_steps, 0
+                if bb.reset_patience:
+                    best.reset_patience()
+            mid = {"batch": 0, "seconds": 0.0, "loss_sum": 0.0, "tf_loss": {}, "tf_count": {},
+                   "masked": {fn: 0.0 for fn in data.tfs}, "norms_sum": {}, "skipped": 0, "applied": 0,
+                   "fully_masked": 0, "fallback_refs": 0}
         model.train()
-        t_epoch = time.time()
-        loss_sum, tf_loss, tf_count, masked = 0.0, {}, {}, {fn: 0.0 for fn in data.tfs}
-        norms_sum: dict[str, float] = {}
-        skipped, applied, fully_masked, fallback_refs = 0, 0, 0, 0
+        t_epoch = time.time() - mid["seconds"]
+        loss_sum, tf_loss, tf_count, masked = mid["loss_sum"], mid["tf_loss"], mid["tf_count"], mid["masked"]
+        norms_sum: dict[str, float] = mid["norms_sum"]
+        skipped, applied, fully_masked, fallback_refs = (mid["skipped"], mid["applied"], mid["fully_masked"],
+                                                         mid["fallback_refs"])
         order = B.train_order(len(part), t.batch_size, t.steps_per_epoch, seed=seed, epoch=epoch)
-        bar = tqdm(order, desc=f"epoch {epoch}", unit="step", disable=not progress, leave=False)
-        for i, rows in enumerate(bar):
+        i0, mid = mid["batch"], None
+        bar = tqdm(order[i0:], desc=f"epoch {epoch}", unit="step", disable=not progress, leave=False)
+        for i, rows in enumerate(bar, start=i0):
             batch = B.make_batch(data, part, rows, seed=seed, epoch=epoch, with_n_sub=with_n_sub)
             fully_masked, fallback_refs = fully_masked + batch.n_dropped, fallback_refs + batch.fallback_refs
             if len(batch) == 0:
@@ -197,6 +218,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             loss, per_tf = _loss(pred, b, cidx, cfg, data.stats.scale_bp)
             finite, loss_ok, norms = _optimizer_step(loss, opt, controller, prec, o.grad_clip, f(step), o.lr,
                                                      decayed, o.weight_decay)
+            lrs = {f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups}  # the lrs this step used
             if finite:
                 nonfinite_run, applied = 0, applied + 1
                 for name, v in norms.items():
@@ -206,8 +228,12 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                 if loss_ok and prec.scaler is not None:
                     _check_scale(prec, epoch, step + 1)
                 elif nonfinite_run >= cfg.runtime.max_nonfinite_steps:
+                    shown = ", ".join(f"{n} {v:.3g}" for n, v in norms.items()) or "none: the loss itself"
                     raise NumericFailure("non_finite", f"{nonfinite_run} consecutive non-finite losses or gradient "
-                                         f"norms (epoch {epoch}, step {step + 1}); lower optim.lr or use fp32")
+                                         f"norms (epoch {epoch}, step {step + 1}; gradient norms by group: {shown}). "
+                                         f"Lower optim.lr (now {o.lr:g}) or optim.grad_clip (now {o.grad_clip:g}), "
+                                         "use runtime.precision: fp32, or raise runtime.max_nonfinite_steps (now "
+                                         f"{cfg.runtime.max_nonfinite_steps}) to skip more such steps")
             with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                 sched.step()
@@ -226,11 +252,18 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                 for fn, v in per_tf.items():
                     tf_loss[fn] = tf_loss.get(fn, 0.0) + v
                     tf_count[fn] = tf_count.get(fn, 0) + 1
-            if prec.scaler is not None or step % 10 == 0:
+            step_loss = float(loss.detach()) if finite else float("nan")
+            if prec.scaler is not None or tracker.due(step):
                 tracker.log({"kind": "step", "phase": "train", "epoch": epoch, "step": step,
-                             "train/step_loss": float(loss.detach()) if finite else float("nan"),
+                             "train/step_loss": step_loss, **lrs, **{f"grad_norm/{k}": v for k, v in norms.items()},
                              **({"fp16/scale": prec.scale} if prec.scaler is not None else {})}, step=step)
+            tracker.live.step(done=step, items=len(batch), loss=step_loss, epoch=epoch, step_in_epoch=i + 1)
             seen += len(batch)
+            if ckpt.due() and i + 1 < len(order):                                 # protocol §4: every M minutes
+                commit({"phase": "train", "epoch": epoch, "batch": i + 1, "stopped": False, "stop_reason": None},
+                       {"batch": i + 1, "seconds": time.time() - t_epoch, "loss_sum": loss_sum, "tf_loss": tf_loss,
+                        "tf_count": tf_count, "masked": masked, "norms_sum": norms_sum, "skipped": skipped,
+                        "applied": applied, "fully_masked": fully_masked, "fallback_refs": fallback_refs})
         skipped_total += skipped
         if prec.scaler is not None and n_steps and skipped / n_steps > cfg.runtime.fp16_max_skip_fraction:
             raise NumericFailure("fp16_scale_collapse", f"{skipped} of {n_steps} steps of epoch {epoch} "
@@ -239,6 +272,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                                  f"gradients. Use runtime.precision: bf16 or fp32.")
         train_seconds += time.time() - t_epoch
         phase.check_frozen(model, f"at the end of epoch {epoch}")
+        tracker.live.note("evaluating val")
         val = evaluate(model, data, "val", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
                        delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
         val = add_skill(val, baselines, "val", data.tfs)
@@ -251,7 +285,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                   "train/skipped_steps": skipped, "train/windows": len(order) * t.batch_size - fully_masked,
                   "train/fully_masked_windows": fully_masked, "train/fallback_ref_windows": fallback_refs,
                   **({"fp16/scale": prec.scale} if prec.scaler is not None else {}), "seconds": time.time() - t_epoch}
-        tracker.log(record, step=epoch)
+        tracker.log(record, step=step)
         log(f"epoch {epoch}: train loss {record['train/loss']:.4f} | val mse {val['val/mse']:.4f} "
             f"r2 {val['val/r2']:.3f} corr {val['val/corr']:.3f} | {record['seconds']:.1f}s")
         if sel not in val:
@@ -261,22 +295,22 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         if not math.isfinite(value):
             raise NumericFailure("non_finite", f"selection metric {sel} is {value} at epoch {epoch}")
         stop = best.update(epoch, value, val, model)
-        save_last(training_state(model, opt, sched, controller, best, epoch=epoch, step=step, seen=seen,
-                                 skipped_total=skipped_total, train_seconds=train_seconds, dead=dead, notes=notes,
-                                 ramp=(ramp_steps, ramp_done), check_dead=phase.check_dead,
-                                 scaler=prec.scaler.state_dict() if prec.scaler is not None else None,
-                                 torch_rng=torch.get_rng_state()), last_path)
+        stopped = stop or epoch == t.max_epochs
+        commit({"phase": "train", "epoch": epoch, "batch": None, "stopped": stopped,
+                "stop_reason": "early_stop" if stop else "budget" if stopped else None})
         if stop:
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
     best.restore(model)
     phase.check_frozen(model, "at the end of the run")
+    tracker.live.note("evaluating test at the best epoch")
     test = score_best(model, data, run_dir, batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
                       delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
     test = add_skill(test, baselines, "test", data.tfs)
     log(f"test at best epoch {best.epoch}: mse {test['test/mse']:.4f} r2 {test['test/r2']:.3f} "
         f"corr {test['test/corr']:.3f}")
     return {"best": {"epoch": best.epoch, "metrics": best.metrics}, "test": test, "epochs_run": epoch,
+            "files": ckpt.records(),
             "steps": step, "windows_seen": seen, "train_seconds": train_seconds,
             "numerics": {"nonfinite_or_overflow_steps": skipped_total, "fp16_final_scale": prec.scale},
             "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": notes,
@@ -316,7 +350,7 @@ def _optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, controller: 
     if not bool(torch.isfinite(norm)):
         prec.skip(opt)
         opt.zero_grad(set_to_none=True)
-        return False, True, {}
+        return False, True, norms                              # skipped; the norms say which group
     controller.check_lrs(opt, base_lr, f_s)                    # I5, every step
     _apply_decay(opt, decayed, weight_decay)
     prec.step(opt)
