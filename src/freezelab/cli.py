@@ -253,9 +253,18 @@ def _print_status(out_dir: Path) -> None:
         table.add_row(escape(arm), str(r["seed"]), escape(status), str(best.get("epoch", "-")),
                       *[fmt(values, m) for m in metric_names],
                       seconds(s["wall_seconds"]) if isinstance(s.get("wall_seconds"), (int, float)) else "-")
-    baselines = next((r["summary"]["baselines"] for r in rows if r["summary"].get("baselines")), None)
-    for name, values in (baselines or {}).items():  # naive baselines on the same split, next to the arms
-        table.add_row(f"baseline: {name}", "-", "-", "-", *[fmt(values, m) for m in metric_names], "-")
+    by_eval: dict[str, tuple[dict, list[str]]] = {}  # naive baselines per evaluation set (protocols differ)
+    for r in rows:
+        if r["summary"].get("baselines"):
+            key = str((r["summary"].get("hashes") or {}).get("eval_hash"))
+            arms = by_eval.setdefault(key, (r["summary"]["baselines"], []))[1]
+            if r["arm"] not in arms:
+                arms.append(r["arm"])
+    for baselines, arms in by_eval.values():
+        named = ", ".join(arms) if len(arms) <= 2 else f"{arms[0]} … {len(arms)} arms"
+        scope = f" ({named})" if len(by_eval) > 1 else ""
+        for name, values in baselines.items():  # on the same items as these arms, next to them
+            table.add_row(f"baseline: {name}{scope}", "-", "-", "-", *[fmt(values, m) for m in metric_names], "-")
     console.print(table)
     for r in rows:
         for problem in r.get("problems") or []:

@@ -49,6 +49,13 @@ def test_tiny_replication_runs_and_reports_each_protocol_on_its_own(tmp_path, ti
     assert "original_" not in md.split("## Replication")[0]
     assert "Protocol original: arms vs `original_frozen`" in md
     assert "INPUTS NOT MASKED" in md.split("## Settings")[0]
+    from typer.testing import CliRunner
+
+    from freezelab.cli import app
+
+    shown = CliRunner().invoke(app, ["show", str(tmp_path / "out")], env={"COLUMNS": "220"}).output
+    assert "baseline: interpolation (frozen, finetune)" in shown  # each protocol's baselines, never one for all
+    assert "baseline: interpolation (original_frozen, original_finetune)" in shown
     rep = json.loads((tmp_path / "out" / "report.json").read_text())["replication"]
     assert [p["kind"] for p in rep["protocols"]] == ["corrected", "original"]
     assert len(rep["claims"]) == 6
