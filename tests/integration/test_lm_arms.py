@@ -31,6 +31,8 @@ ARMS = {
     "embed_norm_trains": {"model.embed_norm": "trainable_shared"},
     "rms_diversity_jacobi_iter0": {"phase1.diversity_norm": "rms", "phase1.iter0": "jacobi"},
     "bf16": {"runtime.precision": "bf16"},
+    "gpt2_reference": {"model.kind": "gpt2", "model.reference.num_heads": 2, "model.reference.num_layers": 1},
+    "gru_reference": {"model.kind": "gru"},
 }
 ALLOW = {"bf16": ["runtime.precision"]}
 
@@ -105,3 +107,23 @@ def test_untied_head_copy_starts_from_the_embedding(study_out: Path, tiny_model_
     assert header["referenced"]["wte.weight"] == hash_tensor(wte)  # input embedding frozen (not stored again)
     assert not torch.equal(best["head.weight"], wte)         # head copied, then trained
     assert torch.allclose(best["head.weight"], wte, atol=0.5)
+
+
+@pytest.mark.parametrize("arm", ["gpt2_reference", "gru_reference"])
+def test_reference_arm_matches_the_cvfp_budget_and_keeps_the_embedding(study_out: Path, tiny_model_dir: Path,
+                                                                       arm: str) -> None:
+    s, ref = _summary(study_out, arm), _summary(study_out, "tied_frozen")
+    cvfp = ref["params"]["trainable"]  # counted by the CVFP run itself, not by the reference's own arithmetic
+    assert s["params"]["matched"]["cvfp_trainable"] == cvfp
+    assert abs(s["params"]["trainable"] / cvfp - 1) < 0.10
+    assert s["params"]["by_group"]["embed"]["frozen"] and "context_block" not in s["params"]["by_group"]
+    assert s["phase1"]["enabled"] is False and s["hashes"]["split_hash"] == ref["hashes"]["split_hash"]
+    (run_dir,) = (study_out / "runs").glob(f"{arm}__s0__*")
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"]  # it trains
+    assert not [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "iteration"]  # no Phase 1
+    _, header = read_weights(run_dir / "checkpoints" / "best.safetensors")
+    from transformers import AutoModel
+
+    wte = AutoModel.from_pretrained(tiny_model_dir).get_input_embeddings().weight.detach()
+    assert header["referenced"]["wte.weight"] == hash_tensor(wte)  # the frozen tied embedding, bit-identical

@@ -156,6 +156,9 @@ def test_cli_inspect_reproduces_the_seed_counts() -> None:
     assert arms["tied_frozen"]["params"]["total"] == 52_782_336
     assert arms["tied_frozen"]["params"]["trainable"] == 7_091_712
     assert arms["frozen_in_untied_head"]["params"]["total"] == 91_379_712
+    ref = arms["gpt2_reference"]["params"]  # the GPT-2 reference on the seed's trainable budget (7,091,712)
+    assert abs(ref["trainable"] / 7_091_712 - 1) < 0.10 and ref["frozen"] == 50_257 * 768 + 2 * 768
+    assert ref["reference"]["cvfp_token_block_params"] == 7_091_712
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:

@@ -255,3 +255,43 @@ def test_byte_level_bpe_token_bytes():
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tb[ids].sum() == len(text.encode("utf-8"))  # byte-level BPE counts exactly, spaces included
     assert tb[tok.eos_token_id] == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# data.text: first_turn
+
+
+def test_first_turn_keeps_the_first_user_message_of_a_chat_row(tmp_path):
+    row = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why is the sky blue?"},
+                        {"role": "assistant", "content": "Rayleigh scattering."},
+                        {"role": "user", "content": "And sunsets?"}]}
+    assert row_to_text(row, name="hf:x#0", text="first_turn") == "Why is the sky blue?"
+    assert row_to_text(row, name="hf:x#0") == "Be brief. Why is the sky blue? Rayleigh scattering. And sunsets?"
+    with pytest.raises(DataError, match=r"Row hf:x#1 has no message with role 'user'.*\['assistant'\]"):
+        row_to_text({"messages": [{"role": "assistant", "content": "hi"}]}, name="hf:x#1", text="first_turn")
+    file = tmp_path / "chat.jsonl"
+    file.write_text(json.dumps(row), encoding="utf-8")
+    docs = load_texts("hf_dataset", path=None, hf_name="json", hf_split="train", hf_config=None, max_docs=1,
+                      doc_mode="file", hf_data_files=str(file), text="first_turn")
+    assert docs == [("hf:json/train#0", "Why is the sky blue?")]
+
+
+def test_first_turn_of_a_text_document_is_its_lead_paragraph(tmp_path):
+    lead = " ".join(f"word{i}" for i in range(25))
+    (tmp_path / "a.txt").write_text(f"A short caption\n\n{lead}\nsame paragraph\n\nsecond paragraph " + "x " * 30,
+                                    encoding="utf-8")
+    (tmp_path / "b.txt").write_text("tiny\n\nalso tiny", encoding="utf-8")  # no block of 20 words: the first
+    docs = load_texts("text_files", path=str(tmp_path / "*.txt"), hf_name=None, hf_split=None, hf_config=None,
+                      max_docs=None, doc_mode="file", text="first_turn")
+    assert [t for _, t in docs] == [f"{lead}\nsame paragraph", "tiny"]
+
+
+def test_first_turn_of_the_wiki_excerpt_is_each_articles_lead(wiki):
+    from freezelab.tasks.lm.data import first_paragraph
+
+    anarchism = first_paragraph(dict(wiki)["wiki:Anarchism"])
+    assert anarchism.startswith("Anarchism is a political philosophy") and "\n\n" not in anarchism
+    leads = [first_paragraph(t) for _, t in wiki]
+    assert all(lead in text for lead, (_, text) in zip(leads, wiki))
+    share = sum(len(x) for x in leads) / sum(len(t) for _, t in wiki)
+    assert share < 0.1  # a small part of each article, as a first user turn is of a conversation

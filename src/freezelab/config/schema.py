@@ -51,6 +51,13 @@ class LMDataConfig(Strict):
     overflow: Literal["truncate", "chunk"] = Field(
         "truncate", description="truncate: keep the first max_tokens_per_doc tokens; chunk: split a long "
         "document into pieces that stay in its split.")
+    text: Literal["full", "first_turn"] = Field(
+        "full", description="What of each document is kept. full: everything (chat rows: every message's "
+        "content joined with one space). first_turn: chat rows (hf_dataset with `messages`, e.g. UltraChat) keep "
+        "only the first user message, as the seed's untied 'embedding trained' arm did (cvfp-lm.md §9 row 1); "
+        "every other document keeps its first paragraph, the first blank-line-separated block of at least 20 "
+        "words (wiki_excerpt: the article's lead; text_files with doc_mode=file: the file's first paragraph, with "
+        "doc_mode=blank_line every document is one block already; hf rows with `text`: its first paragraph).")
     add_eos: bool = Field(False, description="Append the tokenizer's EOS/SEP token to every document.")
     data_seed: int = Field(0, description="Fixes the document split; identical for every run of a study.")
 
@@ -89,7 +96,22 @@ class HeadConfig(Strict):
     freeze: bool = Field(False, description="Untied head: freeze it in Phase 2.")
 
 
+class ReferenceConfig(Strict):
+    num_layers: int = Field(2, ge=1, description="model.kind gpt2/gru: layers of the reference core (GPT-2 blocks "
+                            "or GRU layers).")
+    num_heads: int = Field(4, ge=1, description="model.kind gpt2: attention heads (the width is a multiple of it).")
+    width: Optional[int] = Field(None, ge=1, description="model.kind gpt2/gru: hidden width of the core; null = "
+                                 "picked so that its parameter count is the closest to the CVFP TokenBlock's "
+                                 "(the CVFP arm's trainable budget, same embedding and head).")
+
+
 class LMModelConfig(Strict):
+    kind: Literal["cvfp", "gpt2", "gru"] = Field(
+        "cvfp", description="cvfp: the E案 ContextBlock + TokenBlock model; gpt2 / gru: a reference model on "
+        "the same trainable budget (transformers' GPT2Model blocks over inputs_embeds, or torch.nn.GRU) between "
+        "the same embedding (wte, embed_norm) and tied head, no Phase 1, every document from its start, trained "
+        "on batches of whole documents of about phase2.batch_size targets (model.reference sets its size).")
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     num_layers: int = Field(6, ge=1, description="Layers in each of ContextBlock and TokenBlock.")
     context_multiplier: int = Field(1, ge=1, description="context_dim = embedding dim × this.")
     num_input_tokens: int = Field(1, ge=1, description="n: tokens concatenated into each input.")
@@ -192,6 +214,20 @@ class LMConfig(Strict):
         if self.model.head.tie and (self.model.head.bias or self.model.head.init != "copy"):
             raise ValueError("model.head.bias / model.head.init apply to an untied head only; "
                              "set model.head.tie=false")
+        m = self.model
+        if m.kind != "cvfp":
+            bad = [f"{k}={v}" for k, v, ok in (
+                ("model.head.tie", m.head.tie, m.head.tie), ("context.reset", self.context.reset,
+                 self.context.reset == "per_document"), ("model.num_input_tokens", m.num_input_tokens,
+                 m.num_input_tokens == 1), ("model.use_context", m.use_context, m.use_context),
+                ("phase2.unfreeze", self.phase2.unfreeze, self.phase2.unfreeze is None)) if not ok]
+            if bad:
+                raise ValueError(f"model.kind={m.kind} (a reference model) runs with a tied head, per-document "
+                                 f"reset, one input token, no context ablation and no unfreezing; got "
+                                 f"{', '.join(bad)}. Drop these overrides from the reference arm.")
+            if m.kind == "gpt2" and self.data.max_tokens_per_doc is None:
+                raise ValueError("model.kind=gpt2 needs data.max_tokens_per_doc (the length of its learned "
+                                 "position table); set it, e.g. 512")
         if self.context.wraparound and self.context.reset != "stream":
             raise ValueError("context.wraparound=true needs context.reset=stream")
         u = self.phase2.unfreeze

@@ -311,10 +311,41 @@ def conclusion_lines(ctx: Ctx) -> list[str]:
     return lines
 
 
+def _model_kind(ctx: Ctx, arm: str) -> str | None:
+    run = next((r for r in ctx.study.arm_runs(arm) if r.config), None)
+    model = (run.config.get("model") or {}) if run is not None else {}
+    return model.get("kind", "cvfp") if ctx.study.task == "lm" and run is not None else None
+
+
+def reference_model_lines(ctx: Ctx) -> list[str]:
+    """Whether CVFP is competitive at the same trainable budget: one sentence per reference-model arm
+    (model.kind gpt2/gru) against the study's reference arm, when that one is CVFP (its verdict, read off the
+    printed interval of the primary metric)."""
+    s, a = ctx.study, ctx.analysis
+    if _model_kind(ctx, s.reference) != "cvfp":
+        return []
+    m, lines = a.primary, []
+    for arm in s.arms:
+        kind = _model_kind(ctx, arm)
+        st = a.arm_stat(m, arm)
+        if kind in (None, "cvfp") or st.vs_ref is None or not st.vs_ref.diffs:
+            continue
+        run = next(r for r in s.arm_runs(arm) if r.config)
+        matched = (run.summary.get("params") or {}).get("matched") or {}
+        key = {"better": "refmodel_better", "worse": "refmodel_worse", "no_difference": "refmodel_same"}.get(
+            st.verdict, "refmodel_open")
+        dval, lo, hi = delta_parts(st)
+        lines.append(ctx.t(key, arm=arm, kind={"gpt2": "GPT-2", "gru": "GRU"}.get(kind, kind), ref=s.reference,
+                           metric=m.key, trainable=doc.count(matched.get("trainable")),
+                           cvfp=doc.count(matched.get("cvfp_trainable")), d=dval, lo=lo, hi=hi,
+                           verdict=verdict_text(ctx, st)))
+    return lines
+
+
 def conclusion_section(ctx: Ctx) -> list[doc.Block]:
     """Template sentences and the warnings the reader must keep in mind."""
     a = ctx.analysis
-    lines = conclusion_lines(ctx)
+    lines = conclusion_lines(ctx) + reference_model_lines(ctx)
     if a.warnings:
         codes = ", ".join(dict.fromkeys(f.code for f in a.warnings))
         lines.append(ctx.t("caveats", n=len(a.warnings), codes=codes))

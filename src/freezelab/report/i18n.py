@@ -69,6 +69,10 @@ EN: dict[str, str] = {
     "config_hash": "Config hash", "glossary": "Glossary", "failed_cell": "FAILED",
     "reference": "reference",
     "conclusion_line": "`{arm}` vs `{ref}`: {metric} {m_a}±{s_a} vs {m_r}±{s_r} (n={n}); paired Δ {d} [{lo}, {hi}] → {verdict}.",  # noqa: E501
+    "refmodel_better": "**Is CVFP competitive at the same trainable budget?** No: the {kind} reference `{arm}` ({trainable} trainable parameters vs {cvfp} of the CVFP arm `{ref}`) is better on {metric}, Δ {d} [{lo}, {hi}] ({verdict}).",  # noqa: E501
+    "refmodel_worse": "**Is CVFP competitive at the same trainable budget?** Yes: the CVFP arm `{ref}` beats the {kind} reference `{arm}` ({trainable} trainable parameters vs {cvfp}) on {metric}, Δ {d} [{lo}, {hi}] ({verdict}).",  # noqa: E501
+    "refmodel_same": "**Is CVFP competitive at the same trainable budget?** Yes, no more: the CVFP arm `{ref}` and the {kind} reference `{arm}` ({trainable} trainable parameters vs {cvfp}) do not differ on {metric}, Δ {d} [{lo}, {hi}] ({verdict}).",  # noqa: E501
+    "refmodel_open": "**Is CVFP competitive at the same trainable budget?** Not decided: the {kind} reference `{arm}` ({trainable} trainable parameters vs {cvfp} of `{ref}`) vs the CVFP arm on {metric}: Δ {d} [{lo}, {hi}] ({verdict}).",  # noqa: E501
     "w_confound_hash": "CONFOUND: `{hash}` differs across arms ({groups}){budget}; these arms were not given the same data, evaluation or budget.",  # noqa: E501
     "w_budget": "; budget_hash covers max steps/epochs, batch size, eval cadence and the stopping rule",
     "w_confound_precision": "CONFOUND: runs used different precisions ({values}).",
@@ -188,6 +192,10 @@ JA: dict[str, str] = {
     "config_hash": "設定ハッシュ", "glossary": "用語集", "failed_cell": "FAILED",
     "reference": "基準",
     "conclusion_line": "`{arm}` 対 `{ref}`: {metric} {m_a}±{s_a} vs {m_r}±{s_r} (n={n})、対応差 Δ {d} [{lo}, {hi}] → {verdict}。",  # noqa: E501
+    "refmodel_better": "**同じ学習パラメータ数で CVFP は競争力があるか。** ない: {kind} 参照モデル `{arm}`（学習パラメータ {trainable}、CVFP 群 `{ref}` は {cvfp}）が {metric} で上回る。Δ {d} [{lo}, {hi}]（{verdict}）。",  # noqa: E501
+    "refmodel_worse": "**同じ学習パラメータ数で CVFP は競争力があるか。** ある: CVFP 群 `{ref}` が {kind} 参照モデル `{arm}`（学習パラメータ {trainable}、CVFP は {cvfp}）を {metric} で上回る。Δ {d} [{lo}, {hi}]（{verdict}）。",  # noqa: E501
+    "refmodel_same": "**同じ学習パラメータ数で CVFP は競争力があるか。** 同等: CVFP 群 `{ref}` と {kind} 参照モデル `{arm}`（学習パラメータ {trainable}、CVFP は {cvfp}）は {metric} で差がない。Δ {d} [{lo}, {hi}]（{verdict}）。",  # noqa: E501
+    "refmodel_open": "**同じ学習パラメータ数で CVFP は競争力があるか。** 未決: {kind} 参照モデル `{arm}`（学習パラメータ {trainable}、`{ref}` は {cvfp}）対 CVFP 群、{metric}: Δ {d} [{lo}, {hi}]（{verdict}）。",  # noqa: E501
     "w_confound_hash": "交絡: `{hash}` がアーム間で異なる（{groups}）{budget}。同じデータ・評価・予算で比較されていない。",  # noqa: E501
     "w_budget": "。budget_hash は最大ステップ/エポック、バッチサイズ、評価間隔、停止規則を含む",
     "w_confound_precision": "交絡: ランごとに精度が異なる（{values}）。",

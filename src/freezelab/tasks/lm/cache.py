@@ -40,7 +40,7 @@ def build(cfg: LMConfig, emb: LoadedEmbedding) -> LMData:
     streamed = d.source == "hf_dataset"
     texts = load_texts(d.source, path=d.path, hf_name=d.hf_name, hf_split=d.hf_split, hf_config=d.hf_config,
                        max_docs=(reserve + d.max_train_docs) if streamed and d.max_train_docs else None,
-                       doc_mode=d.doc_mode)
+                       doc_mode=d.doc_mode, text=d.text)
     data = build_lm_data(texts, emb.tokenizer, n_val_docs=d.n_val_docs, n_test_docs=d.n_test_docs,
                          max_train_docs=d.max_train_docs, max_tokens_per_doc=d.max_tokens_per_doc,
                          overflow=d.overflow, data_seed=d.data_seed, add_eos=d.add_eos, shuffle_docs=not streamed)

@@ -101,6 +101,7 @@ def load_texts(
     max_docs: int | None,
     doc_mode: str,
     hf_data_files: str | list[str] | None = None,
+    text: Literal["full", "first_turn"] = "full",
 ) -> list[tuple[str, str]]:
     """Load the raw documents of one source, in source order.
 
@@ -113,6 +114,8 @@ def load_texts(
         max_docs: keep only the first max_docs documents (streamed sources read only these rows).
         doc_mode: for ``text_files``, ``file`` (one document per file) or ``blank_line`` (one per block).
         hf_data_files: for ``hf_dataset`` with a local builder (``json``, ``text``), the files to read.
+        text: ``full``, or ``first_turn``: a chat row's first user message, and for every other document its
+            first paragraph (``first_paragraph``: wiki articles, text files, rows with a ``text`` field).
 
     Returns:
         A list of (name, text), e.g. ("wiki:Anarchism", "..."), ("file:a.txt#3", "...").
@@ -136,7 +139,9 @@ def load_texts(
         if not hf_name or not hf_split:
             raise ConfigError("source 'hf_dataset' needs hf_name and hf_split, e.g. "
                               "HuggingFaceH4/ultrachat_200k and train_sft.")
-        return load_hf_rows(hf_name, hf_split, hf_config, max_docs=max_docs, data_files=hf_data_files)
+        return load_hf_rows(hf_name, hf_split, hf_config, max_docs=max_docs, data_files=hf_data_files, text=text)
+    if text == "first_turn":
+        docs = [(name, first_paragraph(body)) for name, body in docs]
     return docs[:max_docs] if max_docs is not None else docs
 
 
@@ -239,23 +244,43 @@ def load_text_files(path: str, *, doc_mode: str) -> list[tuple[str, str]]:
     return docs
 
 
-def row_to_text(row: dict[str, Any], *, name: str) -> str:
+LEAD_MIN_WORDS = 20  # a shorter leading block is a caption or hatnote, not the article's lead paragraph
+
+
+def first_paragraph(text: str) -> str:
+    """The first blank-line-separated block of at least LEAD_MIN_WORDS words (a wiki article's lead paragraph;
+    a shorter leading caption is skipped), else the first non-empty block."""
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", text) if b.strip()]
+    return next((b for b in blocks if len(b.split()) >= LEAD_MIN_WORDS), blocks[0] if blocks else text)
+
+
+def row_to_text(row: dict[str, Any], *, name: str, text: str = "full") -> str:
     """One dataset row -> text: ``messages[*].content`` joined with one space (roles dropped), else ``text``.
 
+    With ``text="first_turn"``: the content of the first message whose role is ``user`` (the seed's untied
+    arm, cvfp-lm.md §9 row 1), or the first paragraph of a ``text`` field (``first_paragraph``).
+
     Raises:
-        DataError: the row has neither a ``messages`` list nor a ``text`` string.
+        DataError: the row has neither a ``messages`` list nor a ``text`` string, or no user turn.
     """
     messages = row.get("messages")
     if isinstance(messages, list):
+        if text == "first_turn":
+            turn = next((m for m in messages if isinstance(m, dict) and m.get("role") == "user"), None)
+            if turn is None:
+                raise DataError(f"Row {name} has no message with role 'user' (data.text=first_turn); its roles "
+                                f"are {[m.get('role') for m in messages if isinstance(m, dict)]}. Use data.text: "
+                                "full, or a chat dataset with user turns.")
+            return str(turn["content"])
         return " ".join(str(m["content"]) for m in messages)
     if isinstance(row.get("text"), str):
-        return row["text"]
+        return first_paragraph(row["text"]) if text == "first_turn" else row["text"]
     raise DataError(f"Row {name} has neither 'messages' (list of role/content) nor a 'text' field; "
                     f"its fields are {sorted(row)}. Use a chat dataset like ultrachat_200k or a text column.")
 
 
 def load_hf_rows(name: str, split: str, config: str | None, *, max_docs: int | None,
-                 data_files: str | list[str] | None = None) -> list[tuple[str, str]]:
+                 data_files: str | list[str] | None = None, text: str = "full") -> list[tuple[str, str]]:
     """Stream the first max_docs rows of a Hugging Face dataset, in dataset order."""
     import datasets  # heavy import, only for this source
 
@@ -268,7 +293,7 @@ def load_hf_rows(name: str, split: str, config: str | None, *, max_docs: int | N
             f"Dataset {label} could not be loaded ({type(e).__name__}: {str(e)[:200]}). It needs internet "
             "access or a local cache (set HF_HUB_OFFLINE=1 to use the cache); or use source: text_files "
             "with local files.") from e
-    return [(f"hf:{label}#{i}", row_to_text(row, name=f"hf:{label}#{i}")) for i, row in enumerate(rows)]
+    return [(f"hf:{label}#{i}", row_to_text(row, name=f"hf:{label}#{i}", text=text)) for i, row in enumerate(rows)]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -154,7 +154,8 @@ def context_diagnostics(model: CVFPModel, cfg: LMConfig, contexts: Splits, ids: 
 def phase2_flops_per_token(model: CVFPModel, *, head_trainable: bool) -> float:
     """Matmul FLOP per Phase-2 training token (cvfp-lm.md §8): TokenBlock 6·W, head fwd + input grad
     4·V·d, plus the head's weight grad 2·V·d when the head trains (LN, ReLU and softmax neglected)."""
-    w_blk = sum(layer.weight.numel() for layer in model.token_block.modules() if isinstance(layer, torch.nn.Linear))
+    trained = model.core if hasattr(model, "core") else model.token_block  # a reference model: its core
+    w_blk = sum(p.numel() for n, p in trained.named_parameters() if p.dim() == 2 and "wpe" not in n)
     vd = model.vocab_size * model.embed_dim
     return 6 * w_blk + 4 * vd + (2 * vd if head_trainable else 0)
 
@@ -166,6 +167,42 @@ def target_positions(offsets: torch.Tensor) -> torch.Tensor:
     lengths = offsets[1:] - offsets[:-1]
     is_last[offsets[1:][lengths > 0] - 1] = True
     return torch.nonzero(~is_last).flatten()
+
+
+def epoch_batches(model: Any, train_pos: torch.Tensor, offsets: torch.Tensor, cfg: LMConfig, *, seed: int,
+                  epoch: int) -> list[torch.Tensor]:
+    """The training positions of each step of an epoch, in order.
+
+    CVFP: slices of phase2.batch_size positions of a permutation seeded by (seed, epoch), or contiguous. A
+    reference model (model.kind gpt2/gru) computes a position's state from its whole document with the
+    weights being trained, so it steps on whole documents: they are packed once, in a seeded order, into
+    groups of at most phase2.batch_size targets (a longer document is a group of its own), and the groups'
+    order is permuted by (seed, epoch) like the positions (contiguous: kept).
+    """
+    c2 = cfg.phase2
+    order_gen = torch_generator(seed, "phase2", "order", str(epoch))
+    if cfg.model.kind == "cvfp":
+        order = (torch.randperm(len(train_pos), generator=order_gen) if c2.order == "shuffled"
+                 else torch.arange(len(train_pos))).to(train_pos.device)
+        return [train_pos[order[s:s + c2.batch_size]] for s in range(0, len(train_pos), c2.batch_size)]
+    doc = torch.searchsorted(offsets, train_pos, right=True) - 1                # (n_targets,)
+    n_docs = len(offsets) - 1
+    per_doc = torch.bincount(doc, minlength=n_docs).tolist()
+    docs = (torch.randperm(n_docs, generator=torch_generator(seed, "phase2", "documents"))
+            if c2.order == "shuffled" else torch.arange(n_docs)).tolist()
+    groups: list[list[int]] = [[]]
+    size = 0
+    for d in (d for d in docs if per_doc[d]):
+        if groups[-1] and size + per_doc[d] > c2.batch_size:
+            groups.append([])
+            size = 0
+        groups[-1].append(d)
+        size += per_doc[d]
+    starts = torch.cumsum(torch.tensor([0] + per_doc), 0).tolist()             # doc d's targets: train_pos[starts[d]:]
+    batches = [torch.cat([train_pos[starts[d]:starts[d + 1]] for d in g]) for g in groups]
+    if c2.order == "shuffled":
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=order_gen).tolist()]
+    return batches
 
 
 def item_metrics(with_bytes: bool) -> dict[str, dict[str, Any]]:
@@ -244,7 +281,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     opt = controller.build_optimizer(c2.lr)
     sched = controller.build_scheduler(opt, c2.lr)
     train_pos = target_positions(offs["train"])
-    n_batches = math.ceil(len(train_pos) / c2.batch_size)
+    n_batches = len(epoch_batches(model, train_pos, offs["train"], cfg, seed=seed, epoch=1))
     phase = PhaseSnapshots.take(model, controller)
     best = EarlyStopping("val/loss", "min", c2.patience)
     step, tokens_seen, train_seconds = 0, 0, 0.0
@@ -285,13 +322,12 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
             acc = {"batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         model.train()
-        order = (torch.randperm(len(train_pos), generator=torch_generator(seed, "phase2", "order", str(epoch)))
-                 if c2.order == "shuffled" else torch.arange(len(train_pos)))
+        batches = epoch_batches(model, train_pos, offs["train"], cfg, seed=seed, epoch=epoch)
         t_epoch = time.time() - acc["seconds"]
         bar = tqdm(range(acc["batch"], n_batches), desc=f"epoch {epoch}", unit="batch", disable=not progress,
                    leave=False)
         for b in bar:
-            pos = train_pos[order[b * c2.batch_size:(b + 1) * c2.batch_size].to(train_pos.device)]  # (B,)
+            pos = batches[b]                                                       # (B,)
             with fabric.autocast():
                 x = model.token_inputs(ids["train"], offs["train"], pos)           # (B, n*d_e)
                 logits = model(contexts["train"][pos].float(), x)                  # (B, V)

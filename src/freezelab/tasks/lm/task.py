@@ -31,16 +31,54 @@ HEADLINE = [{"name": "ppl", "mode": "min", "log_scale": True}, {"name": "acc", "
 
 
 # ----------------------------------------------------------------------------- model and groups
-def build_model(cfg: LMConfig, vocab_size: int, dim: int, *, seed: int) -> CVFPModel:
-    """The CVFP model of a resolved config; initialisation drawn from (seed, "init")."""
+def is_reference(cfg: LMConfig) -> bool:
+    """A reference model (model.kind gpt2/gru): no ContextBlock, no Phase 1, no contexts."""
+    return cfg.model.kind != "cvfp"
+
+
+def cvfp_budget(cfg: LMConfig, dim: int) -> int:
+    """What the CVFP arm trains besides the shared embedding pieces: its TokenBlock's parameter count."""
+    from freezelab.tasks.lm.model import TokenBlock
+
+    with on_meta():
+        block = TokenBlock(dim, dim * cfg.model.context_multiplier, cfg.model.num_layers, cfg.model.num_input_tokens)
+    return sum(p.numel() for p in block.parameters())
+
+
+def reference_size(cfg: LMConfig, dim: int) -> dict[str, Any]:
+    """The reference core's size: the configured width, or the one matching the CVFP TokenBlock's count."""
+    from freezelab.tasks.lm.reference import core_params, match_width
+
+    r, kind = cfg.model.reference, cfg.model.kind
+    size = {"num_layers": r.num_layers, "num_heads": r.num_heads, "max_positions": cfg.data.max_tokens_per_doc or 1}
+    width = r.width or match_width(kind, cvfp_budget(cfg, dim), embed_dim=dim, **size)  # type: ignore[arg-type]
+    return {**size, "width": width, "core_params": core_params(kind, embed_dim=dim, width=width, **size),  # type: ignore[arg-type]
+            "cvfp_token_block_params": cvfp_budget(cfg, dim)}
+
+
+def build_model(cfg: LMConfig, vocab_size: int, dim: int, *, seed: int | None) -> Any:
+    """The model of a resolved config (CVFP or a reference); initialisation drawn from (seed, "init")."""
+    generator = torch_generator(seed, "init") if vocab_size and seed is not None else None
+    if is_reference(cfg):
+        from freezelab.tasks.lm.reference import ReferenceLM
+
+        size = reference_size(cfg, dim)
+        return ReferenceLM(kind=cfg.model.kind, vocab_size=vocab_size, embed_dim=dim,  # type: ignore[arg-type]
+                           width=size["width"], num_layers=size["num_layers"], num_heads=size["num_heads"],
+                           max_positions=size["max_positions"], generator=generator)
     return CVFPModel(vocab_size=vocab_size, embed_dim=dim, context_dim=dim * cfg.model.context_multiplier,
                      num_layers=cfg.model.num_layers, num_input_tokens=cfg.model.num_input_tokens,
                      tie_head=cfg.model.head.tie, head_bias=cfg.model.head.bias, head_init=cfg.model.head.init,
-                     generator=torch_generator(seed, "init") if vocab_size and seed is not None else None)
+                     generator=generator)
 
 
-def phase2_groups(model: CVFPModel, cfg: LMConfig) -> list[ParamGroup]:
-    """Named groups with their Phase-2 frozen flags (spec §5): the ContextBlock is always frozen."""
+def phase2_groups(model: Any, cfg: LMConfig) -> list[ParamGroup]:
+    """Named groups with their Phase-2 frozen flags (spec §5): the ContextBlock is always frozen; a reference
+    model trains its core in their place."""
+    if is_reference(cfg):
+        return [ParamGroup("embed", [model.wte], frozen=cfg.embedding.freeze),
+                ParamGroup("embed_norm", [model.embed_norm], frozen=cfg.model.embed_norm == "frozen"),
+                ParamGroup("core", [model.core], frozen=False)]
     groups = [
         ParamGroup("embed", [model.wte], frozen=cfg.embedding.freeze),
         ParamGroup("embed_norm", [model.embed_norm], frozen=cfg.model.embed_norm == "frozen"),
@@ -107,14 +145,13 @@ class LMTask:
         cfg = LMConfig.model_validate(config)
         vocab, dim = embedding_shape(cfg)
         with on_meta():
-            model = CVFPModel(vocab_size=vocab, embed_dim=dim, context_dim=dim * cfg.model.context_multiplier,
-                              num_layers=cfg.model.num_layers, num_input_tokens=cfg.model.num_input_tokens,
-                              tie_head=cfg.model.head.tie, head_bias=cfg.model.head.bias,
-                              head_init=cfg.model.head.init)
+            model = build_model(cfg, vocab, dim, seed=None)
         groups = phase2_groups(model, cfg)
         frozen = {id(p) for g in groups if g.frozen for p in g.params}
         counts = count_parameters(model, frozen=frozen, roles=tied_roles(model)).as_dict()
         counts["by_group"] = {g.name: {"numel": g.numel, "frozen": g.frozen} for g in groups}
+        if is_reference(cfg):
+            counts["reference"] = reference_size(cfg, dim)
         return counts
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
@@ -180,7 +217,14 @@ class LMTask:
         ckpt = Checkpoints(ctx.run_dir, minutes=cfg.runtime.checkpoint_minutes)
         ckpt.set_base(model)          # as every attempt rebuilds it: pretrained table + seeded init
         resume = ckpt.load()
-        if resume is not None:
+        if is_reference(cfg):  # no ContextBlock: nothing to train or compute before Phase 2
+            contexts = {k: torch.empty(v.shape[0], 0, device=device) for k, v in ids.items()}
+            facts["phase1"] = {"enabled": False, "reason": f"model.kind={cfg.model.kind}: a reference model has "
+                               "no ContextBlock"}
+            facts["reference"] = reference_size(cfg, emb.dim)
+            ctx.log(f"reference model {cfg.model.kind}: " + ", ".join(f"{k} {v:,}" for k, v in
+                                                                     facts["reference"].items()))
+        elif resume is not None:
             # an interrupted attempt: contexts come from the weights at the end of Phase 1 (wte may have
             # trained since), then Phase 2 continues where its last commit stopped
             ckpt.load_into(PHASE1, model)
@@ -199,8 +243,9 @@ class LMTask:
                          "facts": {"phase1": facts["phase1"]}}, weights={PHASE1: model.state_dict()})
         ckpt.set_base(model)          # Phase-2 files reference the Phase-1 weights
         phase1_seconds = time.time() - t1
-        for line in phase1_lines({**facts["phase1"], "restored": resume is not None}, phase1_seconds):
-            ctx.log(line)
+        if not is_reference(cfg):
+            for line in phase1_lines({**facts["phase1"], "restored": resume is not None}, phase1_seconds):
+                ctx.log(line)
 
         # --- Phase 2 ---------------------------------------------------------------------------
         from freezelab.tasks.lm.phases import phase2_flops_per_token, run_phase2
@@ -210,6 +255,11 @@ class LMTask:
         counts = count_parameters(model, frozen={id(p) for _, p in controller.frozen_params()},
                                   roles=tied_roles(model))
         facts["params"] = {**counts.as_dict(), "by_group": controller.describe()}
+        if is_reference(cfg):  # the budget it was matched to: the CVFP arm's trainable count on this config
+            r = facts["reference"]
+            cvfp = counts.trainable - r["core_params"] + r["cvfp_token_block_params"]
+            facts["params"]["matched"] = {"kind": cfg.model.kind, "trainable": counts.trainable,
+                                          "cvfp_trainable": cvfp, "ratio": counts.trainable / cvfp}
         check_expected_counts(counts, ctx.expected_params, ctx.arm)
         token_bytes = torch.from_numpy(data.token_bytes).to(device) if data.token_bytes is not None else None
         result = run_phase2(model, controller, cfg, ids, offs, contexts, seed=ctx.seed, fabric=fabric,
