@@ -1,7 +1,5 @@
-"""The two phases of one CVFP run, wired to logging, freeze checks and checkpoints.
+"""Phase 2 of one CVFP run, wired to logging, freeze checks and checkpoints (Phase 1: contexts.py).
 
-Phase 1 trains the ContextBlock alone by fixed-point iterations (``phase1.train_phase1``); the
-contexts of every split are then computed once with the final parameters, noise-free, and cached.
 Phase 2 trains the TokenBlock (and wte / the head when the arm says so) on shuffled batches of
 cached contexts, with early stopping on val loss, restores the best weights and scores test once.
 """
@@ -11,9 +9,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,133 +19,22 @@ from tqdm import tqdm
 
 from freezelab.config.schema import LMConfig
 from freezelab.errors import NumericFailure
-from freezelab.freeze.invariants import PhaseSnapshots, check_finite
+from freezelab.freeze.invariants import PhaseSnapshots, check_finite, frozen_unchanged
 from freezelab.freeze.param_groups import FreezeController
-from freezelab.tasks.lm import phase1 as p1
+from freezelab.tasks.lm.contexts import (  # noqa: F401  (compute_contexts ... are re-exported for callers)
+    Splits,
+    compute_contexts,
+    context_diagnostics,
+    is_stream,
+    run_phase1,
+    window_offsets,
+)
 from freezelab.tasks.lm.model import CVFPModel
 from freezelab.tracking.checkpoints import BEST, Checkpoints, restore_training_state, training_state
 from freezelab.tracking.items import MODEL, metric, write_items
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import torch_generator
-
-Splits = dict[str, torch.Tensor]
-
-
-def phase1_config(cfg: LMConfig) -> p1.Phase1Config:
-    """The Phase-1 procedure's settings from a resolved study config."""
-    c = cfg.phase1
-    return p1.Phase1Config(max_iterations=c.max_iterations, min_iterations=c.min_iterations,
-                           convergence_threshold=c.convergence_threshold, min_converged_ratio=c.min_converged_ratio,
-                           lr=c.lr, dist_reg_weight=c.dist_reg_weight, noise_std=c.noise_std,
-                           chunk_rows=c.chunk_rows, grad_clip=c.grad_clip, diversity_norm=c.diversity_norm,
-                           reset=cfg.context.reset, wraparound=cfg.context.wraparound, iter0=c.iter0)
-
-
-@torch.no_grad()
-def token_inputs_all(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """x̃ for every token of a split, as Phase 1 sees it: (N, n*d_e), no gradient."""
-    return model.token_inputs(ids, offsets)
-
-
-@dataclass
-class Phase1Outcome:
-    iterations: int
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, seed: int, tracker: Tracker,
-               log: Callable[[str], None], progress: bool) -> Phase1Outcome:
-    """Train the ContextBlock; log convergence, both losses and train/val effective rank per iteration."""
-    pcfg = phase1_config(cfg)
-    x_train = token_inputs_all(model, ids["train"], offs["train"])
-    x_val = token_inputs_all(model, ids["val"], offs["val"])
-    rows = min(cfg.phase1.er_rows, x_train.shape[0], x_val.shape[0])  # same rows for train and val
-    model.context_block.requires_grad_(True)
-    bar = tqdm(total=cfg.phase1.max_iterations, desc="phase 1", unit="it", disable=not progress, leave=False)
-    tracker.live.phase("phase1", total=cfg.phase1.max_iterations, unit="iteration")
-
-    stats_of: dict[int, dict[str, Any]] = {}  # train_phase1 reports an iteration's stats, then its contexts
-
-    def on_iteration(stats: dict[str, Any]) -> None:
-        stats_of[stats["iteration"]] = stats
-
-    def on_contexts(k: int, c_train: torch.Tensor) -> None:
-        """One metrics line per iteration: the procedure's stats plus train/val ER on the same rows."""
-        c_val, _, _ = p1.exact_contexts(model.context_block, x_val, offs["val"], pcfg, all_layers=False)
-        stats = stats_of.pop(k, {})
-        tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k,
-                     **effective_ranks(c_train, c_val, rows=rows, seed=seed),
-                     **{f"phase1/{n}": v for n, v in stats.items() if n != "iteration" and v is not None}}, step=k)
-        tracker.live.step(done=k + 1, items=x_train.shape[0] if k else 0, loss=stats.get("cvfp_loss"))
-        bar.update(1)
-
-    result = p1.train_phase1(model.context_block, x_train, offs["train"], pcfg,
-                             generator=torch_generator(seed, "phase1", "noise"),
-                             on_iteration=on_iteration, on_contexts=on_contexts)
-    bar.close()
-    model.context_block.requires_grad_(False)
-    summary = {"enabled": True, "iterations": result.iterations, "max_iterations": cfg.phase1.max_iterations,
-               "converged_ratio": result.converged_ratio, "converged_tokens": result.converged_tokens,
-               "converged": result.converged, "stopped_early": result.stopped_early,
-               "seconds": result.seconds, "final_method": result.final_method}
-    log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations in {result.seconds:.1f}s, "
-        f"{result.converged_ratio:.1%} of tokens converged ({result.converged_tokens:,}), "
-        f"{'converged' if result.converged else 'not converged'}{', stopped early' if result.stopped_early else ''}"
-        f"; contexts by {result.final_method}")
-    return Phase1Outcome(iterations=result.iterations, summary=summary)
-
-
-@torch.no_grad()
-def compute_contexts(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits) -> Splits:
-    """Every split's per-layer contexts (N, L, d_c) from the current ContextBlock, exact and noise-free."""
-    pcfg = phase1_config(cfg)
-    dtype = torch.bfloat16 if cfg.context.cache_dtype == "bfloat16" else torch.float32
-    out = {}
-    for split in ids:
-        x = token_inputs_all(model, ids[split], offs[split])
-        if not cfg.model.use_context:
-            n = x.shape[0]
-            out[split] = torch.zeros(n, cfg.model.num_layers, model.context_dim, dtype=dtype, device=x.device)
-            continue
-        method: Literal["sequential", "jacobi"] = "sequential" if cfg.context.reset == "per_document" else "jacobi"
-        c, _, _ = p1.exact_contexts(model.context_block, x, offs[split], pcfg, method=method)
-        out[split] = c.to(dtype)
-    return out
-
-
-def effective_ranks(c_train: torch.Tensor, c_val: torch.Tensor, *, rows: int, seed: int,
-                    tag: str = "iteration") -> dict[str, Any]:
-    """Centred ER and participation ratio of train and val contexts on the same number of seeded rows,
-    plus the faithful (uncentred, up to 10,000 rows) train ER, all as fractions of d_c (cvfp-lm.md §4)."""
-    from freezelab.tasks.lm.rank import effective_rank_centred, effective_rank_legacy
-
-    out: dict[str, Any] = {"er_rows": rows}
-    for split, c in (("train", c_train), ("val", c_val)):
-        er = effective_rank_centred(c, rows=rows, generator=torch_generator(seed, "er", tag, split))
-        out[f"{split}/er"], out[f"{split}/pr"] = er["er_frac"], er["pr_frac"]
-    legacy = effective_rank_legacy(c_train, generator=torch_generator(seed, "er", "legacy"))
-    out["train/er_legacy"] = legacy / c_train.shape[1]
-    return out
-
-
-@torch.no_grad()
-def context_diagnostics(model: CVFPModel, cfg: LMConfig, contexts: Splits, ids: Splits, offs: Splits, *,
-                        seed: int) -> dict[str, Any]:
-    """Effective rank of the cached final contexts (train and val on the same rows) and the
-    memory-horizon probe (cvfp-lm.md §4, §10), for every arm including the untrained ContextBlock."""
-    from freezelab.tasks.lm.rank import memory_horizon
-
-    c_train, c_val = contexts["train"][:, -1].float(), contexts["val"][:, -1].float()
-    rows = min(cfg.phase1.er_rows, c_train.shape[0], c_val.shape[0])
-    out: dict[str, Any] = {"er_rows": rows}
-    if cfg.model.use_context:
-        out.update(effective_ranks(c_train, c_val, rows=rows, seed=seed, tag="final"))
-    x = token_inputs_all(model, ids["val"], offs["val"])
-    if x.shape[0] >= 16:
-        out["memory_horizon"] = memory_horizon(model.context_block, x, horizons=16,
-                                               generator=torch_generator(seed, "memory_horizon"))
-    return out
 
 
 def phase2_flops_per_token(model: CVFPModel, *, head_trainable: bool) -> float:
@@ -160,9 +46,17 @@ def phase2_flops_per_token(model: CVFPModel, *, head_trainable: bool) -> float:
     return 6 * w_blk + 4 * vd + (2 * vd if head_trainable else 0)
 
 
-def target_positions(offsets: torch.Tensor) -> torch.Tensor:
-    """Flat positions t whose next token ids[t+1] lies in the same document: (n_targets,)."""
+def target_positions(offsets: torch.Tensor, *, stream: bool = False) -> torch.Tensor:
+    """Flat positions t that predict ids[t+1]: (n_targets,).
+
+    Args:
+        offsets: (n_docs + 1,) document boundaries of a split.
+        stream: ``context.reset: stream`` (the original's one stream): every t < N-1, so the last token of a
+            document predicts the first of the next; otherwise only targets inside the same document.
+    """
     n = int(offsets[-1])
+    if stream:
+        return torch.arange(max(n - 1, 0), device=offsets.device)
     is_last = torch.zeros(n, dtype=torch.bool, device=offsets.device)
     lengths = offsets[1:] - offsets[:-1]
     is_last[offsets[1:][lengths > 0] - 1] = True
@@ -223,20 +117,21 @@ def write_baseline_items(run_dir: Path, data: Any, vocab_size: int) -> None:
 @torch.no_grad()
 def evaluate(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor, contexts: torch.Tensor, *,
              batch_size: int, autocast: Callable, token_bytes: torch.Tensor | None = None,
-             items: dict[str, Any] | None = None) -> dict[str, float]:
+             items: dict[str, Any] | None = None, stream: bool = False) -> dict[str, float]:
     """Mean CE (nats), perplexity, top-1 accuracy and bits per byte over a split's next-token positions.
 
-    With ``items`` (a dict), it is filled with per-document sums: id, loss_sum, tokens, correct, bytes.
+    With ``items`` (a dict), it is filled with per-document sums: id, loss_sum, tokens, correct, bytes
+    (with ``stream``, a cross-document target counts in the document of its input token).
     """
     model.eval()
-    positions = target_positions(offsets)
+    positions = target_positions(offsets, stream=stream)
     doc = torch.searchsorted(offsets, positions, right=True) - 1                # (n_targets,) document index
     per_doc = torch.zeros(3, len(offsets) - 1, dtype=torch.float64, device=offsets.device)  # loss, correct, bytes
     total, correct, nbytes = 0.0, 0, 0
     for s in range(0, len(positions), batch_size):
         pos = positions[s:s + batch_size]                                      # (B,)
         with autocast():
-            logits = model(contexts[pos].float(), model.token_inputs(ids, offsets, pos))  # (B, V)
+            logits = model(contexts[pos].float(), model.token_inputs(ids, None if stream else offsets, pos))  # (B, V)
         targets = ids[pos + 1]
         ce = F.cross_entropy(logits.float(), targets, reduction="none")       # (B,)
         hit = logits.argmax(-1) == targets
@@ -280,9 +175,13 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     c2 = cfg.phase2
     opt = controller.build_optimizer(c2.lr)
     sched = controller.build_scheduler(opt, c2.lr)
-    train_pos = target_positions(offs["train"])
+    controller.check_layout(opt, when="at the start of phase 2")                     # I4, at construction
+    stream = is_stream(cfg)
+    train_pos = target_positions(offs["train"], stream=stream)
     n_batches = len(epoch_batches(model, train_pos, offs["train"], cfg, seed=seed, epoch=1))
-    phase = PhaseSnapshots.take(model, controller)
+    frozen_checks: list[dict[str, Any]] = []  # I1: what was compared, when, and the outcome (summary.json)
+    facts["invariants"] = {"frozen_unchanged": False, "frozen_checks": frozen_checks}  # a failed run shows it
+    phase = PhaseSnapshots.take(model, controller, record=frozen_checks, phase="phase 2 start")
     best = EarlyStopping("val/loss", "min", c2.patience)
     step, tokens_seen, train_seconds = 0, 0, 0.0
     dead: list[str] = []
@@ -293,16 +192,19 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         state, tensors = training_state(model, opt, sched, controller, best)
         state.update(position=position, epoch_acc=acc, facts={"phase1": facts.get("phase1")},
                      counters={"step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-                               "dead": dead, "check_dead": phase.check_dead})
+                               "dead": dead, "check_dead": phase.check_dead, "frozen_checks": frozen_checks})
         dirty = position["batch"] is None and best.epoch == position["epoch"]
         ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
                     model=model)
 
     if resume is not None:
         restore_training_state(ckpt, resume, model, opt, sched, controller, best)
+        controller.check_layout(opt, when="after resuming")                           # I4, on resume
         c, at = resume["counters"], resume["position"]
         step, tokens_seen, train_seconds, dead = c["step"], c["tokens_seen"], c["train_seconds"], c["dead"]
-        phase = PhaseSnapshots.take(model, controller)
+        frozen_checks[:] = c["frozen_checks"]
+        phase = PhaseSnapshots.take(model, controller, record=None)
+        phase.frozen_before, phase.record = frozen_checks[-1]["hashes"], frozen_checks  # the phase's own start
         phase.check_dead = c["check_dead"]
         epoch, stopped, acc = at["epoch"], at["stopped"], resume["epoch_acc"]
         first = epoch if at["batch"] is not None else epoch + 1
@@ -316,7 +218,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         if acc is None:  # a new epoch (a resumed partial one has done these already)
             if c2.unfreeze is not None and epoch == c2.unfreeze.at_epoch + 1:
                 _unfreeze(controller, opt, cfg)
-                phase = PhaseSnapshots.take(model, controller)
+                phase = PhaseSnapshots.take(model, controller, record=frozen_checks,
+                                            phase=f"epoch {epoch} (after unfreezing {', '.join(c2.unfreeze.groups)})")
                 if c2.unfreeze.reset_patience:
                     best.reset_patience()
                 log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
@@ -329,7 +232,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         for b in bar:
             pos = batches[b]                                                       # (B,)
             with fabric.autocast():
-                x = model.token_inputs(ids["train"], offs["train"], pos)           # (B, n*d_e)
+                x = model.token_inputs(ids["train"], window_offsets(cfg, offs["train"]), pos)  # (B, n*d_e)
                 logits = model(contexts["train"][pos].float(), x)                  # (B, V)
                 loss = F.cross_entropy(logits.float(), ids["train"][pos + 1])
             if not torch.isfinite(loss):
@@ -352,7 +255,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             facts["step"] = step
             check_finite([p for _, p in phase.trainable])                            # I7
             if step == 1:
-                phase.check_frozen(model, "after step 1")                             # I1
+                phase.check_frozen(model, "after step 1", step=step)                  # I1
             if phase.check_dead:                                                      # I2, once per phase
                 dead = phase.check_first_step(epoch)
                 if dead:
@@ -373,10 +276,10 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         acc = None
         train_seconds += time.time() - t_epoch
         tokens_seen += seen
-        phase.check_frozen(model, f"at the end of epoch {epoch}")
+        phase.check_frozen(model, f"at the end of epoch {epoch}", step=step)
         tracker.live.note("evaluating val")
         val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
-                       autocast=fabric.autocast, token_bytes=token_bytes)
+                       autocast=fabric.autocast, token_bytes=token_bytes, stream=stream)
         train_loss = loss_sum / seen
         record = {"kind": "epoch", "phase": "phase2", "epoch": epoch, "step": step, "train/loss": train_loss,
                   "train/ppl": math.exp(train_loss), "train/acc": correct / seen,
@@ -395,19 +298,20 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
     best.restore(model)
-    phase.check_frozen(model, "at the end of the run")
+    phase.check_frozen(model, "at the end of the run", step=step)
     tracker.live.note("evaluating val and test at the best epoch")
     items: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
-    evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
-             autocast=fabric.autocast, token_bytes=token_bytes, items=items["val"])  # val items at the best epoch
+    evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,  # val items, best epoch
+             autocast=fabric.autocast, token_bytes=token_bytes, items=items["val"], stream=stream)
     test = evaluate(model, ids["test"], offs["test"], contexts["test"], batch_size=c2.eval_batch_size,
-                    autocast=fabric.autocast, token_bytes=token_bytes, items=items["test"])
+                    autocast=fabric.autocast, token_bytes=token_bytes, items=items["test"], stream=stream)
     write_items(ckpt.run_dir, MODEL, _docs_with_tokens(items), task="lm", metrics=item_metrics(token_bytes is not None))
     log(f"test at best epoch {best.epoch}: loss {test['loss']:.4f} ppl {test['ppl']:.2f} acc {test['acc']:.2%}")
     return {"best": {"epoch": best.epoch, "metrics": best.metrics},
             "test": {f"test/{k}": v for k, v in test.items()}, "epochs_run": epoch, "steps": step,
             "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-            "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": []}}
+            "invariants": {"frozen_unchanged": frozen_unchanged(frozen_checks), "frozen_checks": frozen_checks,
+                           "dead_tensors": dead, "warnings": []}}
 
 
 def _non_finite(what: str, epoch: int, step: int, controller: FreezeController, cfg: LMConfig,

@@ -21,6 +21,7 @@ from freezelab.pretrained.hf import LoadedEmbedding, load_embedding, resolve_sou
 from freezelab.tasks.base import RunContext
 from freezelab.tasks.lm.cache import load_lm_data
 from freezelab.tasks.lm.model import CVFPModel
+from freezelab.tasks.lm.needs import context_needs
 from freezelab.tracking.checkpoints import PHASE1, Checkpoints
 from freezelab.utils.hashing import hash_json
 from freezelab.utils.meta import on_meta
@@ -90,6 +91,20 @@ def phase2_groups(model: Any, cfg: LMConfig) -> list[ParamGroup]:
     return groups
 
 
+def unused_ids(model: CVFPModel, cfg: LMConfig) -> set[int]:
+    """Ids of tensors no forward pass reaches (protocol §1.4): the ContextBlock when contexts are not used."""
+    if context_needs(cfg).context_block or not hasattr(model, "context_block"):  # a reference model has none
+        return set()
+    return {id(p) for p in model.context_block.parameters()}
+
+
+def describe_groups(groups: dict[str, dict[str, Any]], cfg: LMConfig) -> dict[str, dict[str, Any]]:
+    """Group descriptions (numel, frozen, ...) with ``unused: true`` on a group no forward pass reaches."""
+    if not context_needs(cfg).context_block and "context_block" in groups:
+        groups["context_block"] = {**groups["context_block"], "unused": True}
+    return groups
+
+
 def tied_roles(model: CVFPModel) -> dict[str, list[str]]:
     """The tied head has no tensor of its own: wte.weight also serves as the output projection."""
     return {"wte.weight": ["head (tied)"]} if model.head is None else {}
@@ -122,7 +137,7 @@ def phase1_lines(p1: dict[str, Any], seconds: float) -> list[str]:
     the final contexts' effective rank and memory horizon."""
     lines = []
     if not p1.get("enabled", True):
-        lines.append("phase 1: skipped (phase1.enabled=false): the ContextBlock keeps its random init")
+        lines.append(f"phase 1: skipped ({p1.get('skipped') or 'phase1.enabled=false'})")
     if p1.get("restored"):
         lines.append("phase 1: restored from checkpoints/phase1.safetensors (a resumed run)")
     if "train/er" in p1:
@@ -148,8 +163,9 @@ class LMTask:
             model = build_model(cfg, vocab, dim, seed=None)
         groups = phase2_groups(model, cfg)
         frozen = {id(p) for g in groups if g.frozen for p in g.params}
-        counts = count_parameters(model, frozen=frozen, roles=tied_roles(model)).as_dict()
-        counts["by_group"] = {g.name: {"numel": g.numel, "frozen": g.frozen} for g in groups}
+        counts = count_parameters(model, frozen=frozen, unused=unused_ids(model, cfg),
+                                  roles=tied_roles(model)).as_dict()
+        counts["by_group"] = describe_groups({g.name: {"numel": g.numel, "frozen": g.frozen} for g in groups}, cfg)
         if is_reference(cfg):
             counts["reference"] = reference_size(cfg, dim)
         return counts
@@ -189,7 +205,8 @@ class LMTask:
         facts["data"] = {"source": cfg.data.source, "train_docs": data.train.n_docs, "val_docs": data.val.n_docs,
                          "test_docs": data.test.n_docs, "train_tokens": data.train.n_tokens,
                          "val_tokens": data.val.n_tokens, "test_tokens": data.test.n_tokens}
-        facts["train_tokens"] = data.train.n_targets
+        facts["train_tokens"] = (data.train.n_tokens - 1 if cfg.context.reset == "stream"  # cross-document targets
+                                 else data.train.n_targets)
         facts["baselines"] = baselines
         if baselines is not None:  # per-document baseline scores on the same items as the model's
             from freezelab.tasks.lm.phases import write_baseline_items
@@ -210,7 +227,7 @@ class LMTask:
         offs = {k: torch.from_numpy(v.offsets).to(device) for k, v in splits.items()}
 
         # --- Phase 1 ---------------------------------------------------------------------------
-        from freezelab.tasks.lm.phases import compute_contexts, context_diagnostics, run_phase1
+        from freezelab.tasks.lm.contexts import compute_contexts, context_diagnostics, run_phase1
 
         t1 = time.time()
         model.requires_grad_(False)
@@ -219,8 +236,7 @@ class LMTask:
         resume = ckpt.load()
         if is_reference(cfg):  # no ContextBlock: nothing to train or compute before Phase 2
             contexts = {k: torch.empty(v.shape[0], 0, device=device) for k, v in ids.items()}
-            facts["phase1"] = {"enabled": False, "reason": f"model.kind={cfg.model.kind}: a reference model has "
-                               "no ContextBlock"}
+            facts["phase1"] = {"enabled": False, "skipped": context_needs(cfg).why}
             facts["reference"] = reference_size(cfg, emb.dim)
             ctx.log(f"reference model {cfg.model.kind}: " + ", ".join(f"{k} {v:,}" for k, v in
                                                                      facts["reference"].items()))
@@ -233,11 +249,12 @@ class LMTask:
             contexts = compute_contexts(model, cfg, ids, offs)
             ctx.log("phase 1: restored from checkpoints/phase1.safetensors")
         else:
+            needs = context_needs(cfg)  # Phase 1 only when what it trains is used
             p1 = run_phase1(model, cfg, ids, offs, seed=ctx.seed, tracker=ctx.tracker, log=ctx.log,
-                            progress=ctx.progress) if cfg.phase1.enabled else None
+                            progress=ctx.progress) if needs.phase1 else None
             ctx.tracker.live.note("computing the contexts of every split")
             contexts = compute_contexts(model, cfg, ids, offs)
-            facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False}),
+            facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False, "skipped": needs.why}),
                                **context_diagnostics(model, cfg, contexts, ids, offs, seed=ctx.seed)}
             ckpt.commit({"position": {"phase": "phase1", "epoch": 0, "batch": None, "stopped": False},
                          "facts": {"phase1": facts["phase1"]}}, weights={PHASE1: model.state_dict()})
@@ -253,8 +270,8 @@ class LMTask:
         t2 = time.time()
         controller = FreezeController(model, phase2_groups(model, cfg))
         counts = count_parameters(model, frozen={id(p) for _, p in controller.frozen_params()},
-                                  roles=tied_roles(model))
-        facts["params"] = {**counts.as_dict(), "by_group": controller.describe()}
+                                  unused=unused_ids(model, cfg), roles=tied_roles(model))
+        facts["params"] = {**counts.as_dict(), "by_group": describe_groups(controller.describe(), cfg)}
         if is_reference(cfg):  # the budget it was matched to: the CVFP arm's trainable count on this config
             r = facts["reference"]
             cvfp = counts.trainable - r["core_params"] + r["cvfp_token_block_params"]

@@ -1,0 +1,152 @@
+"""Phase 1 of one CVFP run and the contexts Phase 2 reads, wired to logging (cvfp-lm.md §3, §4, §5).
+
+Phase 1 trains the ContextBlock alone by fixed-point iterations (``phase1.train_phase1``) and logs, per
+iteration, the token-weighted losses and the effective rank of train and val contexts. The contexts of
+every split are then computed with the current parameters, exact and noise-free: once after Phase 1
+(``context.cache: once``), or again at every Phase-2 epoch start (``per_epoch``, the original's drift).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from freezelab.config.schema import LMConfig
+from freezelab.tasks.lm import phase1 as p1
+from freezelab.tasks.lm.model import CVFPModel
+from freezelab.tasks.lm.needs import context_needs
+from freezelab.tracking.tracker import Tracker
+from freezelab.utils.seeding import torch_generator
+
+Splits = dict[str, torch.Tensor]
+
+
+def is_stream(cfg: LMConfig) -> bool:
+    """The original's single stream: contexts, token windows and targets cross document boundaries."""
+    return cfg.context.reset == "stream"
+
+
+def window_offsets(cfg: LMConfig, offsets: torch.Tensor) -> torch.Tensor | None:
+    """Document boundaries for token windows x̃_t: none in stream mode (zeros only before the stream)."""
+    return None if is_stream(cfg) else offsets
+
+
+def phase1_config(cfg: LMConfig) -> p1.Phase1Config:
+    """The Phase-1 procedure's settings from a resolved study config."""
+    c = cfg.phase1
+    return p1.Phase1Config(max_iterations=c.max_iterations, min_iterations=c.min_iterations,
+                           convergence_threshold=c.convergence_threshold, min_converged_ratio=c.min_converged_ratio,
+                           lr=c.lr, dist_reg_weight=c.dist_reg_weight, noise_std=c.noise_std,
+                           chunk_rows=c.chunk_rows, grad_clip=c.grad_clip, diversity_norm=c.diversity_norm,
+                           reset=cfg.context.reset, wraparound=cfg.context.wraparound, iter0=c.iter0)
+
+
+@torch.no_grad()
+def token_inputs_all(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """x̃ for every token of a split, as Phase 1 sees it: (N, n*d_e), no gradient."""
+    return model.token_inputs(ids, offsets)
+
+
+@dataclass
+class Phase1Outcome:
+    iterations: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, seed: int, tracker: Tracker,
+               log: Callable[[str], None], progress: bool) -> Phase1Outcome:
+    """Train the ContextBlock; log convergence, both losses and train/val effective rank per iteration."""
+    pcfg = phase1_config(cfg)
+    x_train = token_inputs_all(model, ids["train"], window_offsets(cfg, offs["train"]))
+    x_val = token_inputs_all(model, ids["val"], window_offsets(cfg, offs["val"]))
+    rows = min(cfg.phase1.er_rows, x_train.shape[0], x_val.shape[0])  # same rows for train and val
+    model.context_block.requires_grad_(True)
+    bar = tqdm(total=cfg.phase1.max_iterations, desc="phase 1", unit="it", disable=not progress, leave=False)
+    tracker.live.phase("phase1", total=cfg.phase1.max_iterations, unit="iteration")
+
+    stats_of: dict[int, dict[str, Any]] = {}  # train_phase1 reports an iteration's stats, then its contexts
+
+    def on_iteration(stats: dict[str, Any]) -> None:
+        stats_of[stats["iteration"]] = stats
+
+    def on_contexts(k: int, c_train: torch.Tensor) -> None:
+        """One metrics line per iteration: the procedure's stats plus train/val ER on the same rows."""
+        c_val, _, _ = p1.exact_contexts(model.context_block, x_val, offs["val"], pcfg, all_layers=False)
+        stats = stats_of.pop(k, {})
+        tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k,
+                     **effective_ranks(c_train, c_val, rows=rows, seed=seed),
+                     **{f"phase1/{n}": v for n, v in stats.items() if n != "iteration" and v is not None}}, step=k)
+        tracker.live.step(done=k + 1, items=x_train.shape[0] if k else 0, loss=stats.get("cvfp_loss"))
+        bar.update(1)
+
+    result = p1.train_phase1(model.context_block, x_train, offs["train"], pcfg,
+                             generator=torch_generator(seed, "phase1", "noise"),
+                             on_iteration=on_iteration, on_contexts=on_contexts)
+    bar.close()
+    model.context_block.requires_grad_(False)
+    summary = {"enabled": True, "iterations": result.iterations, "max_iterations": cfg.phase1.max_iterations,
+               "converged_ratio": result.converged_ratio, "converged_tokens": result.converged_tokens,
+               "converged": result.converged, "stopped_early": result.stopped_early,
+               "seconds": result.seconds, "final_method": result.final_method}
+    log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations in {result.seconds:.1f}s, "
+        f"{result.converged_ratio:.1%} of tokens converged ({result.converged_tokens:,}), "
+        f"{'converged' if result.converged else 'not converged'}{', stopped early' if result.stopped_early else ''}"
+        f"; contexts by {result.final_method}")
+    return Phase1Outcome(iterations=result.iterations, summary=summary)
+
+
+@torch.no_grad()
+def compute_contexts(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits) -> Splits:
+    """Every split's per-layer contexts (N, L, d_c) from the current ContextBlock, exact and noise-free."""
+    pcfg = phase1_config(cfg)
+    dtype = torch.bfloat16 if cfg.context.cache_dtype == "bfloat16" else torch.float32
+    out = {}
+    for split in ids:
+        x = token_inputs_all(model, ids[split], window_offsets(cfg, offs[split]))
+        if not context_needs(cfg).context_block:
+            n = x.shape[0]
+            out[split] = torch.zeros(n, cfg.model.num_layers, model.context_dim, dtype=dtype, device=x.device)
+            continue
+        method: Literal["sequential", "jacobi"] = "sequential" if cfg.context.reset == "per_document" else "jacobi"
+        c, _, _ = p1.exact_contexts(model.context_block, x, offs[split], pcfg, method=method)
+        out[split] = c.to(dtype)
+    return out
+
+
+def effective_ranks(c_train: torch.Tensor, c_val: torch.Tensor, *, rows: int, seed: int,
+                    tag: str = "iteration") -> dict[str, Any]:
+    """Centred ER and participation ratio of train and val contexts on the same number of seeded rows,
+    plus the faithful (uncentred, up to 10,000 rows) train ER, all as fractions of d_c (cvfp-lm.md §4)."""
+    from freezelab.tasks.lm.rank import effective_rank_centred, effective_rank_legacy
+
+    out: dict[str, Any] = {"er_rows": rows}
+    for split, c in (("train", c_train), ("val", c_val)):
+        er = effective_rank_centred(c, rows=rows, generator=torch_generator(seed, "er", tag, split))
+        out[f"{split}/er"], out[f"{split}/pr"] = er["er_frac"], er["pr_frac"]
+    legacy = effective_rank_legacy(c_train, generator=torch_generator(seed, "er", "legacy"))
+    out["train/er_legacy"] = legacy / c_train.shape[1]
+    return out
+
+
+@torch.no_grad()
+def context_diagnostics(model: CVFPModel, cfg: LMConfig, contexts: Splits, ids: Splits, offs: Splits, *,
+                        seed: int) -> dict[str, Any]:
+    """Effective rank of the cached final contexts (train and val on the same rows) and the
+    memory-horizon probe (cvfp-lm.md §4, §10), for every arm including the untrained ContextBlock."""
+    from freezelab.tasks.lm.rank import memory_horizon
+
+    c_train, c_val = contexts["train"][:, -1].float(), contexts["val"][:, -1].float()
+    rows = min(cfg.phase1.er_rows, c_train.shape[0], c_val.shape[0])
+    out: dict[str, Any] = {"er_rows": rows}
+    if not context_needs(cfg).context_block:  # an unused block: nothing of it reaches the model
+        return out
+    out.update(effective_ranks(c_train, c_val, rows=rows, seed=seed, tag="final"))
+    x = token_inputs_all(model, ids["val"], window_offsets(cfg, offs["val"]))
+    if x.shape[0] >= 16:
+        out["memory_horizon"] = memory_horizon(model.context_block, x, horizons=16,
+                                               generator=torch_generator(seed, "memory_horizon"))
+    return out
