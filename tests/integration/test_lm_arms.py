@@ -32,7 +32,7 @@ ARMS = {
     "embed_norm_trains": {"model.embed_norm": "trainable_shared"},
     "rms_diversity_jacobi_iter0": {"phase1.diversity_norm": "rms", "phase1.iter0": "jacobi"},
     "bf16": {"runtime.precision": "bf16"},
-    "gpt2_reference": {"model.kind": "gpt2", "model.reference.num_heads": 2, "model.reference.num_layers": 1},
+    "gpt2_reference": {"model.kind": "gpt2", "model.reference_heads": 2, "model.reference_layers": 1},
     "gru_reference": {"model.kind": "gru"},
 }
 ALLOW = {"bf16": ["runtime.precision"]}

@@ -121,3 +121,17 @@ def test_it_learns_with_the_tied_embedding_frozen(kind: str, one_thread: None) -
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0]
     assert hash_tensor(model.wte.weight) == before and model.wte.weight.grad is None
+
+
+def test_reference_config_errors_say_what_to_change() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"model.kind=gru \(a reference model\).*model.head.tie=False"):
+        LMConfig.model_validate({"model": {"kind": "gru", "head": {"tie": False}}})
+    with pytest.raises(ValidationError, match=r"context.reset=stream"):
+        LMConfig.model_validate({"model": {"kind": "gpt2"}, "context": {"reset": "stream"}})
+    with pytest.raises(ValidationError, match=r"reference_width=30 is not a multiple of model.reference_heads=4"):
+        LMConfig.model_validate({"model": {"kind": "gpt2", "reference_width": 30}})
+    with pytest.raises(ValidationError, match=r"gpt2 needs data.max_tokens_per_doc"):
+        LMConfig.model_validate({"model": {"kind": "gpt2"}, "data": {"max_tokens_per_doc": None}})
+    assert LMConfig.model_validate({"model": {"kind": "gru"}, "data": {"max_tokens_per_doc": None}})

@@ -52,7 +52,7 @@ class LMDataConfig(Strict):
         "truncate", description="truncate: keep the first max_tokens_per_doc tokens; chunk: split a long "
         "document into pieces that stay in its split.")
     text: Literal["full", "first_turn"] = Field(
-        "full", description="What of each document is kept. full: everything (chat rows: every message's "
+        "full", json_schema_extra={"hash_neutral": True}, description="What of each document is kept. full: everything (chat rows: every message's "
         "content joined with one space). first_turn: chat rows (hf_dataset with `messages`, e.g. UltraChat) keep "
         "only the first user message, as the seed's untied 'embedding trained' arm did (cvfp-lm.md §9 row 1); "
         "every other document keeps its first paragraph, the first blank-line-separated block of at least 20 "
@@ -96,22 +96,21 @@ class HeadConfig(Strict):
     freeze: bool = Field(False, description="Untied head: freeze it in Phase 2.")
 
 
-class ReferenceConfig(Strict):
-    num_layers: int = Field(2, ge=1, description="model.kind gpt2/gru: layers of the reference core (GPT-2 blocks "
-                            "or GRU layers).")
-    num_heads: int = Field(4, ge=1, description="model.kind gpt2: attention heads (the width is a multiple of it).")
-    width: Optional[int] = Field(None, ge=1, description="model.kind gpt2/gru: hidden width of the core; null = "
-                                 "picked so that its parameter count is the closest to the CVFP TokenBlock's "
-                                 "(the CVFP arm's trainable budget, same embedding and head).")
-
-
 class LMModelConfig(Strict):
     kind: Literal["cvfp", "gpt2", "gru"] = Field(
         "cvfp", description="cvfp: the E案 ContextBlock + TokenBlock model; gpt2 / gru: a reference model on "
         "the same trainable budget (transformers' GPT2Model blocks over inputs_embeds, or torch.nn.GRU) between "
         "the same embedding (wte, embed_norm) and tied head, no Phase 1, every document from its start, trained "
-        "on batches of whole documents of about phase2.batch_size targets (model.reference sets its size).")
-    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+        "on batches of whole documents of about phase2.batch_size targets (model.reference_* set its size).",
+        json_schema_extra={"hash_neutral": True})
+    reference_layers: int = Field(2, ge=1, json_schema_extra={"hash_neutral": True}, description="model.kind "
+                                  "gpt2/gru: layers of the reference core (GPT-2 blocks or GRU layers).")
+    reference_heads: int = Field(4, ge=1, json_schema_extra={"hash_neutral": True}, description="model.kind gpt2: "
+                                 "attention heads (the width is a multiple of it).")
+    reference_width: Optional[int] = Field(
+        None, ge=1, json_schema_extra={"hash_neutral": True}, description="model.kind gpt2/gru: hidden width of "
+        "the core; null = picked so that its parameter count is the closest to the CVFP TokenBlock's (the CVFP "
+        "arm's trainable budget, same embedding and head); the summary records both counts.")
     num_layers: int = Field(6, ge=1, description="Layers in each of ContextBlock and TokenBlock.")
     context_multiplier: int = Field(1, ge=1, description="context_dim = embedding dim × this.")
     num_input_tokens: int = Field(1, ge=1, description="n: tokens concatenated into each input.")
@@ -225,6 +224,10 @@ class LMConfig(Strict):
                 raise ValueError(f"model.kind={m.kind} (a reference model) runs with a tied head, per-document "
                                  f"reset, one input token, no context ablation and no unfreezing; got "
                                  f"{', '.join(bad)}. Drop these overrides from the reference arm.")
+            if m.kind == "gpt2" and m.reference_width is not None and m.reference_width % m.reference_heads:
+                raise ValueError(f"model.reference_width={m.reference_width} is not a multiple of "
+                                 f"model.reference_heads={m.reference_heads}; pick a multiple, or leave the width "
+                                 "null to match the CVFP budget")
             if m.kind == "gpt2" and self.data.max_tokens_per_doc is None:
                 raise ValueError("model.kind=gpt2 needs data.max_tokens_per_doc (the length of its learned "
                                  "position table); set it, e.g. 512")

@@ -40,7 +40,7 @@ class GPT2Core(nn.Module):
         from transformers import GPT2Config, GPT2Model
 
         if width % num_heads:
-            raise ConfigError(f"GPT-2 reference width {width} is not a multiple of model.reference.num_heads="
+            raise ConfigError(f"GPT-2 reference width {width} is not a multiple of model.reference_heads="
                               f"{num_heads}. Pick a width divisible by num_heads (or leave width null).")
         config = GPT2Config(vocab_size=1, n_positions=max_positions, n_embd=width, n_layer=num_layers,
                             n_head=num_heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -162,9 +162,9 @@ class ReferenceLM(nn.Module):
         start = offsets[docs]                                                   # (D,)
         last = torch.zeros_like(docs).scatter_reduce(0, row, positions - offsets[doc], "amax")  # (D,)
         length = int(last.max()) + 1
-        if length > self.max_positions:
+        if self.kind == "gpt2" and length > self.max_positions:
             raise ConfigError(f"a document has {length} tokens, the {self.kind} reference was built for "
-                              f"{self.max_positions}: set data.max_tokens_per_doc (and keep it for every arm).")
+                              f"{self.max_positions} positions: set data.max_tokens_per_doc (the same for every arm).")
         grid = start[:, None] + torch.arange(length, device=device)            # (D, T)
         valid = torch.arange(length, device=device)[None, :] <= last[:, None]   # (D, T)
         tokens = ids[torch.where(valid, grid, start[:, None])]                  # (D, T), padding repeats token 0

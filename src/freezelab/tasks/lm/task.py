@@ -50,9 +50,10 @@ def reference_size(cfg: LMConfig, dim: int) -> dict[str, Any]:
     """The reference core's size: the configured width, or the one matching the CVFP TokenBlock's count."""
     from freezelab.tasks.lm.reference import core_params, match_width
 
-    r, kind = cfg.model.reference, cfg.model.kind
-    size = {"num_layers": r.num_layers, "num_heads": r.num_heads, "max_positions": cfg.data.max_tokens_per_doc or 1}
-    width = r.width or match_width(kind, cvfp_budget(cfg, dim), embed_dim=dim, **size)  # type: ignore[arg-type]
+    m, kind = cfg.model, cfg.model.kind
+    size = {"num_layers": m.reference_layers, "num_heads": m.reference_heads,
+            "max_positions": cfg.data.max_tokens_per_doc or 1}
+    width = m.reference_width or match_width(kind, cvfp_budget(cfg, dim), embed_dim=dim, **size)  # type: ignore[arg-type]
     return {**size, "width": width, "core_params": core_params(kind, embed_dim=dim, width=width, **size),  # type: ignore[arg-type]
             "cvfp_token_block_params": cvfp_budget(cfg, dim)}
 
