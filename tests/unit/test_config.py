@@ -95,6 +95,24 @@ def test_resolution_order_profile_arm_cli(tmp_path: Path) -> None:
         load_study(path, profile="full")
 
 
+def test_a_profile_may_run_a_subset_of_the_arms(tmp_path: Path) -> None:
+    study = _study()
+    study["arms"].update(b={"overrides": {"phase2.lr": 0.2}}, c={})
+    study["profiles"] = {"quick": {"arms": ["a", "c"]}, "bad": {"arms": ["c", "zz"]}}
+    path = _write(tmp_path, study)
+    assert list(load_study(path).arms) == ["a", "b", "c"]
+    assert list(load_study(path, profile="quick").arms) == ["a", "c"]
+    with pytest.raises(ConfigError, match=r"(?s)profiles.bad.arms: zz.*not an arm of the study.*"
+                                          r"the reference arm must be in"):
+        load_study(path, profile="bad")
+
+
+def test_the_shipped_quick_demo_leaves_the_reference_model_out() -> None:
+    path = next(p for p in EXAMPLES if p.name == "embedding-freeze.yaml")
+    assert "gpt2_reference" in load_study(path).arms
+    assert "gpt2_reference" not in load_study(path, profile="quick").arms
+
+
 def test_reference_arm_unique(tmp_path: Path) -> None:
     study = _study()
     study["arms"]["b"] = {"reference": True}

@@ -275,6 +275,14 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
                 config=resolved, diff_from_base=config_diff(base, resolved),
                 expected_params=arm.expected_params.model_dump() if arm.expected_params else None,
                 allow_confound=tuple(arm.allow_confound))
+    chosen = spec.profiles[profile].arms if spec is not None and profile in spec.profiles else None
+    if chosen is not None and spec is not None:
+        where = f"{path}: profiles.{profile}.arms"
+        problems += [Problem(where, a, "", f"not an arm of the study (arms: {', '.join(spec.arms)})")
+                     for a in chosen if a not in spec.arms]
+        if spec.reference_arm not in chosen:
+            problems.append(Problem(where, spec.reference_arm, "", "the reference arm must be in the profile's arms"))
+        arms = {name: arm for name, arm in arms.items() if name in chosen}
     lines = list(dict.fromkeys(str(p) for p in problems))  # each problem once, in file order
     if lines or spec is None or base is None:
         raise ConfigError(f"{len(lines)} problem(s) in the study:\n  " + "\n  ".join(lines))

@@ -269,6 +269,8 @@ class ArmConfig(Strict):
 class ProfileConfig(Strict):
     description: str = Field("", description="What the profile is for.")
     seeds: Optional[list[int]] = Field(None, description="Replaces the study's seeds under this profile.")
+    arms: Optional[list[str]] = Field(None, description="The arms this profile runs, reference included (default: "
+                                      "every arm), e.g. a quick profile that leaves out a slow arm.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted keys applied to base.")
 
 
