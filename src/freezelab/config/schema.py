@@ -52,7 +52,8 @@ class LMDataConfig(Strict):
         "truncate", description="truncate: keep the first max_tokens_per_doc tokens; chunk: split a long "
         "document into pieces that stay in its split.")
     text: Literal["full", "first_turn"] = Field(
-        "full", json_schema_extra={"hash_neutral": True}, description="What of each document is kept. full: everything (chat rows: every message's "
+        "full", json_schema_extra={"hash_neutral": True}, description="What of each document is kept. full: "
+        "everything (chat rows: every message's "
         "content joined with one space). first_turn: chat rows (hf_dataset with `messages`, e.g. UltraChat) keep "
         "only the first user message, as the seed's untied 'embedding trained' arm did (cvfp-lm.md §9 row 1); "
         "every other document keeps its first paragraph, the first blank-line-separated block of at least 20 "
