@@ -102,11 +102,15 @@ class Group:
         return "corrected" if not self.options else "original" if len(self.options) >= len(FAITHFUL) else "partial"
 
 
-def _get(config: dict[str, Any], dotted: str) -> Any:
+def get_key(config: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted key of a resolved config (None when absent)."""
     node: Any = config
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
+
+
+_get = get_key
 
 
 def protocol(run: Run) -> tuple[str, ...]:
@@ -121,24 +125,43 @@ def role(run: Run) -> tuple[Any, Any]:
 
 
 def protocol_groups(study: Study) -> list[Group]:
-    """The study's protocols, the reference's first; [] unless a time-series study ran more than one."""
+    """The study's protocols, the reference's first; [] unless a time-series study ran more than one (an LM
+    study: its protocol and evaluation-data groups, report/lm_replication.py)."""
+    if study.task == "lm":
+        from freezelab.report.lm_replication import lm_groups
+
+        return lm_groups(study)
     if study.task != "timeseries":
         return []
     first = {arm: next((r for r in study.arm_runs(arm) if r.config), None) for arm in study.arms}
+    ref_run = first.get(study.reference)
+    if ref_run is None:
+        return []
+    ref_role = role(ref_run)
+
+    def pick(arms: list[str]) -> str:
+        return next((a for a in arms if first[a] is not None and role(first[a]) == ref_role), arms[0])  # type: ignore[arg-type]
+
+    return split_by(study, protocol, pick, first)
+
+
+def split_by(study: Study, key_of: Any, pick_reference: Any, first: dict[str, Run | None]) -> list[Group]:
+    """Arms grouped by ``key_of(run)`` of their first run, the study reference's group first (its reference
+    kept), every other group with ``pick_reference(arms)``; [] when there is only one group."""
     by: dict[tuple[str, ...], list[str]] = {}
     ref_run = first.get(study.reference)
+    if ref_run is None:
+        return []
     for arm in study.arms:
         run = first[arm]
-        key = protocol(run) if run is not None else (protocol(ref_run) if ref_run is not None else ())
-        by.setdefault(key, []).append(arm)
-    if len(by) < 2 or ref_run is None:
+        by.setdefault(key_of(run) if run is not None else key_of(ref_run), []).append(arm)
+    if len(by) < 2:
         return []
-    ref_key, ref_role = protocol(ref_run), role(ref_run)
+    ref_key = key_of(ref_run)
     groups = []
     for key in sorted(by, key=lambda k: k != ref_key):
         arms = by[key]
-        ref = study.reference if key == ref_key else next(
-            (a for a in arms if first[a] is not None and role(first[a]) == ref_role), arms[0])  # type: ignore[arg-type]
+        ref = study.reference if key == ref_key else pick_reference(arms)
         sub = replace(study, runs=[r for r in study.runs if r.arm in arms], arms=arms, reference=ref,
                       superseded=[r for r in study.superseded if r.arm in arms],
                       problems=study.problems if key == ref_key else [])
@@ -159,7 +182,7 @@ def other_warnings(groups: list[Group]) -> list[Finding]:
 
     out = []
     for g in groups[1:]:
-        out += masking_findings(g.study)
+        out += masking_findings(g.study) if g.study.task == "timeseries" else []
     return out
 
 
@@ -309,6 +332,10 @@ def replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
 
     if len(groups) < 2:
         return []
+    if ctx.study.task == "lm":
+        from freezelab.report.lm_replication import lm_replication_section
+
+        return lm_replication_section(ctx, groups)
     lang = ctx.lang
     blocks: list[doc.Block] = [doc.Heading(2, _t(lang, "title")),
                                doc.Para(_t(lang, "intro", n=len(groups), seed=SEED_RUN))]
@@ -337,6 +364,10 @@ def replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
 
 def replication_json(ctx: Any, groups: list[Group]) -> dict[str, Any]:
     """Machine-readable claims: per protocol holds (true/false/null) and the evidence text."""
+    if ctx.study.task == "lm":
+        from freezelab.report.lm_replication import lm_replication_json
+
+        return lm_replication_json(groups)
     return {"protocols": [{"kind": g.kind, "options": list(g.options), "arms": g.arms, "reference": g.reference}
                           for g in groups],
             "claims": [{"claim": c["claim"], "survives": c["survives"],
