@@ -82,8 +82,8 @@ def test_the_decomposition_recovers_the_planted_effects(study):
     parts, missing = decompose(analyse_groups(lm_groups(load_study(study))))
     by = {p.key: p for p in parts}
     assert not missing and list(by) == ["as_run", "identical", "data", "freezing", "head"]
-    expected = {"as_run": _log_ratio("c_seed_tied", "e_as_run"), "identical": _log_ratio("c_seed_tied", "d_seed_untied"),
-                "freezing": _log_ratio("a_ref", "b_trainable")}
+    expected = {"as_run": _log_ratio("c_seed_tied", "e_as_run"),
+                "identical": _log_ratio("c_seed_tied", "d_seed_untied"), "freezing": _log_ratio("a_ref", "b_trainable")}
     expected["data"] = expected["as_run"] - expected["identical"]
     expected["head"] = expected["identical"] - expected["freezing"]
     for key, value in expected.items():
