@@ -43,7 +43,8 @@ def build(cfg: LMConfig, emb: LoadedEmbedding) -> LMData:
                        doc_mode=d.doc_mode, text=d.text)
     data = build_lm_data(texts, emb.tokenizer, n_val_docs=d.n_val_docs, n_test_docs=d.n_test_docs,
                          max_train_docs=d.max_train_docs, max_tokens_per_doc=d.max_tokens_per_doc,
-                         overflow=d.overflow, data_seed=d.data_seed, add_eos=d.add_eos, shuffle_docs=not streamed)
+                         overflow=d.overflow, data_seed=d.data_seed, add_eos=d.add_eos, shuffle_docs=not streamed,
+                         split=d.split)
     if data.vocab_size > emb.vocab_size:
         raise ValueError(f"tokenizer vocabulary {data.vocab_size} exceeds the embedding's {emb.vocab_size} rows")
     return data

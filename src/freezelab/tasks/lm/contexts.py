@@ -69,16 +69,23 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
     tracker.live.phase("phase1", total=cfg.phase1.max_iterations, unit="iteration")
 
     stats_of: dict[int, dict[str, Any]] = {}  # train_phase1 reports an iteration's stats, then its contexts
+    legacy: dict[str, float] = {}
+    exact_method: Literal["sequential", "jacobi"] = "jacobi" if is_stream(cfg) else "sequential"
 
     def on_iteration(stats: dict[str, Any]) -> None:
         stats_of[stats["iteration"]] = stats
 
-    def on_contexts(k: int, c_train: torch.Tensor) -> None:
-        """One metrics line per iteration: the procedure's stats plus train/val ER on the same rows."""
-        c_val, _, _ = p1.exact_contexts(model.context_block, x_val, offs["val"], pcfg, all_layers=False)
+    def on_contexts(k: int, c_iterate: torch.Tensor) -> None:
+        """One metrics line per iteration: the procedure's stats, train/val ER of the same kind of contexts (exact,
+        noise-free, of the parameters now) on the same rows, and the original's ER of the iterate C^k."""
+        c_train, _, _ = p1.exact_contexts(model.context_block, x_train, offs["train"], pcfg, all_layers=False,
+                                          method=exact_method)
+        c_val, _, _ = p1.exact_contexts(model.context_block, x_val, offs["val"], pcfg, all_layers=False,
+                                        method=exact_method)
         stats = stats_of.pop(k, {})
-        tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k,
-                     **effective_ranks(c_train, c_val, rows=rows, seed=seed),
+        legacy["er_legacy"] = er_legacy(c_iterate, seed)  # the last one is the summary's (C^K)
+        tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k, "train/er_legacy": legacy["er_legacy"],
+                     **effective_ranks(c_train, c_val, rows=rows, seed=seed, er=cfg.phase1.er),
                      **{f"phase1/{n}": v for n, v in stats.items() if n != "iteration" and v is not None}}, step=k)
         tracker.live.step(done=k + 1, items=x_train.shape[0] if k else 0, loss=stats.get("cvfp_loss"))
         bar.update(1)
@@ -91,7 +98,7 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
     summary = {"enabled": True, "iterations": result.iterations, "max_iterations": cfg.phase1.max_iterations,
                "converged_ratio": result.converged_ratio, "converged_tokens": result.converged_tokens,
                "converged": result.converged, "stopped_early": result.stopped_early,
-               "seconds": result.seconds, "final_method": result.final_method}
+               "seconds": result.seconds, "final_method": result.final_method, **legacy}
     log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations in {result.seconds:.1f}s, "
         f"{result.converged_ratio:.1%} of tokens converged ({result.converged_tokens:,}), "
         f"{'converged' if result.converged else 'not converged'}{', stopped early' if result.stopped_early else ''}"
@@ -117,19 +124,30 @@ def compute_contexts(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits)
     return out
 
 
-def effective_ranks(c_train: torch.Tensor, c_val: torch.Tensor, *, rows: int, seed: int,
-                    tag: str = "iteration") -> dict[str, Any]:
-    """Centred ER and participation ratio of train and val contexts on the same number of seeded rows,
-    plus the faithful (uncentred, up to 10,000 rows) train ER, all as fractions of d_c (cvfp-lm.md §4)."""
+def effective_ranks(c_train: torch.Tensor, c_val: torch.Tensor, *, rows: int, seed: int, tag: str = "iteration",
+                    er: Literal["centred_fixed", "legacy"] = "centred_fixed") -> dict[str, Any]:
+    """Effective rank (``phase1.er``) and the participation ratio of train and val contexts of the same kind,
+    as fractions of d_c (cvfp-lm.md §4).
+
+    ``centred_fixed``: centred, the same number of seeded rows for both splits (PR from the same rows);
+    ``legacy``: the original's uncentred ER on min(N, 10,000) rows (PR stays the centred one).
+    """
     from freezelab.tasks.lm.rank import effective_rank_centred, effective_rank_legacy
 
     out: dict[str, Any] = {"er_rows": rows}
     for split, c in (("train", c_train), ("val", c_val)):
-        er = effective_rank_centred(c, rows=rows, generator=torch_generator(seed, "er", tag, split))
-        out[f"{split}/er"], out[f"{split}/pr"] = er["er_frac"], er["pr_frac"]
-    legacy = effective_rank_legacy(c_train, generator=torch_generator(seed, "er", "legacy"))
-    out["train/er_legacy"] = legacy / c_train.shape[1]
+        cen = effective_rank_centred(c, rows=rows, generator=torch_generator(seed, "er", tag, split))
+        out[f"{split}/pr"] = cen["pr_frac"]
+        out[f"{split}/er"] = (cen["er_frac"] if er == "centred_fixed" else effective_rank_legacy(
+            c, generator=torch_generator(seed, "er", "legacy", tag, split)) / c.shape[1])
     return out
+
+
+def er_legacy(c: torch.Tensor, seed: int) -> float:
+    """The original's number (uncentred ER / d_c on up to 10,000 rows) of Phase-1 iterates C^k (cvfp-lm.md §4)."""
+    from freezelab.tasks.lm.rank import effective_rank_legacy
+
+    return effective_rank_legacy(c, generator=torch_generator(seed, "er", "legacy")) / c.shape[1]
 
 
 @torch.no_grad()
@@ -141,12 +159,38 @@ def context_diagnostics(model: CVFPModel, cfg: LMConfig, contexts: Splits, ids: 
 
     c_train, c_val = contexts["train"][:, -1].float(), contexts["val"][:, -1].float()
     rows = min(cfg.phase1.er_rows, c_train.shape[0], c_val.shape[0])
-    out: dict[str, Any] = {"er_rows": rows}
+    out: dict[str, Any] = {"er_rows": rows, "er": cfg.phase1.er}
     if not context_needs(cfg).context_block:  # an unused block: nothing of it reaches the model
         return out
-    out.update(effective_ranks(c_train, c_val, rows=rows, seed=seed, tag="final"))
+    out.update(effective_ranks(c_train, c_val, rows=rows, seed=seed, tag="final", er=cfg.phase1.er))
     x = token_inputs_all(model, ids["val"], window_offsets(cfg, offs["val"]))
     if x.shape[0] >= 16:
         out["memory_horizon"] = memory_horizon(model.context_block, x, horizons=16,
                                                generator=torch_generator(seed, "memory_horizon"))
     return out
+
+
+# ----------------------------------------------------------------------------- context.cache: per_epoch
+SOURCES = ("wte.", "embed_norm.", "context_block.")  # the tensors the contexts are computed from
+
+
+def moving_sources(model: CVFPModel) -> dict[str, torch.Tensor]:
+    """Copies of the trainable tensors the contexts depend on (wte, embed_norm when they train): what a run
+    resumed inside an epoch needs to rebuild that epoch's contexts (frozen sources have not moved since)."""
+    return {k: p.detach().clone() for k, p in model.named_parameters() if k.startswith(SOURCES) and p.requires_grad}
+
+
+@torch.no_grad()
+def refresh_contexts(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, contexts: Splits,
+                     splits: tuple[str, ...], *, sources: dict[str, torch.Tensor] | None = None) -> None:
+    """``context.cache: per_epoch``: recompute ``splits`` of ``contexts`` in place from the current parameters
+    (the original's drifting contexts), or from ``sources`` (context-source tensors saved at an epoch start,
+    swapped in for the computation only: a run resumed inside an epoch gets that epoch's contexts)."""
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items() if sources and k in sources}
+    if sources:
+        model.load_state_dict(sources, strict=False)
+    try:
+        contexts.update(compute_contexts(model, cfg, {s: ids[s] for s in splits}, {s: offs[s] for s in splits}))
+    finally:
+        if saved:
+            model.load_state_dict(saved, strict=False)

@@ -26,11 +26,13 @@ from freezelab.tasks.lm.contexts import (  # noqa: F401  (compute_contexts ... a
     compute_contexts,
     context_diagnostics,
     is_stream,
+    moving_sources,
+    refresh_contexts,
     run_phase1,
     window_offsets,
 )
 from freezelab.tasks.lm.model import CVFPModel
-from freezelab.tracking.checkpoints import BEST, Checkpoints, restore_training_state, training_state
+from freezelab.tracking.checkpoints import BEST, STATE, Checkpoints, restore_training_state, training_state
 from freezelab.tracking.items import MODEL, metric, write_items
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
@@ -177,6 +179,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     sched = controller.build_scheduler(opt, c2.lr)
     controller.check_layout(opt, when="at the start of phase 2")                     # I4, at construction
     stream = is_stream(cfg)
+    per_epoch = cfg.context.cache == "per_epoch"  # contexts recomputed from the current parameters (faithful)
+    contexts = dict(contexts)
+    epoch_sources: dict[str, torch.Tensor] = {}  # per_epoch: the moving context sources at the epoch start
     train_pos = target_positions(offs["train"], stream=stream)
     n_batches = len(epoch_batches(model, train_pos, offs["train"], cfg, seed=seed, epoch=1))
     frozen_checks: list[dict[str, Any]] = []  # I1: what was compared, when, and the outcome (summary.json)
@@ -194,6 +199,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                      counters={"step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
                                "dead": dead, "check_dead": phase.check_dead, "frozen_checks": frozen_checks})
         dirty = position["batch"] is None and best.epoch == position["epoch"]
+        tensors.update({f"ctx/{k}": v for k, v in epoch_sources.items()})  # this epoch's context sources
         ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
                     model=model)
 
@@ -208,6 +214,12 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         phase.check_dead = c["check_dead"]
         epoch, stopped, acc = at["epoch"], at["stopped"], resume["epoch_acc"]
         first = epoch if at["batch"] is not None else epoch + 1
+        if per_epoch and at["batch"] is not None:  # inside an epoch: its contexts come from its start's tensors
+            from freezelab.tracking.weights import read_weights
+
+            stored, _ = read_weights(ckpt.dir / STATE, ckpt.files[STATE])
+            epoch_sources = {k[4:]: v for k, v in stored.items() if k.startswith("ctx/")}
+            refresh_contexts(model, cfg, ids, offs, contexts, ("train",), sources=epoch_sources)
         log((f"resumed in epoch {epoch} after batch {at['batch']}" if at["batch"] is not None else
              f"resumed after epoch {epoch}") + f" (step {step})" + (", training had stopped" if stopped else ""))
     tracker.live.phase("phase2", total=c2.max_epochs * n_batches, epochs=c2.max_epochs, steps_per_epoch=n_batches,
@@ -224,6 +236,10 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                     best.reset_patience()
                 log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
             acc = {"batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            if per_epoch:
+                epoch_sources = moving_sources(model)
+                if epoch > 1:  # epoch 1's are Phase 1's, computed from these same tensors
+                    refresh_contexts(model, cfg, ids, offs, contexts, ("train",))
         model.train()
         batches = epoch_batches(model, train_pos, offs["train"], cfg, seed=seed, epoch=epoch)
         t_epoch = time.time() - acc["seconds"]
@@ -278,6 +294,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         tokens_seen += seen
         phase.check_frozen(model, f"at the end of epoch {epoch}", step=step)
         tracker.live.note("evaluating val")
+        if per_epoch:
+            refresh_contexts(model, cfg, ids, offs, contexts, ("val",))
         val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
                        autocast=fabric.autocast, token_bytes=token_bytes, stream=stream)
         train_loss = loss_sum / seen
@@ -299,6 +317,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             break
     best.restore(model)
     phase.check_frozen(model, "at the end of the run", step=step)
+    if per_epoch:  # the best epoch's own contexts
+        refresh_contexts(model, cfg, ids, offs, contexts, ("val", "test"))
     tracker.live.note("evaluating val and test at the best epoch")
     items: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
     evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,  # val items, best epoch

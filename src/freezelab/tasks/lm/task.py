@@ -142,9 +142,10 @@ def phase1_lines(p1: dict[str, Any], seconds: float) -> list[str]:
     if p1.get("restored"):
         lines.append("phase 1: restored from checkpoints/phase1.safetensors (a resumed run)")
     if "train/er" in p1:
-        lines.append(f"phase 1 contexts: effective rank train {p1['train/er']:.3f} / val {p1['val/er']:.3f} of d_c, "
-                     f"participation ratio {p1['train/pr']:.3f} / {p1['val/pr']:.3f} on {p1['er_rows']:,} rows "
-                     f"(uncentred train {p1['train/er_legacy']:.3f})")
+        legacy = f" (the original's ER of C^K {p1['er_legacy']:.3f})" if "er_legacy" in p1 else ""
+        lines.append(f"phase 1 contexts: effective rank ({p1.get('er', 'centred_fixed')}) train {p1['train/er']:.3f} "
+                     f"/ val {p1['val/er']:.3f} of d_c, participation ratio {p1['train/pr']:.3f} / "
+                     f"{p1['val/pr']:.3f} on {p1['er_rows']:,} rows{legacy}")
     horizon = p1.get("memory_horizon")
     if horizon:
         lines.append("phase 1 memory horizon (distance after j tokens, j = 1, 2, 4, 8, 16): "
@@ -200,8 +201,9 @@ class LMTask:
         ctx.log(f"embedding {cfg.embedding.source}: V={emb.vocab_size} d={emb.dim} sha256={emb.sha256}")
         data, baselines = load_lm_data(cfg, emb, ctx.cache_dir, log=ctx.log)
         budget = {"phase2": cfg.phase2.model_dump(exclude={"unfreeze"}), "phase1_max": cfg.phase1.max_iterations}
+        er = {"er": cfg.phase1.er} if cfg.phase1.er != "centred_fixed" else {}  # today's eval hash unchanged
         facts["hashes"] = {"data_hash": data.data_hash, "split_hash": data.split_hash,
-                           "eval_hash": hash_json({"split": data.split_hash, "er_rows": cfg.phase1.er_rows}),
+                           "eval_hash": hash_json({"split": data.split_hash, "er_rows": cfg.phase1.er_rows, **er}),
                            "budget_hash": hash_json(budget), "pretrained_hash": emb.sha256}
         facts["data"] = {"source": cfg.data.source, "train_docs": data.train.n_docs, "val_docs": data.val.n_docs,
                          "test_docs": data.test.n_docs, "train_tokens": data.train.n_tokens,
