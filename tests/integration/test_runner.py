@@ -219,3 +219,19 @@ def test_ray_executor_runs_each_run_as_a_task_and_skips_finished_ones(write_stud
     assert "PretrainedUnavailableError" in first[2].message
     assert [o.status for o in again] == ["skipped", "skipped", "failed"]
     assert read_json(_run_dir(tmp_path / "out", "trainable") / "summary.json")["status"] == "succeeded"
+
+
+def test_the_online_lm_replication_study_validates_and_inspect_names_the_hub_offline() -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = ROOT / "examples" / "replicate-embedding-freeze.yaml"
+    study = load_study(path)  # validation needs no network
+    assert {"seed_tied_frozen", "seed_untied_zero_head", "seed_untied_first_turn"} <= set(study.arms)
+    exe = Path(sys.executable).with_name("freezelab")
+    res = subprocess.run([str(exe), "inspect", str(path)], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert res.returncode == 2
+    assert "Pretrained model 'gpt2' could not be loaded" in res.stderr + res.stdout
+    assert "HF_HUB_OFFLINE=1" in res.stderr + res.stdout
