@@ -104,7 +104,7 @@ def test_the_section_labels_cross_item_rows_descriptive_and_keeps_the_main_analy
     assert "descriptive" in rows["As-run gap (the seed's comparison)"]
     assert "-70." in rows["As-run gap (the seed's comparison)"] and "seed: -71.9%" in rep
     assert "descriptive" in rows["Data confound (as-run − identical)"]
-    assert "paired on 3 seeds' items: better" in rows["Freezing itself (corrected protocol)"]
+    assert "paired on 3 seeds' items: `a_ref` better" in rows["Freezing itself (corrected protocol)"]
     assert "-25." in rows["Left on identical data (head + freezing)"]
     ja = (study / "report.ja.md").read_text(encoding="utf-8")
     assert "−72 % PPL の内訳" in ja and "記述のみ" in ja

@@ -40,8 +40,9 @@ STRINGS: dict[str, dict[str, str]] = {
     "en": {
         "title": "Replication: how the seed's −72 % PPL decomposes",
         "intro": "The seed reported −71.9 % val PPL for its frozen tied head ({tied} on full conversations) against an \"embedding trained\" arm ({untied}) that was an untied zero-init head with bias trained on first user turns, with its own validation rows and a full-N diversity term (cvfp-lm.md §9 row 1). The arms below are grouped by protocol and evaluation data; a comparison inside a group is paired on the same items and carries the report's interval (Holm, as in the comparison section) and verdict; a comparison across groups was scored on different items and is descriptive only. Δ is the change of the first arm's {metric} against the second's.",  # noqa: E501
-        "group_line": "**{name}** ({options}; data `{data}`): {arms}.",
+        "group_line": "**{name}** ({options}; split/eval hashes `{data}`): {arms}.",
         "seed_protocol": "seed protocol", "corrected": "corrected protocol", "no_options": "no faithful option",
+        "full_text": "full text", "first_turns": "first turns",
         "h_part": "Component", "h_arms": "Arms (first vs second)", "h_delta": "Δ", "h_ci": "Interval",
         "h_reading": "Reading",
         "as_run": "As-run gap (the seed's comparison)", "identical": "Left on identical data (head + freezing)",
@@ -49,24 +50,25 @@ STRINGS: dict[str, dict[str, str]] = {
         "head": "Head and protocol (identical − freezing)",
         "descriptive": "descriptive: scored on different items, no verdict",
         "seed_value": "seed: -71.9%", "missing": "arm missing",
-        "paired": "paired on {n} seeds' items: {verdict}",
-        "reading": "**Reading:** of the as-run gap {as_run}, {identical} is left when both heads see identical data (paired), so about {data} of it came from the data (text format, volume and validation rows); under the corrected protocol, freezing the tied embedding itself changes {metric} by {freezing}.",  # noqa: E501
+        "paired": "paired on {n} seeds' items: `{arm}` {verdict}",
+        "reading": "**Reading:** of the as-run gap ({as_run}), {identical} is left when both heads see identical data (paired); the rest, {data} (the ratios multiply), is the data confound: text format, volume and validation rows, {share} of the gap in log {metric}. Under the corrected protocol, freezing the tied embedding itself changes {metric} by {freezing}.",  # noqa: E501
         "partial": "**Reading:** some arms of the decomposition are missing ({missing}); the rows without them are left out.",  # noqa: E501
         "group_title": "Group {name}: arms vs `{ref}`",
     },
     "ja": {
         "title": "再現: 元の研究の −72 % PPL の内訳",
         "intro": "元の研究は、凍結した重み共有ヘッド（会話全文、{tied}）と「Embedding を学習」したアーム（{untied}）を比べて val PPL −71.9 % と報告した。後者は実際には、最初のユーザー発話だけで学習したゼロ初期化・バイアス付きの非共有ヘッドで、検証行も別、Phase 1 の多様性項も全 N 行だった（cvfp-lm.md §9 行 1）。以下のアームはプロトコルと評価データごとにまとめる。同じグループ内の比較は同じ評価項目で対応がとれ、本レポートの区間（比較分析と同じ Holm）と判定を持つ。グループをまたぐ比較は別の項目で採点されているため記述のみ。Δ は 1 番目のアームの {metric} の 2 番目に対する変化。",  # noqa: E501
-        "group_line": "**{name}**（{options}、データ `{data}`）: {arms}。",
+        "group_line": "**{name}**（{options}、split/eval ハッシュ `{data}`）: {arms}。",
         "seed_protocol": "元のプロトコル", "corrected": "修正版プロトコル", "no_options": "再現オプションなし",
+        "full_text": "全文", "first_turns": "最初の発話",
         "h_part": "成分", "h_arms": "アーム（1 番目 対 2 番目）", "h_delta": "Δ", "h_ci": "区間", "h_reading": "読み",
         "as_run": "実行時の差（元の研究の比較）", "identical": "同一データで残る差（ヘッド + 凍結）",
         "data": "データの交絡（実行時 − 同一データ）", "freezing": "凍結そのもの（修正版プロトコル）",
         "head": "ヘッドとプロトコル（同一データ − 凍結）",
         "descriptive": "記述のみ: 別の項目で採点、判定なし",
         "seed_value": "元の研究: -71.9%", "missing": "アームなし",
-        "paired": "{n} シードの項目で対応: {verdict}",
-        "reading": "**読み:** 実行時の差 {as_run} のうち、両ヘッドが同一データを見ると {identical} が残る（対応あり）。したがって約 {data} はデータ（テキスト形式・量・検証行）による。修正版プロトコルでは、重み共有 Embedding の凍結そのものが {metric} を {freezing} 変える。",  # noqa: E501
+        "paired": "{n} シードの項目で対応: `{arm}` が{verdict}",
+        "reading": "**読み:** 実行時の差（{as_run}）のうち、両ヘッドが同一データを見ると {identical} が残る（対応あり）。残り {data}（比は掛け合わされる）はデータの交絡（テキスト形式・量・検証行）で、log {metric} で差の {share}。修正版プロトコルでは、重み共有 Embedding の凍結そのものが {metric} を {freezing} 変える。",  # noqa: E501
         "partial": "**読み:** 内訳に必要なアームの一部がない（{missing}）。それを使う行は省いた。",
         "group_title": "グループ {name}: アーム 対 `{ref}`",
     },
@@ -210,8 +212,17 @@ def _pct(x: float) -> str:
     return doc.pct(math.expm1(x) * 100) if math.isfinite(x) else "—"
 
 
+def _share(part: float, whole: float) -> str:
+    """A part of a log gap as a share of it, e.g. 76 %."""
+    return f"{100 * part / whole:.0f} %" if math.isfinite(part) and abs(whole) > 1e-12 else "—"
+
+
 def _group_name(lang: str, g: Group) -> str:
-    return _t(lang, "seed_protocol" if any(not o.startswith("data=") for o in g.options) else "corrected")
+    """'seed protocol, first turns', 'corrected protocol, full text', ...: what tells the groups apart."""
+    run = next((r for r in g.study.runs if r.config), None)
+    text = "first_turns" if run is not None and get_key(run.config, "data.text") == "first_turn" else "full_text"
+    name = "seed_protocol" if any(not o.startswith("data=") for o in g.options) else "corrected"
+    return f"{_t(lang, name)}{'、' if lang == 'ja' else ', '}{_t(lang, text)}"
 
 
 def lm_replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
@@ -237,7 +248,7 @@ def lm_replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
     for p in parts:
         if p.paired:
             ci = doc.interval(p.lo, p.hi, _pct)
-            reading = _t(lang, "paired", n=p.n, verdict=t(lang, f"v_{p.verdict}"))
+            reading = _t(lang, "paired", n=p.n, arm=p.arms[0], verdict=t(lang, f"v_{p.verdict}"))
         else:
             ci, reading = "—", _t(lang, "descriptive")
         if p.key == "as_run":
@@ -250,7 +261,8 @@ def lm_replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
     if all(k in by for k in ("as_run", "identical", "data", "freezing")):
         blocks.append(doc.Para(_t(lang, "reading", as_run=_pct(by["as_run"].log_delta),
                                   identical=_pct(by["identical"].log_delta), data=_pct(by["data"].log_delta),
-                                  freezing=_pct(by["freezing"].log_delta), metric=m.key)))
+                                  freezing=_pct(by["freezing"].log_delta), metric=m.key,
+                                  share=_share(by["data"].log_delta, by["as_run"].log_delta))))
     elif missing:
         blocks.append(doc.Para(_t(lang, "partial", missing=", ".join(missing))))
     for g in groups[1:]:
