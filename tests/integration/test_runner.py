@@ -200,6 +200,32 @@ def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_one
     assert a["test"] == b["test"] and a["best"] == b["best"] and a["steps"] == b["steps"]
 
 
+def test_a_killed_reference_model_run_resumes_bit_for_bit(write_study, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from freezelab.tracking.checkpoints import Checkpoints
+
+    path = write_study({"gru": {"reference": True, "overrides": {"model.kind": "gru"}}}, base=None)
+    _run(path, tmp_path / "whole")
+    real = Checkpoints.commit
+
+    def killed_after_epoch_2(self, state: dict, **kw) -> None:
+        real(self, state, **kw)
+        if state["position"] == {**state["position"], "epoch": 2, "batch": None}:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(Checkpoints, "commit", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(path, tmp_path / "cut")
+    monkeypatch.setattr(Checkpoints, "commit", real)
+    assert _run(path, tmp_path / "cut") == {"gru/0": "succeeded"}
+    run_dir = _run_dir(tmp_path / "cut", "gru")
+    assert "resumed after epoch 2" in (run_dir / "logs" / "run.log").read_text()
+    rows = {out: [(r["train/loss"], r["val/loss"]) for r in read_jsonl(_run_dir(out, "gru") / "metrics.jsonl")
+                  if r["kind"] == "epoch"] for out in (tmp_path / "whole", tmp_path / "cut")}
+    assert rows[tmp_path / "cut"] == rows[tmp_path / "whole"] and len(rows[tmp_path / "whole"]) == 3
+    a, b = (read_json(_run_dir(out, "gru") / "summary.json") for out in (tmp_path / "whole", tmp_path / "cut"))
+    assert a["test"] == b["test"] and a["params"]["matched"] == b["params"]["matched"]
+
+
 def test_ray_executor_runs_each_run_as_a_task_and_skips_finished_ones(write_study, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")  # in the dev extra; optional for users
     from freezelab.experiment.ray_executor import run_plan_ray
