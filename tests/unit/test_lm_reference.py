@@ -126,8 +126,10 @@ def test_it_learns_with_the_tied_embedding_frozen(kind: str, one_thread: None) -
 def test_reference_config_errors_say_what_to_change() -> None:
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match=r"model.kind=gru \(a reference model\).*model.head.tie=False"):
+    with pytest.raises(ValidationError, match=r"model.kind=gru \(a reference model.*model.head.tie=False"):
         LMConfig.model_validate({"model": {"kind": "gru", "head": {"tie": False}}})
+    with pytest.raises(ValidationError, match=r"context.cache=per_epoch"):
+        LMConfig.model_validate({"model": {"kind": "gru"}, "context": {"cache": "per_epoch"}})
     with pytest.raises(ValidationError, match=r"context.reset=stream"):
         LMConfig.model_validate({"model": {"kind": "gpt2"}, "context": {"reset": "stream"}})
     with pytest.raises(ValidationError, match=r"reference_width=30 is not a multiple of model.reference_heads=4"):

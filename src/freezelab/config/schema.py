@@ -242,10 +242,12 @@ class LMConfig(Strict):
                 ("model.head.tie", m.head.tie, m.head.tie), ("context.reset", self.context.reset,
                  self.context.reset == "per_document"), ("model.num_input_tokens", m.num_input_tokens,
                  m.num_input_tokens == 1), ("model.use_context", m.use_context, m.use_context),
-                ("phase2.unfreeze", self.phase2.unfreeze, self.phase2.unfreeze is None)) if not ok]
+                ("phase2.unfreeze", self.phase2.unfreeze, self.phase2.unfreeze is None),
+                ("context.cache", self.context.cache, self.context.cache == "once")) if not ok]
             if bad:
-                raise ValueError(f"model.kind={m.kind} (a reference model) runs with a tied head, per-document "
-                                 f"reset, one input token, no context ablation and no unfreezing; got "
+                raise ValueError(f"model.kind={m.kind} (a reference model, no contexts) runs with a tied head, "
+                                 "per-document reset, one input token, no context ablation or cache, no unfreezing; "
+                                 f"got "
                                  f"{', '.join(bad)}. Drop these overrides from the reference arm.")
             if m.kind == "gpt2" and m.reference_width is not None and m.reference_width % m.reference_heads:
                 raise ValueError(f"model.reference_width={m.reference_width} is not a multiple of "
