@@ -107,12 +107,22 @@ def match_width(kind: ReferenceKind, target: int, *, embed_dim: int, num_layers:
     return min((lo * step, hi * step), key=lambda w: abs(count(w) - target))
 
 
+class CoreOutput(nn.Module):
+    """The reference model's stand-in for the CVFP TokenBlock in the Phase-2 loop: ``token_inputs`` already ran
+    the core, so (contexts, h) -> h. No parameters."""
+
+    def forward(self, contexts: Tensor, h: Tensor) -> Tensor:
+        """(B, ...) ignored, (B, d_e) -> (B, d_e)."""
+        return h
+
+
 class ReferenceLM(nn.Module):
     """The shared embedding path and tied head around a reference core (see the module docstring).
 
     It offers the CVFP model's Phase-2 interface: ``token_inputs(ids, offsets, positions)`` returns the
-    core's output h at those positions (running each document they lie in from its start), and
-    ``forward(contexts, h)`` the logits (the contexts are ignored: there are none).
+    core's output h at those positions (running each document they lie in from its start),
+    ``token_block(contexts, h)`` passes it on and ``forward(contexts, h)`` gives the logits (the contexts are
+    ignored: there are none).
 
     Args:
         kind: ``gpt2`` or ``gru``.
@@ -140,6 +150,7 @@ class ReferenceLM(nn.Module):
                 torch.manual_seed(seed)  # the libraries initialise from the global RNG: seed it, then restore it
             self.core = build_core(kind, embed_dim=embed_dim, width=width, num_layers=num_layers,
                                    num_heads=num_heads, max_positions=max_positions)
+        self.token_block = CoreOutput()
 
     def embed(self, ids: Tensor) -> Tensor:
         """(...,) int64 -> (..., d_e): LN_e(wte[ids]), as in the CVFP model."""
@@ -182,7 +193,7 @@ class ReferenceLM(nn.Module):
 
     def forward(self, contexts: Tensor, x: Tensor) -> Tensor:
         """(B, ...) ignored, (B, d_e) core outputs -> (B, V) logits."""
-        return self.logits(x)
+        return self.logits(self.token_block(contexts, x))
 
     @torch.no_grad()
     def load_embedding_(self, weight: Tensor) -> None:
