@@ -52,3 +52,18 @@ def test_a_frozen_tensor_changed_mid_run_fails_it_and_is_recorded(write_study, t
     checks = inv["frozen_checks"][0]["checks"]
     assert [c["unchanged"] for c in checks] == [True, True, False]  # after step 1, epoch 1, epoch 2
     assert checks[-1]["changed"] == ["wte.weight"] and checks[-1]["digest"] != inv["frozen_checks"][0]["digest"]
+
+
+def test_inspect_counts_the_unused_context_block_of_a_no_context_arm() -> None:
+    from freezelab.config.schema import LMConfig
+    from freezelab.tasks.lm.task import LMTask
+
+    def counts(**model) -> dict:
+        cfg = LMConfig.model_validate({"embedding": {"source": "random", "vocab_size": 100, "dim": 8},
+                                       "model": {"num_layers": 2, **model}})
+        return LMTask().inspect(cfg.model_dump(mode="json"))
+    used, unused = counts(), counts(use_context=False)
+    block = 2 * ((8 + 8) * 8 + 8 + 2 * 8)                       # L · (d_c(d_c + d_e) + d_c + 2 d_c), spec §2
+    assert used["unused"] == 0 and unused["unused"] == block
+    assert unused["frozen"] == used["frozen"] - block and unused["total"] == used["total"]
+    assert unused["by_group"]["context_block"] == {"numel": block, "frozen": True, "unused": True}

@@ -257,3 +257,13 @@ def test_new_faithful_keys_keep_the_shipped_config_hashes_and_change_them_when_s
     for key, value in (("context.cache", "per_epoch"), ("data.split", "token_fraction"), ("phase1.er", "legacy")):
         changed = load_study(root / "examples" / "embedding-freeze.yaml", overrides=[f"{key}={value}"])
         assert make_plan(changed, arms=["tied_frozen"], seeds=[0])[0].config_hash[:8] != SHIPPED_HASHES["tied_frozen"]
+
+
+def test_new_lm_options_are_validated_with_the_key_and_the_fix(tmp_path: Path) -> None:
+    path = _write(tmp_path, _study(context={"cache": "per_epoch"}, model={"use_context": False}))
+    with pytest.raises(ConfigError, match=r"context.cache=per_epoch with model.use_context=false.*drop context.cache"):
+        load_study(path)
+    for key, bad, allowed in (("context", {"cache": "each_epoch"}, "once"), ("data", {"split": "tokens"}, "document"),
+                              ("phase1", {"er": "centred"}, "centred_fixed")):
+        with pytest.raises(ConfigError, match=rf"{key}\.{next(iter(bad))}.*{allowed}"):
+            load_study(_write(tmp_path, _study(**{key: bad})))

@@ -258,6 +258,9 @@ class LMConfig(Strict):
                                  "position table); set it, e.g. 512")
         if self.context.wraparound and self.context.reset != "stream":
             raise ValueError("context.wraparound=true needs context.reset=stream")
+        if self.context.cache == "per_epoch" and not self.model.use_context:
+            raise ValueError("context.cache=per_epoch with model.use_context=false: the contexts are 0 and "
+                             "nothing is recomputed; drop context.cache or set model.use_context=true")
         u = self.phase2.unfreeze
         if u is not None:
             if "embed" in u.groups and not self.embedding.freeze:

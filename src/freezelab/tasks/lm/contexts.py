@@ -70,7 +70,6 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
 
     stats_of: dict[int, dict[str, Any]] = {}  # train_phase1 reports an iteration's stats, then its contexts
     legacy: dict[str, float] = {}
-    exact_method: Literal["sequential", "jacobi"] = "jacobi" if is_stream(cfg) else "sequential"
 
     def on_iteration(stats: dict[str, Any]) -> None:
         stats_of[stats["iteration"]] = stats
@@ -78,10 +77,7 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
     def on_contexts(k: int, c_iterate: torch.Tensor) -> None:
         """One metrics line per iteration: the procedure's stats, train/val ER of the same kind of contexts (exact,
         noise-free, of the parameters now) on the same rows, and the original's ER of the iterate C^k."""
-        c_train, _, _ = p1.exact_contexts(model.context_block, x_train, offs["train"], pcfg, all_layers=False,
-                                          method=exact_method)
-        c_val, _, _ = p1.exact_contexts(model.context_block, x_val, offs["val"], pcfg, all_layers=False,
-                                        method=exact_method)
+        c_train, c_val = exact_train_val(model, cfg, x_train, x_val, offs)
         stats = stats_of.pop(k, {})
         legacy["er_legacy"] = er_legacy(c_iterate, seed)  # the last one is the summary's (C^K)
         tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k, "train/er_legacy": legacy["er_legacy"],
@@ -104,6 +100,25 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
         f"{'converged' if result.converged else 'not converged'}{', stopped early' if result.stopped_early else ''}"
         f"; contexts by {result.final_method}")
     return Phase1Outcome(iterations=result.iterations, summary=summary)
+
+
+@torch.no_grad()
+def exact_train_val(model: CVFPModel, cfg: LMConfig, x_train: torch.Tensor, x_val: torch.Tensor,
+                    offs: Splits) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final-layer exact, noise-free contexts of train and val from the current ContextBlock: (N, d_c) each.
+
+    Per document, both splits go through one batched recurrence (documents are independent), so measuring
+    train beside val costs about one pass of the longest document, not two.
+    """
+    pcfg = phase1_config(cfg)
+    block = model.context_block
+    if is_stream(cfg):
+        return (p1.exact_contexts(block, x_train, None, pcfg, all_layers=False, method="jacobi")[0],
+                p1.exact_contexts(block, x_val, None, pcfg, all_layers=False, method="jacobi")[0])
+    n = x_train.shape[0]
+    both = torch.cat([offs["train"], offs["val"][1:] + n])                    # (n_train + n_val + 1,)
+    c, _, _ = p1.exact_contexts(block, torch.cat([x_train, x_val]), both, pcfg, all_layers=False)
+    return c[:n], c[n:]
 
 
 @torch.no_grad()
