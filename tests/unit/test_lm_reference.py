@@ -137,3 +137,15 @@ def test_reference_config_errors_say_what_to_change() -> None:
     with pytest.raises(ValidationError, match=r"gpt2 needs data.max_tokens_per_doc"):
         LMConfig.model_validate({"model": {"kind": "gpt2"}, "data": {"max_tokens_per_doc": None}})
     assert LMConfig.model_validate({"model": {"kind": "gru"}, "data": {"max_tokens_per_doc": None}})
+
+
+def test_cvfp_batches_are_the_seeded_position_permutation_as_before() -> None:
+    from freezelab.utils.seeding import torch_generator
+
+    offsets = torch.tensor([0, 5, 30, 33, 60])
+    train_pos = target_positions(offsets)
+    cfg = LMConfig.model_validate({"phase2": {"batch_size": 7}})
+    order = torch.randperm(len(train_pos), generator=torch_generator(3, "phase2", "order", "2"))
+    want = [train_pos[order[s:s + 7]] for s in range(0, len(train_pos), 7)]
+    got = epoch_batches(None, train_pos, offsets, cfg, seed=3, epoch=2)
+    assert [b.tolist() for b in got] == [b.tolist() for b in want]
