@@ -68,10 +68,12 @@ def _csv(text: Optional[str], cast=str, option: str = "") -> Optional[list]:
     return values
 
 
-def _load(study_file: Path, profile: Optional[str], overrides: list[str], seeds: Optional[str]):
+def _load(study_file: Path, profile: Optional[str], overrides: list[str], seeds: Optional[str],
+          arms: Optional[list[str]] = None):
     from freezelab.config.load import load_study
 
-    return load_study(study_file, profile=profile, overrides=overrides, seeds=_csv(seeds, int, "--seeds"))
+    return load_study(study_file, profile=profile, overrides=overrides, seeds=_csv(seeds, int, "--seeds"),
+                      all_arms=bool(arms))
 
 
 def _fmt_int(n: Optional[int]) -> str:
@@ -153,8 +155,9 @@ def run(
     try:
         if gpus_per_run < 0:
             raise FreezelabError(f"--gpus-per-run must be >= 0 (a fraction shares a GPU), got {gpus_per_run}")
-        study = _load(study_file, profile, set_, seeds)
-        plan = make_plan(study, arms=_csv(arms, str, "--arms"))
+        chosen = _csv(arms, str, "--arms")
+        study = _load(study_file, profile, set_, seeds, chosen)  # --arms may name arms the profile leaves out
+        plan = make_plan(study, arms=chosen)
         # output_dir is relative to the study file; normpath turns examples/../runs/x into runs/x
         out_dir = out or Path(os.path.normpath(study.path.parent / study.spec.output_dir))
         if out_dir.exists() and not out_dir.is_dir():

@@ -102,6 +102,7 @@ def test_a_profile_may_run_a_subset_of_the_arms(tmp_path: Path) -> None:
     path = _write(tmp_path, study)
     assert list(load_study(path).arms) == ["a", "b", "c"]
     assert list(load_study(path, profile="quick").arms) == ["a", "c"]
+    assert list(load_study(path, profile="quick", all_arms=True).arms) == ["a", "b", "c"]  # run --arms b
     with pytest.raises(ConfigError, match=r"(?s)profiles.bad.arms: zz.*not an arm of the study.*"
                                           r"the reference arm must be in"):
         load_study(path, profile="bad")

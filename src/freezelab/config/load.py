@@ -209,7 +209,7 @@ def _parse_cli(items: list[str]) -> tuple[dict[str, Any], list[Problem]]:
 
 
 def load_study(path: str | Path, *, profile: str | None = None, overrides: list[str] | None = None,
-               seeds: list[int] | None = None) -> Study:
+               seeds: list[int] | None = None, all_arms: bool = False) -> Study:
     """Read, validate and resolve a study file.
 
     Args:
@@ -217,6 +217,7 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
         profile: a profile name from the file's ``profiles`` (e.g. ``quick``), or None.
         overrides: ``dotted.key=value`` strings applied to every arm (command line).
         seeds: replaces the study's seed list when given.
+        all_arms: keep every arm even when the profile lists a subset (``run --arms`` chooses its own).
 
     Returns:
         The validated ``Study`` with every arm resolved.
@@ -282,7 +283,8 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
                      for a in chosen if a not in spec.arms]
         if spec.reference_arm not in chosen:
             problems.append(Problem(where, spec.reference_arm, "", "the reference arm must be in the profile's arms"))
-        arms = {name: arm for name, arm in arms.items() if name in chosen}
+        if not all_arms:
+            arms = {name: arm for name, arm in arms.items() if name in chosen}
     lines = list(dict.fromkeys(str(p) for p in problems))  # each problem once, in file order
     if lines or spec is None or base is None:
         raise ConfigError(f"{len(lines)} problem(s) in the study:\n  " + "\n  ".join(lines))
