@@ -254,7 +254,8 @@ def test_new_faithful_keys_keep_the_shipped_config_hashes_and_change_them_when_s
 
     root = Path(__file__).parents[2]
     study = load_study(root / "examples" / "embedding-freeze.yaml")
-    assert {r.arm: r.config_hash[:8] for r in make_plan(study, seeds=[0])} == SHIPPED_HASHES
+    hashes = {r.arm: r.config_hash[:8] for r in make_plan(study, seeds=[0])}
+    assert {arm: h for arm, h in hashes.items() if arm in SHIPPED_HASHES} == SHIPPED_HASHES  # arms added later aside
     for key, value in (("context.cache", "per_epoch"), ("data.split", "token_fraction"), ("phase1.er", "legacy")):
         changed = load_study(root / "examples" / "embedding-freeze.yaml", overrides=[f"{key}={value}"])
         assert make_plan(changed, arms=["tied_frozen"], seeds=[0])[0].config_hash[:8] != SHIPPED_HASHES["tied_frozen"]
