@@ -152,6 +152,11 @@ class Phase2Config(Strict):
     order: Literal["shuffled", "contiguous"] = Field(
         "shuffled", description="shuffled positions (seeded per epoch), or contiguous chunks (the original).")
     eval_batch_size: int = Field(1024, ge=1, description="Positions per evaluation batch.")
+    loop: Literal["batched", "per_token"] = Field(
+        "batched", description="batched: one TokenBlock call per batch with a fused chunked cross-entropy "
+        "(freezelab). per_token: the original's loop, for timing parity only: every position forward and "
+        "backward alone (gradients accumulate over the batch, one Adam step per batch, a .item() sync per "
+        "token), and evaluation one position at a time; same losses within float rounding, ~30x slower.")
     unfreeze: Optional[UnfreezeConfig] = None
 
     @model_validator(mode="after")
@@ -210,6 +215,31 @@ PROTECTED_KEYS: dict[str, tuple[str, ...]] = {
     "lm": ("data", "phase2.max_epochs", "phase2.batch_size", "phase2.patience", "phase2.eval_batch_size",
            "phase2.order", "phase1.max_iterations", "phase1.er_rows", "runtime.precision"),
 }
+
+
+# Keys added after studies were first run, with the default that reproduces the earlier behaviour: a
+# resolved config holding that default hashes as if the key did not exist, so existing run ids stay valid.
+HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lm": {"phase2.loop": "batched"},
+}
+
+
+def hashed_config(task: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as the config hash sees it: keys of ``HASH_NEUTRAL_DEFAULTS`` at their neutral
+    default are left out (a copy; ``config`` is unchanged)."""
+    out = dict(config)
+    for key, neutral in HASH_NEUTRAL_DEFAULTS.get(task, {}).items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                break
+            node[part] = dict(node[part])
+            node = node[part]
+        else:
+            if node.get(leaf, object()) == neutral:
+                del node[leaf]
+    return out
 
 
 class ExpectedParams(Strict):

@@ -25,7 +25,9 @@ from freezelab.errors import NumericFailure
 from freezelab.freeze.invariants import PhaseSnapshots, check_finite
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.lm import phase1 as p1
+from freezelab.tasks.lm.loss import head_loss
 from freezelab.tasks.lm.model import CVFPModel
+from freezelab.tasks.lm.per_token import train_batch_per_token
 from freezelab.tracking.checkpoints import BEST, Checkpoints, restore_training_state, training_state
 from freezelab.tracking.items import MODEL, metric, write_items
 from freezelab.tracking.selection import EarlyStopping
@@ -33,6 +35,8 @@ from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import torch_generator
 
 Splits = dict[str, torch.Tensor]
+CE_FUSED = True      # the batched loop's CE: fused (loss.py), or F.cross_entropy on full logits (reference)
+CE_CHUNK_ROWS = 512  # rows of (rows, V) logits at a time in the fused CE with a frozen head
 
 
 def phase1_config(cfg: LMConfig) -> p1.Phase1Config:
@@ -241,6 +245,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         NumericFailure: a non-finite loss or gradient norm (with the step, the group norms and the fix).
     """
     c2 = cfg.phase2
+    eval_batch = 1 if c2.loop == "per_token" else c2.eval_batch_size  # per token: one position, one sync
     opt = controller.build_optimizer(c2.lr)
     sched = controller.build_scheduler(opt, c2.lr)
     train_pos = target_positions(offs["train"])
@@ -292,15 +297,23 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                    leave=False)
         for b in bar:
             pos = train_pos[order[b * c2.batch_size:(b + 1) * c2.batch_size].to(train_pos.device)]  # (B,)
-            with fabric.autocast():
-                x = model.token_inputs(ids["train"], offs["train"], pos)           # (B, n*d_e)
-                logits = model(contexts["train"][pos].float(), x)                  # (B, V)
-                loss = F.cross_entropy(logits.float(), ids["train"][pos + 1])
+            targets = ids["train"][pos + 1]
+            opt.zero_grad(set_to_none=True)
+            if c2.loop == "per_token":  # the original's loop: forward + backward per position, .item() each
+                step_loss, hits = train_batch_per_token(model, ids["train"], offs["train"], contexts["train"], pos,
+                                                        autocast=fabric.autocast, backward=fabric.backward)
+                loss = torch.tensor(step_loss)
+            else:
+                with fabric.autocast():
+                    x = model.token_inputs(ids["train"], offs["train"], pos)       # (B, n*d_e)
+                    h = model.token_block(contexts["train"][pos].float(), x)       # (B, d_e)
+                    loss, pred = head_loss(model, h, targets, fused=CE_FUSED, chunk_rows=CE_CHUNK_ROWS)
+                hits = None
             if not torch.isfinite(loss):
                 raise _non_finite(f"the training loss is {float(loss.detach())}", epoch, step + 1, controller, cfg,
                                   "last step's")
-            opt.zero_grad(set_to_none=True)
-            fabric.backward(loss)
+            if hits is None:
+                fabric.backward(loss)
             controller.check_no_frozen_grads()
             per_step = tracker.due(step + 1) and {  # the lr this step uses, the gradient before clipping
                 **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
@@ -327,7 +340,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                              "train/step_loss": step_loss, **per_step}, step=step)
             tracker.live.step(done=step, items=len(pos), loss=step_loss, epoch=epoch, step_in_epoch=b + 1)
             acc["loss_sum"] += step_loss * len(pos)
-            acc["correct"] += int((logits.argmax(-1) == ids["train"][pos + 1]).sum())
+            acc["correct"] += hits if hits is not None else int((pred == targets).sum())
             acc["seen"] += len(pos)
             acc["batch"] = b + 1
             if ckpt.due() and b + 1 < n_batches:                                      # protocol §4: every M minutes
@@ -339,7 +352,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         tokens_seen += seen
         phase.check_frozen(model, f"at the end of epoch {epoch}")
         tracker.live.note("evaluating val")
-        val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
+        val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=eval_batch,
                        autocast=fabric.autocast, token_bytes=token_bytes)
         train_loss = loss_sum / seen
         record = {"kind": "epoch", "phase": "phase2", "epoch": epoch, "step": step, "train/loss": train_loss,
@@ -362,9 +375,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     phase.check_frozen(model, "at the end of the run")
     tracker.live.note("evaluating val and test at the best epoch")
     items: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
-    evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=c2.eval_batch_size,
+    evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=eval_batch,
              autocast=fabric.autocast, token_bytes=token_bytes, items=items["val"])  # val items at the best epoch
-    test = evaluate(model, ids["test"], offs["test"], contexts["test"], batch_size=c2.eval_batch_size,
+    test = evaluate(model, ids["test"], offs["test"], contexts["test"], batch_size=eval_batch,
                     autocast=fabric.autocast, token_bytes=token_bytes, items=items["test"])
     write_items(ckpt.run_dir, MODEL, _docs_with_tokens(items), task="lm", metrics=item_metrics(token_bytes is not None))
     log(f"test at best epoch {best.epoch}: loss {test['loss']:.4f} ppl {test['ppl']:.2f} acc {test['acc']:.2%}")

@@ -145,7 +145,8 @@ class LMTask:
         facts["trust_remote_code"] = cfg.embedding.trust_remote_code
         ctx.log(f"embedding {cfg.embedding.source}: V={emb.vocab_size} d={emb.dim} sha256={emb.sha256}")
         data, baselines = load_lm_data(cfg, emb, ctx.cache_dir, log=ctx.log)
-        budget = {"phase2": cfg.phase2.model_dump(exclude={"unfreeze"}), "phase1_max": cfg.phase1.max_iterations}
+        budget = {"phase2": cfg.phase2.model_dump(exclude={"unfreeze", "loop"}),  # loop: the same budget
+                  "phase1_max": cfg.phase1.max_iterations}
         facts["hashes"] = {"data_hash": data.data_hash, "split_hash": data.split_hash,
                            "eval_hash": hash_json({"split": data.split_hash, "er_rows": cfg.phase1.er_rows}),
                            "budget_hash": hash_json(budget), "pretrained_hash": emb.sha256}
