@@ -246,7 +246,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     """
     c2 = cfg.phase2
     eval_batch = 1 if c2.loop == "per_token" else c2.eval_batch_size  # per token: one position, one sync
-    opt = controller.build_optimizer(c2.lr)
+    opt = controller.build_optimizer(c2.lr, fused=True)  # one fused Adam kernel: ~10x faster on a 38M table
     sched = controller.build_scheduler(opt, c2.lr)
     train_pos = target_positions(offs["train"])
     n_batches = math.ceil(len(train_pos) / c2.batch_size)

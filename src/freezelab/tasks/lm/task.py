@@ -187,13 +187,17 @@ class LMTask:
             ckpt.load_into(PHASE1, model)
             facts["phase1"] = resume["facts"]["phase1"]
             ctx.tracker.live.note("computing the contexts of every split")
+            t_ctx = time.time()
             contexts = compute_contexts(model, cfg, ids, offs)
+            context_seconds = time.time() - t_ctx
             ctx.log("phase 1: restored from checkpoints/phase1.safetensors")
         else:
             p1 = run_phase1(model, cfg, ids, offs, seed=ctx.seed, tracker=ctx.tracker, log=ctx.log,
                             progress=ctx.progress) if cfg.phase1.enabled else None
             ctx.tracker.live.note("computing the contexts of every split")
+            t_ctx = time.time()
             contexts = compute_contexts(model, cfg, ids, offs)
+            context_seconds = time.time() - t_ctx
             facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False}),
                                **context_diagnostics(model, cfg, contexts, ids, offs, seed=ctx.seed)}
             ckpt.commit({"position": {"phase": "phase1", "epoch": 0, "batch": None, "stopped": False},
@@ -223,5 +227,6 @@ class LMTask:
         flops = phase2_flops_per_token(model, head_trainable=head_trainable)
         return {**{k: v for k, v in facts.items() if k not in ("epoch", "step")}, **result,
                 "phase_seconds": {"phase1": phase1_seconds, "phase2": phase2_seconds},
+                "context_cache_seconds": context_seconds,  # inside phase_seconds.phase1
                 "tokens_per_second": tokens_per_second, "flops_per_token": flops,
                 "achieved_tflops": tokens_per_second * flops / 1e12, "files": ckpt.records()}
