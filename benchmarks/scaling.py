@@ -8,7 +8,8 @@ process, so its peak memory (max RSS) is its own. Shapes: the offline default st
 d 384, 6 layers, batch 512, frozen tied head), 2 Phase-1 iterations and 1 epoch per run so a sweep fits the
 shared machine. Tokens: 2, 4, 8, 16 training documents of ≤ 512 tokens are fitted (time = a + b·tokens per
 stage, peak memory = a + b·tokens, least squares with numpy), 32 documents are held out and predicted.
-Vocabulary: 4 documents at V = 8,192 … 50,257 (d 384), fitted as time = a + b·V for the head-bound stages.
+Vocabulary: 4 documents at V = 30,522 … 128,000 (d 384; the tokenizer's ids stay below 30,522, the softmax and
+the head cover all V), fitted as Phase-2 seconds per token = a + b·V.
 The fit then predicts an UltraChat-200k-sized run (207,865 conversations × ≈ 502 tokens, seed protocol:
 7 Phase-1 iterations, 4 epochs), at these shapes and, scaled by the FLOP ratio of each stage at equal MFU,
 at the seed's GPT-2 shapes.
@@ -24,14 +25,19 @@ from typing import Any
 
 import numpy as np
 
-TOKEN_DOCS, HELD_OUT, VOCABS = (2, 4, 8, 16), 32, (8192, 16384, 30522, 50257)
+TOKEN_DOCS, HELD_OUT, VOCABS = (2, 4, 8, 16), 32, (30522, 50257, 80000, 128000)  # V ≥ MiniLM's tokenizer
 DIM, LAYERS, VOCAB = 384, 6, 30522
 ULTRACHAT = {"train_tokens": 207_865 * 502, "val_tokens": 25_121, "iterations": 7, "epochs": 4}
 STAGES = ("phase1", "context_cache", "phase2_train", "epoch_eval")
 
 
+CACHE: dict[tuple[int, int], dict[str, Any]] = {}
+
+
 def one(train_docs: int, vocab: int) -> dict[str, Any]:
-    """One run in a child process; its stages and peak memory."""
+    """One run in a child process; its stages and peak memory (a row of ``--rows`` is reused)."""
+    if (train_docs, vocab) in CACHE:
+        return CACHE[(train_docs, vocab)]
     code = ("import json,sys; from freezelab.bench_e2e import run_e2e; "
             f"r=run_e2e('cpu', train_docs={train_docs}, epochs=1, iterations=2, vocab={vocab}, dim={DIM}, "
             f"layers={LAYERS}, reference=False); print('RESULT ' + json.dumps(r))")
@@ -58,7 +64,13 @@ def fit(x: list[float], y: list[float]) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write every row and fit here")
+    ap.add_argument("--rows", help="reuse rows printed (stderr, one JSON per line) by an earlier sweep")
     args = ap.parse_args()
+    if args.rows:
+        with open(args.rows, encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                CACHE[(row["train_docs"], row["vocab"])] = row
     rows = [one(n, VOCAB) for n in TOKEN_DOCS]
     held = one(HELD_OUT, VOCAB)
     vrows = [one(4, v) for v in VOCABS]

@@ -193,7 +193,7 @@ def run_e2e(device_name: str = "auto", *, quick: bool = False, train_docs: int |
     gpu = device.type == "cuda"
     precision = "bf16" if gpu else "fp32"
     dtype = torch.bfloat16 if gpu else torch.float32
-    train_docs = train_docs or (4 if quick else 96 if gpu else 24)  # the excerpt has 106 articles; ≤ 512 tokens each
+    train_docs = train_docs or (4 if quick else 96 if gpu else 16)  # the excerpt has 106 articles; ≤ 512 tokens each
     epochs = epochs or (1 if quick else 2)
     iterations = iterations or (2 if quick else 4)
     slice_positions = slice_positions or (8 if quick else 32)

@@ -298,8 +298,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         for b in bar:
             pos = train_pos[order[b * c2.batch_size:(b + 1) * c2.batch_size].to(train_pos.device)]  # (B,)
             targets = ids["train"][pos + 1]
-            opt.zero_grad(set_to_none=True)
             if c2.loop == "per_token":  # the original's loop: forward + backward per position, .item() each
+                opt.zero_grad(set_to_none=True)
                 step_loss, hits = train_batch_per_token(model, ids["train"], offs["train"], contexts["train"], pos,
                                                         autocast=fabric.autocast, backward=fabric.backward)
                 loss = torch.tensor(step_loss)
@@ -312,7 +312,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             if not torch.isfinite(loss):
                 raise _non_finite(f"the training loss is {float(loss.detach())}", epoch, step + 1, controller, cfg,
                                   "last step's")
-            if hits is None:
+            if hits is None:  # batched: the last step's gradients stay readable until here (error message)
+                opt.zero_grad(set_to_none=True)
                 fabric.backward(loss)
             controller.check_no_frozen_grads()
             per_step = tracker.due(step + 1) and {  # the lr this step uses, the gradient before clipping
