@@ -380,7 +380,7 @@ def bench(
                           f"MFU {r['mfu']:.1%} of measured peak")
         r = r0["recurrence"]
         console.print(f"recurrence: batched {r['batched_tokens_per_second']:,.0f} tokens/s vs per-token loop "
-                      f"{r['per_token_tokens_per_second']:,.0f} tokens/s → {r['speedup']:.1f}× faster")
+                      f"{r['per_token_tokens_per_second']:,.0f} tokens/s → {r['speedup']:.3g}× faster")
     if "e2e" in result:
         from freezelab.bench_e2e import print_e2e
 
