@@ -113,7 +113,12 @@ def test_phase1_er_train_and_val_on_the_same_kind_of_contexts_and_er_legacy_on_t
     from tests.integration.test_runner import _run_dir
 
     seen: list[dict] = []
-    real_ranks, real_train = ctx_mod.effective_ranks, p1.train_phase1
+    subsets: list[tuple] = []  # the train documents whose exact contexts are measured each iteration
+    real_ranks, real_train, real_docs = ctx_mod.effective_ranks, p1.train_phase1, ctx_mod.er_documents
+
+    def docs_spy(*a, **kw):
+        subsets.append(real_docs(*a, **kw))
+        return subsets[-1]
 
     def ranks_spy(c_train, c_val, **kw):
         if kw.get("tag", "iteration") == "iteration":
@@ -123,26 +128,30 @@ def test_phase1_er_train_and_val_on_the_same_kind_of_contexts_and_er_legacy_on_t
     def train_spy(block, x_train, offsets_train, cfg, *, on_contexts, **kw):
         def wrapped(k, c_iterate):
             on_contexts(k, c_iterate)
-            seen[-1].update(k=k, iterate=c_iterate.clone(), block=copy.deepcopy(block), x=x_train,
-                            offsets=torch.as_tensor(offsets_train))
+            x_sub, offs_sub = subsets[-1]
+            seen[-1].update(k=k, iterate=c_iterate.clone(), block=copy.deepcopy(block), x=x_sub, offsets=offs_sub,
+                            x_all=x_train, offsets_all=torch.as_tensor(offsets_train))
         return real_train(block, x_train, offsets_train, cfg, on_contexts=wrapped, **kw)
     monkeypatch.setattr(ctx_mod, "effective_ranks", ranks_spy)
+    monkeypatch.setattr(ctx_mod, "er_documents", docs_spy)
     monkeypatch.setattr(p1, "train_phase1", train_spy)
     path = write_study({"centred": {"reference": True}, "legacy": {"overrides": {"phase1.er": "legacy"}}})
     out = tmp_path / "out"
     assert _run(path, out) == {"centred/0": "succeeded", "legacy/0": "succeeded"}
     per_arm = {"centred": seen[: len(seen) // 2], "legacy": seen[len(seen) // 2:]}
 
-    def exact_residual(c: torch.Tensor, it: dict) -> float:
+    def exact_residual(c: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor, block) -> float:
         """max |c - block(c shifted within documents, x)|: 0 for the exact recurrence of the block now."""
         prev = torch.cat([torch.zeros_like(c[:1]), c[:-1]])
-        prev[it["offsets"][:-1]] = 0.0                                  # c = 0 at each document start
+        prev[offsets[:-1]] = 0.0                                        # c = 0 at each document start
         with torch.no_grad():
-            return float((it["block"](prev, it["x"])[:, -1] - c).abs().max())
+            return float((block(prev, x)[:, -1] - c).abs().max())
     for it in per_arm["centred"]:
-        assert exact_residual(it["train"], it) < 1e-4, it["k"]          # train ER: exact contexts of now ...
-        if it["k"] >= 1:
-            assert exact_residual(it["iterate"], it) > 1e-2             # ... not the noisy, pre-step iterate C^k
+        x_sub, offs_sub = it["x"], it["offsets"]
+        assert offs_sub[-1] >= 32 and len(offs_sub) - 1 < len(it["offsets_all"]) - 1  # whole documents, >= er_rows
+        assert exact_residual(it["train"], x_sub, offs_sub, it["block"]) < 1e-4, it["k"]  # exact contexts of now ...
+        if it["k"] >= 1:                                                # ... not the noisy, pre-step iterate C^k
+            assert exact_residual(it["iterate"], it["x_all"], it["offsets_all"], it["block"]) > 1e-2
     for arm, its in per_arm.items():
         (run_dir,) = [_run_dir(out, arm)]
         summary = read_json(run_dir / "summary.json")["phase1"]
