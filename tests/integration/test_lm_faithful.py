@@ -81,6 +81,16 @@ def test_per_epoch_contexts_drift_with_the_trained_embed_norm_and_once_contexts_
     assert np.array_equal(drift[0][0], once[0][0])                       # epoch 1: both are Phase 1's
     assert all(np.array_equal(c, once[0][0]) for c, _ in once)           # once: never recomputed
     assert not np.allclose(once[2][1]["embed_norm.weight"], once[0][1]["embed_norm.weight"])  # though it trains
+    # the logged drift: RMS change of all train contexts from the previous epoch's, recomputed by hand
+    from freezelab.tracking.files import read_jsonl
+    from tests.integration.test_runner import _run_dir
+
+    hand = [_contexts_by_hand(state, ids, offsets, 2) for _, state in drift]
+    want = [0.0] + [float(np.sqrt(((b - a) ** 2).mean())) for a, b in zip(hand, hand[1:])]
+    epochs = {c: [r for r in read_jsonl(_run_dir(tmp_path / c, "a") / "metrics.jsonl") if r["kind"] == "epoch"]
+              for c in ("per_epoch", "once")}
+    assert np.allclose([r["contexts/drift_rms"] for r in epochs["per_epoch"]], want, atol=1e-5) and want[1] > 1e-3
+    assert not any("contexts/drift_rms" in r for r in epochs["once"])
 
 
 def test_token_fraction_split_runs_and_its_split_hash_differs(write_study, tmp_path: Path) -> None:

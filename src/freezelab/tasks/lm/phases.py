@@ -200,9 +200,11 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
             acc = {"batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
             if per_epoch:
-                epoch_sources = moving_sources(model)
+                epoch_sources, before = moving_sources(model), contexts["train"]
                 if epoch > 1:  # epoch 1's are Phase 1's, computed from these same tensors
                     refresh_contexts(model, cfg, ids, offs, contexts, ("train",))
+                acc["drift"] = float((contexts["train"].float() - before.float()).pow(2).mean().sqrt())
+                log(f"epoch {epoch}: contexts recomputed (context.cache=per_epoch), RMS change {acc['drift']:.4g}")
         model.train()
         order = (torch.randperm(len(train_pos), generator=torch_generator(seed, "phase2", "order", str(epoch)))
                  if c2.order == "shuffled" else torch.arange(len(train_pos)))
@@ -253,6 +255,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 acc["seconds"] = time.time() - t_epoch
                 commit({"phase": "phase2", "epoch": epoch, "batch": b + 1, "stopped": False, "stop_reason": None})
         loss_sum, correct, seen = acc["loss_sum"], acc["correct"], acc["seen"]
+        drift = {"contexts/drift_rms": acc["drift"]} if "drift" in acc else {}  # per_epoch: vs the previous epoch
         acc = None
         train_seconds += time.time() - t_epoch
         tokens_seen += seen
@@ -267,7 +270,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                   "train/ppl": math.exp(train_loss), "train/acc": correct / seen,
                   **{f"val/{k}": v for k, v in val.items()},
                   **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
-                  **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()},
+                  **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()}, **drift,
                   "seconds": time.time() - t_epoch}
         tracker.log(record, step=step)
         log(f"epoch {epoch}: train loss {train_loss:.4f} | val loss {val['loss']:.4f} ppl {val['ppl']:.2f} "
