@@ -111,6 +111,27 @@ def test_lm_study_killed_at_every_kind_of_write_resumes_to_the_same_result(lm_st
         _clean(out)
 
 
+def test_lm_per_epoch_contexts_killed_inside_an_epoch_resume_to_the_same_result(
+        tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """context.cache=per_epoch with a training embed_norm: a run killed inside epoch 2 rebuilds that epoch's
+    contexts from the tensors of its start (not the moved ones) and ends exactly as the uninterrupted run."""
+    base = tiny_base(tiny_model_dir, tiny_corpus)
+    base["phase2"].update(max_epochs=3, patience=3, lr=0.05, batch_size=128)
+    base["runtime"]["checkpoint_minutes"] = 0
+    base["model"]["embed_norm"] = "trainable_shared"
+    base["context"] = {"cache": "per_epoch"}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"name": "kill", "task": "lm", "seeds": [0], "base": base,
+                                    "arms": {"drift": {"reference": True}}}), encoding="utf-8")
+    whole, _ = _reference(path, tmp_path / "whole", monkeypatch)
+    for fault, logged in {"after_rename:state.json@3": "resumed in epoch 1 after batch 2",
+                          "after_rename:state.json@7": "resumed in epoch 2 after batch 2"}.items():
+        out = tmp_path / fault.replace(":", "_")
+        log = _kill_and_rerun(path, out, fault)
+        assert logged in log, (fault, log[-2000:])
+        assert kill_helpers.result(out) == whole, fault
+
+
 def test_ts_study_killed_mid_epoch_and_after_its_last_commit_resumes_to_the_same_result(
         tiny_backbones, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = tiny_ts_base(tiny_backbones["t5"])

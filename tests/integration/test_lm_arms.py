@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,7 +63,49 @@ def test_arm_succeeds_with_invariants(study_out: Path, arm: str) -> None:
     s = _summary(study_out, arm)
     assert s["status"] == "succeeded", s.get("error")
     assert s["invariants"]["frozen_unchanged"] and s["test"]["test/ppl"] > 1
-    assert s["params"]["trainable"] + s["params"]["frozen"] == s["params"]["total"]
+    assert s["params"]["trainable"] + s["params"]["frozen"] + s["params"]["unused"] == s["params"]["total"]
+
+
+def test_frozen_checks_are_recorded_with_their_hashes(study_out: Path) -> None:
+    from freezelab.utils.hashing import hash_json
+
+    s = _summary(study_out, "tied_frozen")
+    (phase,) = s["invariants"]["frozen_checks"]
+    when = [c["when"] for c in phase["checks"]]
+    assert when == ["after step 1", *[f"at the end of epoch {e}" for e in range(1, s["epochs_run"] + 1)],
+                    "at the end of the run"]
+    assert phase["checks"][0]["step"] == 1 and all(c["unchanged"] for c in phase["checks"])
+    assert "wte.weight" in phase["hashes"] and any(k.startswith("context_block.") for k in phase["hashes"])
+    assert all(c["digest"] == phase["digest"] == hash_json(phase["hashes"]) for c in phase["checks"])
+
+
+def test_no_context_counts_the_context_block_unused_and_skips_phase1(study_out: Path) -> None:
+    s, ref = _summary(study_out, "no_context"), _summary(study_out, "tied_frozen")
+    block = ref["params"]["by_group"]["context_block"]["numel"]
+    assert s["params"]["unused"] == block and ref["params"]["unused"] == 0
+    assert s["params"]["frozen"] == ref["params"]["frozen"] - block
+    assert s["params"]["by_group"]["context_block"]["unused"] is True
+    assert s["phase1"]["enabled"] is False and "use_context" in s["phase1"]["skipped"]
+    (run_dir,) = (study_out / "runs").glob("no_context__s0__*")
+    assert not [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "iteration"]
+    assert "phase 1: skipped (model.use_context=false" in (run_dir / "logs" / "run.log").read_text()
+
+
+def test_stream_keeps_cross_document_targets(study_out: Path) -> None:
+    """stream: the last token of a document predicts the first of the next (one target more per document
+    boundary, in train and in the scored val/test items); per_document: targets stay inside documents."""
+    s, ref = _summary(study_out, "stream_wraparound"), _summary(study_out, "tied_frozen")
+    d = ref["data"]
+    assert ref["train_tokens"] == d["train_tokens"] - d["train_docs"]
+    assert s["train_tokens"] == d["train_tokens"] - 1
+    items = {}
+    for arm in ("stream_wraparound", "tied_frozen"):
+        (run_dir,) = (study_out / "runs").glob(f"{arm}__s0__*")
+        with np.load(run_dir / "items" / "model.npz") as z:
+            items[arm] = {k: z[k] for k in z.files}
+    for split in ("val", "test"):
+        per_doc, stream = items["tied_frozen"][f"{split}/tokens"], items["stream_wraparound"][f"{split}/tokens"]
+        assert stream.sum() == d[f"{split}_tokens"] - 1 and per_doc.sum() == d[f"{split}_tokens"] - d[f"{split}_docs"]
 
 
 def test_arms_share_data_and_differ_where_declared(study_out: Path) -> None:

@@ -222,3 +222,30 @@ def test_timeseries_study_gets_the_same_hints(tmp_path: Path) -> None:
     assert "base.train.max_epoch: unknown key; did you mean base.train.max_epochs?" in text
     assert "base.lr: unknown key; 'lr' belongs in optim: did you mean base.optim.lr?" in text
     assert "arms.a.overrides: backbone.trian: unknown key; did you mean backbone.train?" in text
+
+
+# Config hashes of the shipped embedding-freeze study recorded before the faithful LM options were added
+# (context.cache, data.split, phase1.er): the new keys at their defaults must not rename existing runs.
+SHIPPED_HASHES = {"tied_frozen": "fea83cb8", "tied_trainable": "dcc217df", "frozen_in_untied_head": "3328fb92",
+                  "random_tied": "553299bf", "no_phase1": "df56748f"}
+
+
+def test_new_faithful_keys_keep_the_shipped_config_hashes_and_change_them_when_set() -> None:
+    from freezelab.experiment.plan import make_plan
+
+    root = Path(__file__).parents[2]
+    study = load_study(root / "examples" / "embedding-freeze.yaml")
+    assert {r.arm: r.config_hash[:8] for r in make_plan(study, seeds=[0])} == SHIPPED_HASHES
+    for key, value in (("context.cache", "per_epoch"), ("data.split", "token_fraction"), ("phase1.er", "legacy")):
+        changed = load_study(root / "examples" / "embedding-freeze.yaml", overrides=[f"{key}={value}"])
+        assert make_plan(changed, arms=["tied_frozen"], seeds=[0])[0].config_hash[:8] != SHIPPED_HASHES["tied_frozen"]
+
+
+def test_new_lm_options_are_validated_with_the_key_and_the_fix(tmp_path: Path) -> None:
+    path = _write(tmp_path, _study(context={"cache": "per_epoch"}, model={"use_context": False}))
+    with pytest.raises(ConfigError, match=r"context.cache=per_epoch with model.use_context=false.*drop context.cache"):
+        load_study(path)
+    for key, bad, allowed in (("context", {"cache": "each_epoch"}, "once"), ("data", {"split": "tokens"}, "document"),
+                              ("phase1", {"er": "centred"}, "centred_fixed")):
+        with pytest.raises(ConfigError, match=rf"{key}\.{next(iter(bad))}.*{allowed}"):
+            load_study(_write(tmp_path, _study(**{key: bad})))

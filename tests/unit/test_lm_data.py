@@ -255,3 +255,32 @@ def test_byte_level_bpe_token_bytes():
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tb[ids].sum() == len(text.encode("utf-8"))  # byte-level BPE counts exactly, spaces included
     assert tb[tok.eos_token_id] == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# data.split: token_fraction (the original's mid-document cut)
+
+@pytest.mark.parametrize("n_train", [6, 9, 14])
+def test_token_fraction_cuts_one_document_across_train_and_val_at_the_original_index(tokenizer, n_train):
+    texts = _texts(n_train + 2 + 2)
+    docs = _build(texts, tokenizer, split="document")
+    cut = _build(texts, tokenizer, split="token_fraction")
+    # the original's index, from the document-level split: T = train + val tokens, cut at ⌊T·N/(N + n_val)⌋
+    stream = np.concatenate([docs.train.ids, docs.val.ids])
+    at = len(stream) * n_train // (n_train + 2)
+    assert np.array_equal(cut.train.ids, stream[:at]) and np.array_equal(cut.val.ids, stream[at:])
+    (shared,) = set(cut.train.doc_names) & set(cut.val.doc_names)  # exactly one document on both sides
+    whole = dict(zip(docs.train.doc_names + docs.val.doc_names,
+                     [_doc_ids(docs.train, d) for d in range(docs.train.n_docs)]
+                     + [_doc_ids(docs.val, d) for d in range(docs.val.n_docs)]))[shared]
+    head, tail = _doc_ids(cut.train, cut.train.n_docs - 1), _doc_ids(cut.val, 0)
+    assert head and tail and head + tail == whole                 # its head trains, its tail is validated
+    assert np.array_equal(cut.test.ids, docs.test.ids) and cut.test.doc_names == docs.test.doc_names
+    assert cut.split_hash != docs.split_hash and cut.data_hash == docs.data_hash
+
+
+def test_the_document_split_never_cuts_a_document(tokenizer, wiki):
+    for texts, kw in ((_texts(12), {}), (wiki, {"max_train_docs": 30, "max_tokens_per_doc": 64})):
+        data = _build(texts, tokenizer, **kw)
+        sources = [{_source(n) for n in getattr(data, s).doc_names} for s in ("train", "val", "test")]
+        assert not (sources[0] & sources[1]) and not (sources[0] & sources[2]) and not (sources[1] & sources[2])

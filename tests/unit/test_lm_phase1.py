@@ -173,3 +173,31 @@ def test_frozen_block_is_rejected() -> None:
     block.requires_grad_(False)
     with pytest.raises(ConfigError, match="require grad"):
         train_phase1(block, x, OFFSETS, Phase1Config(), generator=torch.Generator())
+
+
+def test_logged_losses_are_token_weighted_over_unequal_chunks() -> None:
+    """Iteration 1 with chunks of 256, 256 and 88 rows: the logged CVFP and diversity losses are the
+    token-weighted means of the chunk losses (the original's log), computed here by hand with numpy."""
+    import numpy as np
+
+    block, x = make_inputs()
+    start = ContextBlock(D, D, 2)
+    start.load_state_dict(block.state_dict())                      # iteration 1 runs the untrained parameters
+    cfg = Phase1Config(max_iterations=2, min_iterations=1, noise_std=0.0, chunk_rows=256, dist_reg_weight=0.3)
+    logged: list[dict] = []
+    train_phase1(block, x, OFFSETS, cfg, generator=torch.Generator().manual_seed(1), on_iteration=logged.append)
+    with torch.no_grad():
+        c0 = contexts_per_document(start, x, OFFSETS, all_layers=False)       # C^0, exact
+        prev = torch.cat([torch.zeros_like(c0[:1]), c0[:-1]])
+        prev[OFFSETS[:-1]] = 0.0
+        y = start(prev, x)[:, -1].double().numpy()                            # (N, d) Y of iteration 1
+    target = c0.double().numpy()
+    bounds = [(0, 256), (256, 512), (512, 600)]
+    cvfp = np.array([((y[a:b] - target[a:b]) ** 2).mean() for a, b in bounds])
+    div = np.array([-np.linalg.norm(y[a:b] - y[a:b].mean(0)) / (b - a) for a, b in bounds])
+    sizes = np.array([b - a for a, b in bounds], dtype=float)
+    stats = logged[1]
+    assert math.isclose(stats["cvfp_loss"], float((cvfp * sizes).sum() / sizes.sum()), rel_tol=1e-5)
+    assert math.isclose(stats["div_loss"], float((div * sizes).sum() / sizes.sum()), rel_tol=1e-5)
+    assert math.isclose(stats["loss"], 0.7 * stats["cvfp_loss"] + 0.3 * stats["div_loss"], rel_tol=1e-9)
+    assert not math.isclose(stats["div_loss"], float(div.mean()), rel_tol=1e-3)  # unlike a mean of chunk means

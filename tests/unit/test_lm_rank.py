@@ -77,3 +77,42 @@ def test_memory_horizon_decreases_for_a_contractive_block() -> None:
     assert dist == again
     with pytest.raises(ValueError, match="at least horizons=16"):
         memory_horizon(block, x[:10], horizons=16, generator=gen)
+
+
+def _constructed(singular: list[float], num_rows: int, d: int, seed: int = 0):
+    """C = U diag(s) Vᵀ with orthonormal U (N, k), V (d, k): its singular values are exactly ``singular``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((num_rows, len(singular))))
+    v, _ = np.linalg.qr(rng.standard_normal((d, len(singular))))
+    return (u * np.asarray(singular)) @ v.T
+
+
+@pytest.mark.parametrize("singular", [[5.0, 5.0, 5.0], [9.0, 3.0, 1.0, 0.5], [1.0] * 7 + [0.01]])
+def test_legacy_er_is_the_entropy_of_the_constructed_singular_values_without_centring(singular) -> None:
+    import numpy as np
+
+    s = np.asarray(singular) / np.sum(singular)
+    want = float(np.exp(-np.sum(s * np.log(s + 1e-10))))  # the original's formula on the known spectrum
+    c = _constructed(singular, 600, 24)
+    assert math.isclose(effective_rank_legacy(torch.from_numpy(c)), want, rel_tol=1e-6)
+    shifted = c + 3.0                                               # a mean direction: legacy sees it (no centring)
+    sv = np.linalg.svd(shifted, compute_uv=False)
+    p = sv / sv.sum()
+    assert math.isclose(effective_rank_legacy(torch.from_numpy(shifted)),
+                        float(np.exp(-np.sum(p * np.log(p + 1e-10)))), rel_tol=1e-6)
+    assert not math.isclose(effective_rank_legacy(torch.from_numpy(shifted)), want, rel_tol=1e-3)
+
+
+def test_legacy_er_samples_10000_rows_as_the_original() -> None:
+    import numpy as np
+
+    c = torch.from_numpy(_constructed([4.0, 2.0, 1.0, 1.0, 0.5], 12_000, 16)) + 0.5
+    gen_seed = 7
+    idx = torch.randperm(12_000, generator=torch.Generator().manual_seed(gen_seed))[:10_000].sort().values
+    sv = np.linalg.svd(c.numpy()[idx.numpy()], compute_uv=False)
+    p = sv / sv.sum()
+    want = float(np.exp(-np.sum(p * np.log(p + 1e-10))))
+    got = effective_rank_legacy(c, generator=torch.Generator().manual_seed(gen_seed))
+    assert math.isclose(got, want, rel_tol=1e-6)

@@ -302,7 +302,10 @@ def test_japanese_report_is_written_beside_the_english_one(lm):
     assert paths["report.ja.html"] == out / "report.ja.html"
     assert '<html lang="en">' in en and '<html lang="ja">' in ja
     assert "結果の要約" in ja and "Answer:" in en and "結果の要約" not in en
-    assert any(k.endswith(".ja.png") for k in paths)  # plot labels translated
+    from freezelab.report.plots import japanese_font
+
+    # plot labels translated (a machine without a Japanese font keeps English labels, as test_japanese_labels skips)
+    assert any(k.endswith(".ja.png") for k in paths) or japanese_font() is None
 
 
 def test_first_screen_answers_before_anything_else(lm_md):

@@ -19,6 +19,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# A key added after studies were run carries HASH_NEUTRAL in its Field: at its default it is left out of the
+# config hash, so adding it does not rename (and rerun) every existing run (experiment/plan.py).
+HASH_NEUTRAL = {"hash_neutral": True}
+
+
 def checkpoint_minutes_field() -> Any:
     """``runtime.checkpoint_minutes``, shared by every task."""
     return Field(10.0, ge=0, description="Inside long epochs, commit a resumable checkpoint this many minutes "
@@ -53,6 +58,11 @@ class LMDataConfig(Strict):
         "document into pieces that stay in its split.")
     add_eos: bool = Field(False, description="Append the tokenizer's EOS/SEP token to every document.")
     data_seed: int = Field(0, description="Fixes the document split; identical for every run of a study.")
+    split: Literal["document", "token_fraction"] = Field(
+        "document", json_schema_extra=HASH_NEUTRAL, description="document (freezelab): whole documents go to "
+        "train, val or test. token_fraction (faithful, cvfp-lm.md §6, §9 flaw 4): the train and val documents are "
+        "concatenated in order and cut at token ⌊T·train_tokens/(train+val tokens)⌋, so one document is split "
+        "across train and val, as the original did; test stays document-level. The split_hash records it.")
 
 
 class EmbeddingConfig(Strict):
@@ -96,7 +106,9 @@ class LMModelConfig(Strict):
     head: HeadConfig = Field(default_factory=HeadConfig)
     embed_norm: Literal["frozen", "trainable_shared"] = Field(
         "frozen", description="frozen: embed_norm freezes with the ContextBlock (freezelab); "
-        "trainable_shared: trains in Phase 2 as in the original (contexts then drift).")
+        "trainable_shared: trains in Phase 2 as in the original; it also feeds the ContextBlock, so with "
+        "context.cache=per_epoch the contexts drift every epoch as in the original (with cache=once only the "
+        "token path sees the trained norm).")
     use_context: bool = Field(True, description="False = the no_context ablation (contexts set to 0).")
 
 
@@ -106,6 +118,11 @@ class ContextConfig(Strict):
         "continuous stream over all documents (the original).")
     wraparound: bool = Field(False, description="stream only: Phase-1 input at token 0 is the last context.")
     cache_dtype: Literal["float32", "bfloat16"] = Field("float32", description="Context cache dtype.")
+    cache: Literal["once", "per_epoch"] = Field(
+        "once", json_schema_extra=HASH_NEUTRAL, description="once (freezelab): contexts computed after Phase 1 "
+        "with its final parameters and cached for all of Phase 2. per_epoch (faithful, cvfp-lm.md §5, §9 flaw 2): "
+        "recomputed from the current wte / embed_norm at every Phase-2 epoch start, so a trained embedding or "
+        "model.embed_norm=trainable_shared makes the 'frozen' contexts drift, as in the original.")
 
 
 class Phase1Config(Strict):
@@ -125,6 +142,11 @@ class Phase1Config(Strict):
     iter0: Literal["sequential", "jacobi"] = Field(
         "sequential", description="Iteration 0: exact recurrence batched over documents, or Jacobi sweeps.")
     er_rows: int = Field(8192, ge=2, description="Rows sampled (seeded, fixed) for effective rank.")
+    er: Literal["centred_fixed", "legacy"] = Field(
+        "centred_fixed", json_schema_extra=HASH_NEUTRAL, description="The effective rank logged as train/er and "
+        "val/er. centred_fixed (freezelab, cvfp-lm.md §4): columns centred, er_rows seeded rows, with the "
+        "participation ratio. legacy (faithful): uncentred, min(N, 10,000) rows, entropy of σ/Σσ. Both are "
+        "always in summary.json (er_legacy: the faithful one on C^K of the last Phase-1 iteration).")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Phase1Config:
@@ -153,7 +175,8 @@ class Phase2Config(Strict):
         "shuffled", description="shuffled positions (seeded per epoch), or contiguous chunks (the original).")
     eval_batch_size: int = Field(1024, ge=1, description="Positions per evaluation batch.")
     loop: Literal["batched", "per_token"] = Field(
-        "batched", description="batched: one TokenBlock call per batch with a fused chunked cross-entropy "
+        "batched", json_schema_extra=HASH_NEUTRAL,
+        description="batched: one TokenBlock call per batch with a fused chunked cross-entropy "
         "(freezelab). per_token: the original's loop, for timing parity only: every position forward and "
         "backward alone (gradients accumulate over the batch, one Adam step per batch, a .item() sync per "
         "token), and evaluation one position at a time; same losses within float rounding, ~30x slower.")
@@ -199,6 +222,9 @@ class LMConfig(Strict):
                              "set model.head.tie=false")
         if self.context.wraparound and self.context.reset != "stream":
             raise ValueError("context.wraparound=true needs context.reset=stream")
+        if self.context.cache == "per_epoch" and not self.model.use_context:
+            raise ValueError("context.cache=per_epoch with model.use_context=false: the contexts are 0 and "
+                             "nothing is recomputed; drop context.cache or set model.use_context=true")
         u = self.phase2.unfreeze
         if u is not None:
             if "embed" in u.groups and not self.embedding.freeze:
@@ -215,31 +241,6 @@ PROTECTED_KEYS: dict[str, tuple[str, ...]] = {
     "lm": ("data", "phase2.max_epochs", "phase2.batch_size", "phase2.patience", "phase2.eval_batch_size",
            "phase2.order", "phase1.max_iterations", "phase1.er_rows", "runtime.precision"),
 }
-
-
-# Keys added after studies were first run, with the default that reproduces the earlier behaviour: a
-# resolved config holding that default hashes as if the key did not exist, so existing run ids stay valid.
-HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lm": {"phase2.loop": "batched"},
-}
-
-
-def hashed_config(task: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config as the config hash sees it: keys of ``HASH_NEUTRAL_DEFAULTS`` at their neutral
-    default are left out (a copy; ``config`` is unchanged)."""
-    out = dict(config)
-    for key, neutral in HASH_NEUTRAL_DEFAULTS.get(task, {}).items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                break
-            node[part] = dict(node[part])
-            node = node[part]
-        else:
-            if node.get(leaf, object()) == neutral:
-                del node[leaf]
-    return out
 
 
 class ExpectedParams(Strict):
@@ -311,6 +312,22 @@ def iter_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any
         sub = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
                     and issubclass(a, BaseModel)), None)
         out += iter_fields(sub, f"{prefix}{name}.") if sub is not None else [(prefix + name, info)]
+    return out
+
+
+def hash_view(task: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as the config hash sees it: keys marked HASH_NEUTRAL left out at their default."""
+    import copy
+
+    out = copy.deepcopy(config)
+    for key, info in iter_fields(task_config(task)):
+        if (info.json_schema_extra or {}).get("hash_neutral"):
+            *parents, leaf = key.split(".")
+            node: Any = out
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict) and leaf in node and node[leaf] == info.default:
+                del node[leaf]
     return out
 
 

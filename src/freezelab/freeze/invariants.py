@@ -110,13 +110,22 @@ def frozen_state(model: nn.Module, frozen_ids: set[int]) -> list[tuple[str, torc
     return out
 
 
-def check_frozen_unchanged(before: dict[str, str], named: Sequence[tuple[str, torch.Tensor]], *, when: str) -> None:
-    """I1: raise ``frozen_tensor_changed`` naming every frozen tensor whose bytes changed."""
+def frozen_changes(before: dict[str, str], named: Sequence[tuple[str, torch.Tensor]]) -> tuple[dict[str, str],
+                                                                                           list[str]]:
+    """(the tensors' hashes now, names of the frozen tensors whose bytes differ from ``before``)."""
     now = snapshot(named)
-    changed = [n for n, h in before.items() if now.get(n) != h]
+    return now, [n for n, h in before.items() if now.get(n) != h]
+
+
+def _raise_changed(changed: list[str], when: str) -> None:
     if changed:
         raise InvariantViolation("frozen_tensor_changed", f"{len(changed)} frozen tensor(s) changed {when}: "
                                  f"{changed[:5]}")
+
+
+def check_frozen_unchanged(before: dict[str, str], named: Sequence[tuple[str, torch.Tensor]], *, when: str) -> None:
+    """I1: raise ``frozen_tensor_changed`` naming every frozen tensor whose bytes changed."""
+    _raise_changed(frozen_changes(before, named)[1], when)
 
 
 def dead_tensors(before: dict[str, str], named: Sequence[tuple[str, torch.Tensor]]) -> list[str]:
@@ -134,6 +143,12 @@ def check_finite(params: Sequence[torch.Tensor]) -> None:
         raise InvariantViolation("non_finite", "a parameter became NaN or Inf after an optimizer step")
 
 
+def frozen_unchanged(record: list[dict[str, Any]]) -> bool:
+    """The I1 verdict of a record written by ``PhaseSnapshots``: every check passed (False if none was made)."""
+    checks = [c for phase in record for c in phase["checks"]]
+    return bool(checks) and all(c["unchanged"] for c in checks)
+
+
 @dataclass
 class PhaseSnapshots:
     """What I1 and I2 compare against during one phase (the frozen set is constant within a phase)."""
@@ -143,17 +158,42 @@ class PhaseSnapshots:
     trainable: list[tuple[str, nn.Parameter]]
     trainable_before: dict[str, str]
     check_dead: bool = True
+    record: list[dict[str, Any]] | None = None  # the run's I1 record (see ``take``), shared across phases
 
     @classmethod
-    def take(cls, model: nn.Module, controller: Any) -> PhaseSnapshots:
-        """Hash the frozen tensors (and buffers) and the trainable ones of ``controller``'s current phase."""
+    def take(cls, model: nn.Module, controller: Any, *, record: list[dict[str, Any]] | None = None,
+             phase: str = "") -> PhaseSnapshots:
+        """Hash the frozen tensors (and buffers) and the trainable ones of ``controller``'s current phase.
+
+        Args:
+            model: the model.
+            controller: its FreezeController (the frozen set of this phase).
+            record: when given, one entry ``{"phase", "hashes", "checks": []}`` is appended for this phase
+                (the SHA-256 of every frozen tensor at its start); ``check_frozen`` appends to its checks.
+            phase: the phase's label in the record.
+        """
         frozen_ids = {id(p) for _, p in controller.frozen_params()}
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        return cls(frozen_ids, snapshot(frozen_state(model, frozen_ids)), trainable, snapshot(trainable))
+        out = cls(frozen_ids, snapshot(frozen_state(model, frozen_ids)), trainable, snapshot(trainable),
+                  record=record)
+        if record is not None:
+            from freezelab.utils.hashing import hash_json
 
-    def check_frozen(self, model: nn.Module, when: str) -> None:
-        """I1: frozen tensors and buffers bit-identical to the phase start."""
-        check_frozen_unchanged(self.frozen_before, frozen_state(model, self.frozen_ids), when=when)
+            record.append({"phase": phase, "digest": hash_json(out.frozen_before), "hashes": dict(out.frozen_before),
+                           "checks": []})
+        return out
+
+    def check_frozen(self, model: nn.Module, when: str, *, step: int | None = None) -> None:
+        """I1: frozen tensors and buffers bit-identical to the phase start; with a record, each check is
+        recorded (when, step, a digest of the hashes compared, the outcome and the changed tensors) before a
+        violation is raised."""
+        now, changed = frozen_changes(self.frozen_before, frozen_state(model, self.frozen_ids))
+        if self.record is not None:
+            from freezelab.utils.hashing import hash_json
+
+            self.record[-1]["checks"].append({"when": when, "step": step, "digest": hash_json(now),
+                                              "unchanged": not changed, "changed": changed})
+        _raise_changed(changed, when)
 
     def check_first_step(self, epoch: int) -> list[str]:
         """I2 after the phase's first applied step: dead tensors (raises when all are dead)."""

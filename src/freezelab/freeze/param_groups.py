@@ -163,11 +163,24 @@ class FreezeController:
         for p in self.groups[name].params:
             optimizer.state.pop(p, None)
 
-    def check_layout(self, optimizer: torch.optim.Optimizer) -> None:
-        """I4: groups in the optimizer are exactly the controller's, in the same order."""
+    def check_layout(self, optimizer: torch.optim.Optimizer, *, when: str = "") -> None:
+        """I4: the optimizer's groups are exactly the controller's, in the same order, each holding exactly
+        its group's tensors (every parameter in one group; nothing added, dropped or moved).
+
+        Raises:
+            InvariantViolation: ``group_layout``, naming the first difference and ``when`` it was found.
+        """
+        where = f" {when}" if when else ""
         names = [pg.get("name") for pg in optimizer.param_groups]
         if names != self.order:
-            raise InvariantViolation("group_layout", f"optimizer groups {names} != {self.order}")
+            raise InvariantViolation("group_layout", f"optimizer groups{where} are {names}, the model's layout is "
+                                     f"{self.order} (protocol I4: groups are built once, never added, removed or "
+                                     "reordered). Build the optimizer with FreezeController.build_optimizer.")
+        for pg in optimizer.param_groups:
+            if [id(p) for p in pg["params"]] != [id(p) for p in self.groups[pg["name"]].params]:
+                raise InvariantViolation("group_layout", f"optimizer group '{pg['name']}'{where} does not hold "
+                                         "exactly that group's tensors (protocol I4). Build the optimizer with "
+                                         "FreezeController.build_optimizer.")
 
     def check_lrs(self, optimizer: torch.optim.Optimizer, base_lr: float, f_s: float = 1.0) -> None:
         """I5: applied lr of each group equals base · scale · f(s) · active; frozen groups have 0."""

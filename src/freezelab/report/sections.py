@@ -180,7 +180,9 @@ def _arms_table(ctx: Ctx) -> list[doc.Block]:
         diff = info.get("diff_from_base") or {}
         desc = study_text(ctx, "description", arm) or "—"
         groups = (_arm_summary(s, arm).get("params") or {}).get("by_group") or {}
-        frozen = [g for g, v in groups.items() if isinstance(v, dict) and v.get("frozen")]
+        frozen = [g for g, v in groups.items() if isinstance(v, dict) and v.get("frozen") and not v.get("unused")]
+        frozen += [f"{g} ({ctx.t('unused').lower()})" for g, v in groups.items() if isinstance(v, dict)
+                   and v.get("unused")]  # protocol §1.4: never counted as frozen
         trained = [g for g, v in groups.items() if isinstance(v, dict) and v.get("frozen") is False]
         shown = [f"`{k}`={doc.cell(_pair(v)[1])}" for k, v in list(diff.items())[:3]]
         more = f" (+{len(diff) - 3})" if len(diff) > 3 else ""

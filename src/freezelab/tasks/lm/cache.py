@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from freezelab.config.schema import LMConfig
+from freezelab.config.schema import LMConfig, hash_view
 from freezelab.errors import RunFileError
 from freezelab.pretrained.hf import LoadedEmbedding
 from freezelab.tasks.lm.baselines import score_baselines
@@ -43,7 +43,8 @@ def build(cfg: LMConfig, emb: LoadedEmbedding) -> LMData:
                        doc_mode=d.doc_mode)
     data = build_lm_data(texts, emb.tokenizer, n_val_docs=d.n_val_docs, n_test_docs=d.n_test_docs,
                          max_train_docs=d.max_train_docs, max_tokens_per_doc=d.max_tokens_per_doc,
-                         overflow=d.overflow, data_seed=d.data_seed, add_eos=d.add_eos, shuffle_docs=not streamed)
+                         overflow=d.overflow, data_seed=d.data_seed, add_eos=d.add_eos, shuffle_docs=not streamed,
+                         split=d.split)
     if data.vocab_size > emb.vocab_size:
         raise ValueError(f"tokenizer vocabulary {data.vocab_size} exceeds the embedding's {emb.vocab_size} rows")
     return data
@@ -86,7 +87,8 @@ def load_lm_data(cfg: LMConfig, emb: LoadedEmbedding, cache_dir: Path | None, *,
     Returns:
         (data, baselines) where baselines is None when ``cfg.baselines`` is off.
     """
-    key = hash_json({"data": cfg.data.model_dump(), "tokenizer": _tokenizer_id(cfg, emb),
+    data_keys = hash_view("lm", {"data": cfg.data.model_dump()})["data"]  # a new key at its default: same cache
+    key = hash_json({"data": data_keys, "tokenizer": _tokenizer_id(cfg, emb),
                      "vocab": len(emb.tokenizer), "baselines": cfg.baselines, "version": 2})[:16]
 
     def compute() -> tuple[LMData, dict[str, Any] | None]:

@@ -288,6 +288,7 @@ def build_lm_data(
     data_seed: int,
     add_eos: bool = False,
     shuffle_docs: bool,
+    split: Literal["document", "token_fraction"] = "document",
 ) -> LMData:
     """Split documents into train/val/test by source document, tokenize, cap lengths and hash.
 
@@ -309,6 +310,8 @@ def build_lm_data(
         add_eos: append the tokenizer's EOS (or SEP) id to each source document before the cap; with
             ``truncate`` the document is cut to max_tokens_per_doc - 1 tokens plus EOS.
         shuffle_docs: permute documents (fully loaded sources) or keep source order (streamed sources).
+        split: ``document`` keeps whole documents; ``token_fraction`` then cuts train + val at the original's
+            token index, splitting one document across them (``token_split.py``; the split hash records it).
 
     Returns:
         LMData with the three splits, vocab size, data/split hashes and per-token UTF-8 byte lengths.
@@ -329,6 +332,7 @@ def build_lm_data(
     if overflow not in ("truncate", "chunk"):
         raise ConfigError(f"overflow={overflow!r} is not valid. Use 'truncate' or 'chunk'.")
     eos_id = _eos_id(tokenizer) if add_eos else None
+    split_mode = split  # (the loop below reuses the name for each split)
 
     order = np.random.default_rng(data_seed).permutation(n) if shuffle_docs else np.arange(n)
     split_idx = {"val": order[:n_val_docs], "test": order[n_val_docs : n_val_docs + n_test_docs],
@@ -350,6 +354,10 @@ def build_lm_data(
                             f"min_tokens_per_doc={min_tokens_per_doc} tokens. Use longer documents or lower "
                             "min_tokens_per_doc.")
         splits[split] = _to_token_docs(kept)
+    if split_mode == "token_fraction":
+        from freezelab.tasks.lm.token_split import token_fraction_split
+
+        splits["train"], splits["val"] = token_fraction_split(splits["train"], splits["val"])
     if dropped:
         log.info("dropped %d document pieces shorter than %d tokens", len(dropped), min_tokens_per_doc)
 

@@ -282,7 +282,7 @@ def _cvfp_iteration(
     c_next = torch.empty_like(c_prev)  # (N, d_c) C^k
     num_chunks = math.ceil(num_rows / cfg.chunk_rows)
     optimizer.zero_grad(set_to_none=True)
-    skipped, converged_rows, cvfp_sum, div_sum = 0, 0, 0.0, 0.0
+    skipped, converged_rows, cvfp_sum, div_sum, used_rows = 0, 0, 0.0, 0.0, 0
     for s in range(0, num_rows, cfg.chunk_rows):
         c_in = c_in_all[s : s + cfg.chunk_rows]  # (b, d_c)
         if cfg.noise_std > 0:
@@ -299,14 +299,15 @@ def _cvfp_iteration(
         if not bool(torch.isfinite(loss)):
             skipped += 1  # the original skips NaN/Inf chunks; they still count in num_chunks
             continue
-        (loss / num_chunks).backward()
-        cvfp_sum, div_sum = cvfp_sum + float(cvfp.detach()), div_sum + float(div.detach())
+        (loss / num_chunks).backward()  # the step weighs every chunk alike, as the original
+        b = y.shape[0]  # the logged losses weigh a chunk by its tokens, as the original's log did
+        cvfp_sum, div_sum, used_rows = cvfp_sum + b * float(cvfp.detach()), div_sum + b * float(div.detach()), \
+            used_rows + b
     if skipped == num_chunks:
         raise NumericFailure("non_finite", f"phase1 iteration {k}: all {num_chunks} chunks had non-finite loss")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
     optimizer.step()
-    used = num_chunks - skipped
-    cvfp_mean, div_mean = cvfp_sum / used, div_sum / used
+    cvfp_mean, div_mean = cvfp_sum / used_rows, div_sum / used_rows  # token-weighted over the chunks used
     stats = {"iteration": k, "conv_rate": converged_rows / num_rows, "cvfp_loss": cvfp_mean,
              "div_loss": div_mean, "loss": (1.0 - w) * cvfp_mean + w * div_mean,
              "skipped_chunks": skipped, "grad_norm": grad_norm, "method": "jacobi_train",

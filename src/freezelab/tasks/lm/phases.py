@@ -1,7 +1,5 @@
-"""The two phases of one CVFP run, wired to logging, freeze checks and checkpoints.
+"""Phase 2 of one CVFP run, wired to logging, freeze checks and checkpoints (Phase 1: contexts.py).
 
-Phase 1 trains the ContextBlock alone by fixed-point iterations (``phase1.train_phase1``); the
-contexts of every split are then computed once with the final parameters, noise-free, and cached.
 Phase 2 trains the TokenBlock (and wte / the head when the arm says so) on shuffled batches of
 cached contexts, with early stopping on val loss, restores the best weights and scores test once.
 """
@@ -11,9 +9,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,137 +19,29 @@ from tqdm import tqdm
 
 from freezelab.config.schema import LMConfig
 from freezelab.errors import NumericFailure
-from freezelab.freeze.invariants import PhaseSnapshots, check_finite
+from freezelab.freeze.invariants import PhaseSnapshots, check_finite, frozen_unchanged
 from freezelab.freeze.param_groups import FreezeController
-from freezelab.tasks.lm import phase1 as p1
+from freezelab.tasks.lm.contexts import (  # noqa: F401  (compute_contexts ... are re-exported for callers)
+    Splits,
+    compute_contexts,
+    context_diagnostics,
+    is_stream,
+    moving_sources,
+    refresh_contexts,
+    run_phase1,
+    window_offsets,
+)
 from freezelab.tasks.lm.loss import head_loss
 from freezelab.tasks.lm.model import CVFPModel
 from freezelab.tasks.lm.per_token import train_batch_per_token
-from freezelab.tracking.checkpoints import BEST, Checkpoints, restore_training_state, training_state
+from freezelab.tracking.checkpoints import BEST, STATE, Checkpoints, restore_training_state, training_state
 from freezelab.tracking.items import MODEL, metric, write_items
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import torch_generator
 
-Splits = dict[str, torch.Tensor]
 CE_FUSED = True      # the batched loop's CE: fused (loss.py), or F.cross_entropy on full logits (reference)
 CE_CHUNK_ROWS = 512  # rows of (rows, V) logits at a time in the fused CE with a frozen head
-
-
-def phase1_config(cfg: LMConfig) -> p1.Phase1Config:
-    """The Phase-1 procedure's settings from a resolved study config."""
-    c = cfg.phase1
-    return p1.Phase1Config(max_iterations=c.max_iterations, min_iterations=c.min_iterations,
-                           convergence_threshold=c.convergence_threshold, min_converged_ratio=c.min_converged_ratio,
-                           lr=c.lr, dist_reg_weight=c.dist_reg_weight, noise_std=c.noise_std,
-                           chunk_rows=c.chunk_rows, grad_clip=c.grad_clip, diversity_norm=c.diversity_norm,
-                           reset=cfg.context.reset, wraparound=cfg.context.wraparound, iter0=c.iter0)
-
-
-@torch.no_grad()
-def token_inputs_all(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """x̃ for every token of a split, as Phase 1 sees it: (N, n*d_e), no gradient."""
-    return model.token_inputs(ids, offsets)
-
-
-@dataclass
-class Phase1Outcome:
-    iterations: int
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, seed: int, tracker: Tracker,
-               log: Callable[[str], None], progress: bool) -> Phase1Outcome:
-    """Train the ContextBlock; log convergence, both losses and train/val effective rank per iteration."""
-    pcfg = phase1_config(cfg)
-    x_train = token_inputs_all(model, ids["train"], offs["train"])
-    x_val = token_inputs_all(model, ids["val"], offs["val"])
-    rows = min(cfg.phase1.er_rows, x_train.shape[0], x_val.shape[0])  # same rows for train and val
-    model.context_block.requires_grad_(True)
-    bar = tqdm(total=cfg.phase1.max_iterations, desc="phase 1", unit="it", disable=not progress, leave=False)
-    tracker.live.phase("phase1", total=cfg.phase1.max_iterations, unit="iteration")
-
-    stats_of: dict[int, dict[str, Any]] = {}  # train_phase1 reports an iteration's stats, then its contexts
-
-    def on_iteration(stats: dict[str, Any]) -> None:
-        stats_of[stats["iteration"]] = stats
-
-    def on_contexts(k: int, c_train: torch.Tensor) -> None:
-        """One metrics line per iteration: the procedure's stats plus train/val ER on the same rows."""
-        c_val, _, _ = p1.exact_contexts(model.context_block, x_val, offs["val"], pcfg, all_layers=False)
-        stats = stats_of.pop(k, {})
-        tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k,
-                     **effective_ranks(c_train, c_val, rows=rows, seed=seed),
-                     **{f"phase1/{n}": v for n, v in stats.items() if n != "iteration" and v is not None}}, step=k)
-        tracker.live.step(done=k + 1, items=x_train.shape[0] if k else 0, loss=stats.get("cvfp_loss"))
-        bar.update(1)
-
-    result = p1.train_phase1(model.context_block, x_train, offs["train"], pcfg,
-                             generator=torch_generator(seed, "phase1", "noise"),
-                             on_iteration=on_iteration, on_contexts=on_contexts)
-    bar.close()
-    model.context_block.requires_grad_(False)
-    summary = {"enabled": True, "iterations": result.iterations, "max_iterations": cfg.phase1.max_iterations,
-               "converged_ratio": result.converged_ratio, "converged_tokens": result.converged_tokens,
-               "converged": result.converged, "stopped_early": result.stopped_early,
-               "seconds": result.seconds, "final_method": result.final_method}
-    log(f"phase 1: {result.iterations}/{cfg.phase1.max_iterations} iterations in {result.seconds:.1f}s, "
-        f"{result.converged_ratio:.1%} of tokens converged ({result.converged_tokens:,}), "
-        f"{'converged' if result.converged else 'not converged'}{', stopped early' if result.stopped_early else ''}"
-        f"; contexts by {result.final_method}")
-    return Phase1Outcome(iterations=result.iterations, summary=summary)
-
-
-@torch.no_grad()
-def compute_contexts(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits) -> Splits:
-    """Every split's per-layer contexts (N, L, d_c) from the current ContextBlock, exact and noise-free."""
-    pcfg = phase1_config(cfg)
-    dtype = torch.bfloat16 if cfg.context.cache_dtype == "bfloat16" else torch.float32
-    out = {}
-    for split in ids:
-        x = token_inputs_all(model, ids[split], offs[split])
-        if not cfg.model.use_context:
-            n = x.shape[0]
-            out[split] = torch.zeros(n, cfg.model.num_layers, model.context_dim, dtype=dtype, device=x.device)
-            continue
-        method: Literal["sequential", "jacobi"] = "sequential" if cfg.context.reset == "per_document" else "jacobi"
-        c, _, _ = p1.exact_contexts(model.context_block, x, offs[split], pcfg, method=method)
-        out[split] = c.to(dtype)
-    return out
-
-
-def effective_ranks(c_train: torch.Tensor, c_val: torch.Tensor, *, rows: int, seed: int,
-                    tag: str = "iteration") -> dict[str, Any]:
-    """Centred ER and participation ratio of train and val contexts on the same number of seeded rows,
-    plus the faithful (uncentred, up to 10,000 rows) train ER, all as fractions of d_c (cvfp-lm.md §4)."""
-    from freezelab.tasks.lm.rank import effective_rank_centred, effective_rank_legacy
-
-    out: dict[str, Any] = {"er_rows": rows}
-    for split, c in (("train", c_train), ("val", c_val)):
-        er = effective_rank_centred(c, rows=rows, generator=torch_generator(seed, "er", tag, split))
-        out[f"{split}/er"], out[f"{split}/pr"] = er["er_frac"], er["pr_frac"]
-    legacy = effective_rank_legacy(c_train, generator=torch_generator(seed, "er", "legacy"))
-    out["train/er_legacy"] = legacy / c_train.shape[1]
-    return out
-
-
-@torch.no_grad()
-def context_diagnostics(model: CVFPModel, cfg: LMConfig, contexts: Splits, ids: Splits, offs: Splits, *,
-                        seed: int) -> dict[str, Any]:
-    """Effective rank of the cached final contexts (train and val on the same rows) and the
-    memory-horizon probe (cvfp-lm.md §4, §10), for every arm including the untrained ContextBlock."""
-    from freezelab.tasks.lm.rank import memory_horizon
-
-    c_train, c_val = contexts["train"][:, -1].float(), contexts["val"][:, -1].float()
-    rows = min(cfg.phase1.er_rows, c_train.shape[0], c_val.shape[0])
-    out: dict[str, Any] = {"er_rows": rows}
-    if cfg.model.use_context:
-        out.update(effective_ranks(c_train, c_val, rows=rows, seed=seed, tag="final"))
-    x = token_inputs_all(model, ids["val"], offs["val"])
-    if x.shape[0] >= 16:
-        out["memory_horizon"] = memory_horizon(model.context_block, x, horizons=16,
-                                               generator=torch_generator(seed, "memory_horizon"))
-    return out
 
 
 def phase2_flops_per_token(model: CVFPModel, *, head_trainable: bool) -> float:
@@ -163,9 +52,17 @@ def phase2_flops_per_token(model: CVFPModel, *, head_trainable: bool) -> float:
     return 6 * w_blk + 4 * vd + (2 * vd if head_trainable else 0)
 
 
-def target_positions(offsets: torch.Tensor) -> torch.Tensor:
-    """Flat positions t whose next token ids[t+1] lies in the same document: (n_targets,)."""
+def target_positions(offsets: torch.Tensor, *, stream: bool = False) -> torch.Tensor:
+    """Flat positions t that predict ids[t+1]: (n_targets,).
+
+    Args:
+        offsets: (n_docs + 1,) document boundaries of a split.
+        stream: ``context.reset: stream`` (the original's one stream): every t < N-1, so the last token of a
+            document predicts the first of the next; otherwise only targets inside the same document.
+    """
     n = int(offsets[-1])
+    if stream:
+        return torch.arange(max(n - 1, 0), device=offsets.device)
     is_last = torch.zeros(n, dtype=torch.bool, device=offsets.device)
     lengths = offsets[1:] - offsets[:-1]
     is_last[offsets[1:][lengths > 0] - 1] = True
@@ -190,20 +87,21 @@ def write_baseline_items(run_dir: Path, data: Any, vocab_size: int) -> None:
 @torch.no_grad()
 def evaluate(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor, contexts: torch.Tensor, *,
              batch_size: int, autocast: Callable, token_bytes: torch.Tensor | None = None,
-             items: dict[str, Any] | None = None) -> dict[str, float]:
+             items: dict[str, Any] | None = None, stream: bool = False) -> dict[str, float]:
     """Mean CE (nats), perplexity, top-1 accuracy and bits per byte over a split's next-token positions.
 
-    With ``items`` (a dict), it is filled with per-document sums: id, loss_sum, tokens, correct, bytes.
+    With ``items`` (a dict), it is filled with per-document sums: id, loss_sum, tokens, correct, bytes
+    (with ``stream``, a cross-document target counts in the document of its input token).
     """
     model.eval()
-    positions = target_positions(offsets)
+    positions = target_positions(offsets, stream=stream)
     doc = torch.searchsorted(offsets, positions, right=True) - 1                # (n_targets,) document index
     per_doc = torch.zeros(3, len(offsets) - 1, dtype=torch.float64, device=offsets.device)  # loss, correct, bytes
     total, correct, nbytes = 0.0, 0, 0
     for s in range(0, len(positions), batch_size):
         pos = positions[s:s + batch_size]                                      # (B,)
         with autocast():
-            logits = model(contexts[pos].float(), model.token_inputs(ids, offsets, pos))  # (B, V)
+            logits = model(contexts[pos].float(), model.token_inputs(ids, None if stream else offsets, pos))  # (B, V)
         targets = ids[pos + 1]
         ce = F.cross_entropy(logits.float(), targets, reduction="none")       # (B,)
         hit = logits.argmax(-1) == targets
@@ -248,9 +146,16 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     eval_batch = 1 if c2.loop == "per_token" else c2.eval_batch_size  # per token: one position, one sync
     opt = controller.build_optimizer(c2.lr, fused=True)  # one fused Adam kernel: ~10x faster on a 38M table
     sched = controller.build_scheduler(opt, c2.lr)
-    train_pos = target_positions(offs["train"])
+    controller.check_layout(opt, when="at the start of phase 2")                     # I4, at construction
+    stream = is_stream(cfg)
+    per_epoch = cfg.context.cache == "per_epoch"  # contexts recomputed from the current parameters (faithful)
+    contexts = dict(contexts)
+    epoch_sources: dict[str, torch.Tensor] = {}  # per_epoch: the moving context sources at the epoch start
+    train_pos = target_positions(offs["train"], stream=stream)
     n_batches = math.ceil(len(train_pos) / c2.batch_size)
-    phase = PhaseSnapshots.take(model, controller)
+    frozen_checks: list[dict[str, Any]] = []  # I1: what was compared, when, and the outcome (summary.json)
+    facts["invariants"] = {"frozen_unchanged": False, "frozen_checks": frozen_checks}  # a failed run shows it
+    phase = PhaseSnapshots.take(model, controller, record=frozen_checks, phase="phase 2 start")
     best = EarlyStopping("val/loss", "min", c2.patience)
     step, tokens_seen, train_seconds = 0, 0, 0.0
     dead: list[str] = []
@@ -261,19 +166,29 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         state, tensors = training_state(model, opt, sched, controller, best)
         state.update(position=position, epoch_acc=acc, facts={"phase1": facts.get("phase1")},
                      counters={"step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-                               "dead": dead, "check_dead": phase.check_dead})
+                               "dead": dead, "check_dead": phase.check_dead, "frozen_checks": frozen_checks})
         dirty = position["batch"] is None and best.epoch == position["epoch"]
+        tensors.update({f"ctx/{k}": v for k, v in epoch_sources.items()})  # this epoch's context sources
         ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
                     model=model)
 
     if resume is not None:
         restore_training_state(ckpt, resume, model, opt, sched, controller, best)
+        controller.check_layout(opt, when="after resuming")                           # I4, on resume
         c, at = resume["counters"], resume["position"]
         step, tokens_seen, train_seconds, dead = c["step"], c["tokens_seen"], c["train_seconds"], c["dead"]
-        phase = PhaseSnapshots.take(model, controller)
+        frozen_checks[:] = c["frozen_checks"]
+        phase = PhaseSnapshots.take(model, controller, record=None)
+        phase.frozen_before, phase.record = frozen_checks[-1]["hashes"], frozen_checks  # the phase's own start
         phase.check_dead = c["check_dead"]
         epoch, stopped, acc = at["epoch"], at["stopped"], resume["epoch_acc"]
         first = epoch if at["batch"] is not None else epoch + 1
+        if per_epoch and at["batch"] is not None:  # inside an epoch: its contexts come from its start's tensors
+            from freezelab.tracking.weights import read_weights
+
+            stored, _ = read_weights(ckpt.dir / STATE, ckpt.files[STATE])
+            epoch_sources = {k[4:]: v for k, v in stored.items() if k.startswith("ctx/")}
+            refresh_contexts(model, cfg, ids, offs, contexts, ("train",), sources=epoch_sources)
         log((f"resumed in epoch {epoch} after batch {at['batch']}" if at["batch"] is not None else
              f"resumed after epoch {epoch}") + f" (step {step})" + (", training had stopped" if stopped else ""))
     tracker.live.phase("phase2", total=c2.max_epochs * n_batches, epochs=c2.max_epochs, steps_per_epoch=n_batches,
@@ -284,11 +199,18 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         if acc is None:  # a new epoch (a resumed partial one has done these already)
             if c2.unfreeze is not None and epoch == c2.unfreeze.at_epoch + 1:
                 _unfreeze(controller, opt, cfg)
-                phase = PhaseSnapshots.take(model, controller)
+                phase = PhaseSnapshots.take(model, controller, record=frozen_checks,
+                                            phase=f"epoch {epoch} (after unfreezing {', '.join(c2.unfreeze.groups)})")
                 if c2.unfreeze.reset_patience:
                     best.reset_patience()
                 log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
             acc = {"batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            if per_epoch:
+                epoch_sources, before = moving_sources(model), contexts["train"]
+                if epoch > 1:  # epoch 1's are Phase 1's, computed from these same tensors
+                    refresh_contexts(model, cfg, ids, offs, contexts, ("train",))
+                acc["drift"] = float((contexts["train"].float() - before.float()).pow(2).mean().sqrt())
+                log(f"epoch {epoch}: contexts recomputed (context.cache=per_epoch), RMS change {acc['drift']:.4g}")
         model.train()
         order = (torch.randperm(len(train_pos), generator=torch_generator(seed, "phase2", "order", str(epoch)))
                  if c2.order == "shuffled" else torch.arange(len(train_pos)))
@@ -300,12 +222,13 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             targets = ids["train"][pos + 1]
             if c2.loop == "per_token":  # the original's loop: forward + backward per position, .item() each
                 opt.zero_grad(set_to_none=True)
-                step_loss, hits = train_batch_per_token(model, ids["train"], offs["train"], contexts["train"], pos,
+                step_loss, hits = train_batch_per_token(model, ids["train"], window_offsets(cfg, offs["train"]),
+                                                        contexts["train"], pos,
                                                         autocast=fabric.autocast, backward=fabric.backward)
                 loss = torch.tensor(step_loss)
             else:
                 with fabric.autocast():
-                    x = model.token_inputs(ids["train"], offs["train"], pos)       # (B, n*d_e)
+                    x = model.token_inputs(ids["train"], window_offsets(cfg, offs["train"]), pos)  # (B, n*d_e)
                     h = model.token_block(contexts["train"][pos].float(), x)       # (B, d_e)
                     loss, pred = head_loss(model, h, targets, fused=CE_FUSED, chunk_rows=CE_CHUNK_ROWS)
                 hits = None
@@ -330,7 +253,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             facts["step"] = step
             check_finite([p for _, p in phase.trainable])                            # I7
             if step == 1:
-                phase.check_frozen(model, "after step 1")                             # I1
+                phase.check_frozen(model, "after step 1", step=step)                  # I1
             if phase.check_dead:                                                      # I2, once per phase
                 dead = phase.check_first_step(epoch)
                 if dead:
@@ -348,19 +271,22 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 acc["seconds"] = time.time() - t_epoch
                 commit({"phase": "phase2", "epoch": epoch, "batch": b + 1, "stopped": False, "stop_reason": None})
         loss_sum, correct, seen = acc["loss_sum"], acc["correct"], acc["seen"]
+        drift = {"contexts/drift_rms": acc["drift"]} if "drift" in acc else {}  # per_epoch: vs the previous epoch
         acc = None
         train_seconds += time.time() - t_epoch
         tokens_seen += seen
-        phase.check_frozen(model, f"at the end of epoch {epoch}")
+        phase.check_frozen(model, f"at the end of epoch {epoch}", step=step)
         tracker.live.note("evaluating val")
+        if per_epoch:
+            refresh_contexts(model, cfg, ids, offs, contexts, ("val",))
         val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=eval_batch,
-                       autocast=fabric.autocast, token_bytes=token_bytes)
+                       autocast=fabric.autocast, token_bytes=token_bytes, stream=stream)
         train_loss = loss_sum / seen
         record = {"kind": "epoch", "phase": "phase2", "epoch": epoch, "step": step, "train/loss": train_loss,
                   "train/ppl": math.exp(train_loss), "train/acc": correct / seen,
                   **{f"val/{k}": v for k, v in val.items()},
                   **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
-                  **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()},
+                  **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()}, **drift,
                   "seconds": time.time() - t_epoch}
         tracker.log(record, step=step)
         log(f"epoch {epoch}: train loss {train_loss:.4f} | val loss {val['loss']:.4f} ppl {val['ppl']:.2f} "
@@ -373,19 +299,22 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
     best.restore(model)
-    phase.check_frozen(model, "at the end of the run")
+    phase.check_frozen(model, "at the end of the run", step=step)
+    if per_epoch:  # the best epoch's own contexts
+        refresh_contexts(model, cfg, ids, offs, contexts, ("val", "test"))
     tracker.live.note("evaluating val and test at the best epoch")
     items: dict[str, dict[str, Any]] = {"val": {}, "test": {}}
-    evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=eval_batch,
-             autocast=fabric.autocast, token_bytes=token_bytes, items=items["val"])  # val items at the best epoch
+    evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=eval_batch,  # val items, best epoch
+             autocast=fabric.autocast, token_bytes=token_bytes, items=items["val"], stream=stream)
     test = evaluate(model, ids["test"], offs["test"], contexts["test"], batch_size=eval_batch,
-                    autocast=fabric.autocast, token_bytes=token_bytes, items=items["test"])
+                    autocast=fabric.autocast, token_bytes=token_bytes, items=items["test"], stream=stream)
     write_items(ckpt.run_dir, MODEL, _docs_with_tokens(items), task="lm", metrics=item_metrics(token_bytes is not None))
     log(f"test at best epoch {best.epoch}: loss {test['loss']:.4f} ppl {test['ppl']:.2f} acc {test['acc']:.2%}")
     return {"best": {"epoch": best.epoch, "metrics": best.metrics},
             "test": {f"test/{k}": v for k, v in test.items()}, "epochs_run": epoch, "steps": step,
             "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-            "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": []}}
+            "invariants": {"frozen_unchanged": frozen_unchanged(frozen_checks), "frozen_checks": frozen_checks,
+                           "dead_tensors": dead, "warnings": []}}
 
 
 def _non_finite(what: str, epoch: int, step: int, controller: FreezeController, cfg: LMConfig,

@@ -21,6 +21,7 @@ from freezelab.pretrained.hf import LoadedEmbedding, load_embedding, resolve_sou
 from freezelab.tasks.base import RunContext
 from freezelab.tasks.lm.cache import load_lm_data
 from freezelab.tasks.lm.model import CVFPModel
+from freezelab.tasks.lm.needs import context_needs
 from freezelab.tracking.checkpoints import PHASE1, Checkpoints
 from freezelab.utils.hashing import hash_json
 from freezelab.utils.meta import on_meta
@@ -49,6 +50,18 @@ def phase2_groups(model: CVFPModel, cfg: LMConfig) -> list[ParamGroup]:
     ]
     if model.head is not None:
         groups.append(ParamGroup("head", [model.head], frozen=cfg.model.head.freeze))
+    return groups
+
+
+def unused_ids(model: CVFPModel, cfg: LMConfig) -> set[int]:
+    """Ids of tensors no forward pass reaches (protocol §1.4): the ContextBlock when contexts are not used."""
+    return set() if context_needs(cfg).context_block else {id(p) for p in model.context_block.parameters()}
+
+
+def describe_groups(groups: dict[str, dict[str, Any]], cfg: LMConfig) -> dict[str, dict[str, Any]]:
+    """Group descriptions (numel, frozen, ...) with ``unused: true`` on a group no forward pass reaches."""
+    if not context_needs(cfg).context_block:
+        groups["context_block"] = {**groups["context_block"], "unused": True}
     return groups
 
 
@@ -84,13 +97,14 @@ def phase1_lines(p1: dict[str, Any], seconds: float) -> list[str]:
     the final contexts' effective rank and memory horizon."""
     lines = []
     if not p1.get("enabled", True):
-        lines.append("phase 1: skipped (phase1.enabled=false): the ContextBlock keeps its random init")
+        lines.append(f"phase 1: skipped ({p1.get('skipped') or 'phase1.enabled=false'})")
     if p1.get("restored"):
         lines.append("phase 1: restored from checkpoints/phase1.safetensors (a resumed run)")
     if "train/er" in p1:
-        lines.append(f"phase 1 contexts: effective rank train {p1['train/er']:.3f} / val {p1['val/er']:.3f} of d_c, "
-                     f"participation ratio {p1['train/pr']:.3f} / {p1['val/pr']:.3f} on {p1['er_rows']:,} rows "
-                     f"(uncentred train {p1['train/er_legacy']:.3f})")
+        legacy = f" (the original's ER of C^K {p1['er_legacy']:.3f})" if "er_legacy" in p1 else ""
+        lines.append(f"phase 1 contexts: effective rank ({p1.get('er', 'centred_fixed')}) train {p1['train/er']:.3f} "
+                     f"/ val {p1['val/er']:.3f} of d_c, participation ratio {p1['train/pr']:.3f} / "
+                     f"{p1['val/pr']:.3f} on {p1['er_rows']:,} rows{legacy}")
     horizon = p1.get("memory_horizon")
     if horizon:
         lines.append("phase 1 memory horizon (distance after j tokens, j = 1, 2, 4, 8, 16): "
@@ -113,8 +127,9 @@ class LMTask:
                               head_init=cfg.model.head.init)
         groups = phase2_groups(model, cfg)
         frozen = {id(p) for g in groups if g.frozen for p in g.params}
-        counts = count_parameters(model, frozen=frozen, roles=tied_roles(model)).as_dict()
-        counts["by_group"] = {g.name: {"numel": g.numel, "frozen": g.frozen} for g in groups}
+        counts = count_parameters(model, frozen=frozen, unused=unused_ids(model, cfg),
+                                  roles=tied_roles(model)).as_dict()
+        counts["by_group"] = describe_groups({g.name: {"numel": g.numel, "frozen": g.frozen} for g in groups}, cfg)
         return counts
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
@@ -147,13 +162,15 @@ class LMTask:
         data, baselines = load_lm_data(cfg, emb, ctx.cache_dir, log=ctx.log)
         budget = {"phase2": cfg.phase2.model_dump(exclude={"unfreeze", "loop"}),  # loop: the same budget
                   "phase1_max": cfg.phase1.max_iterations}
+        er = {"er": cfg.phase1.er} if cfg.phase1.er != "centred_fixed" else {}  # today's eval hash unchanged
         facts["hashes"] = {"data_hash": data.data_hash, "split_hash": data.split_hash,
-                           "eval_hash": hash_json({"split": data.split_hash, "er_rows": cfg.phase1.er_rows}),
+                           "eval_hash": hash_json({"split": data.split_hash, "er_rows": cfg.phase1.er_rows, **er}),
                            "budget_hash": hash_json(budget), "pretrained_hash": emb.sha256}
         facts["data"] = {"source": cfg.data.source, "train_docs": data.train.n_docs, "val_docs": data.val.n_docs,
                          "test_docs": data.test.n_docs, "train_tokens": data.train.n_tokens,
                          "val_tokens": data.val.n_tokens, "test_tokens": data.test.n_tokens}
-        facts["train_tokens"] = data.train.n_targets
+        facts["train_tokens"] = (data.train.n_tokens - 1 if cfg.context.reset == "stream"  # cross-document targets
+                                 else data.train.n_targets)
         facts["baselines"] = baselines
         if baselines is not None:  # per-document baseline scores on the same items as the model's
             from freezelab.tasks.lm.phases import write_baseline_items
@@ -174,7 +191,7 @@ class LMTask:
         offs = {k: torch.from_numpy(v.offsets).to(device) for k, v in splits.items()}
 
         # --- Phase 1 ---------------------------------------------------------------------------
-        from freezelab.tasks.lm.phases import compute_contexts, context_diagnostics, run_phase1
+        from freezelab.tasks.lm.contexts import compute_contexts, context_diagnostics, run_phase1
 
         t1 = time.time()
         model.requires_grad_(False)
@@ -192,13 +209,14 @@ class LMTask:
             context_seconds = time.time() - t_ctx
             ctx.log("phase 1: restored from checkpoints/phase1.safetensors")
         else:
+            needs = context_needs(cfg)  # Phase 1 only when what it trains is used
             p1 = run_phase1(model, cfg, ids, offs, seed=ctx.seed, tracker=ctx.tracker, log=ctx.log,
-                            progress=ctx.progress) if cfg.phase1.enabled else None
+                            progress=ctx.progress) if needs.phase1 else None
             ctx.tracker.live.note("computing the contexts of every split")
             t_ctx = time.time()
             contexts = compute_contexts(model, cfg, ids, offs)
             context_seconds = time.time() - t_ctx
-            facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False}),
+            facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False, "skipped": needs.why}),
                                **context_diagnostics(model, cfg, contexts, ids, offs, seed=ctx.seed)}
             ckpt.commit({"position": {"phase": "phase1", "epoch": 0, "batch": None, "stopped": False},
                          "facts": {"phase1": facts["phase1"]}}, weights={PHASE1: model.state_dict()})
@@ -213,8 +231,8 @@ class LMTask:
         t2 = time.time()
         controller = FreezeController(model, phase2_groups(model, cfg))
         counts = count_parameters(model, frozen={id(p) for _, p in controller.frozen_params()},
-                                  roles=tied_roles(model))
-        facts["params"] = {**counts.as_dict(), "by_group": controller.describe()}
+                                  unused=unused_ids(model, cfg), roles=tied_roles(model))
+        facts["params"] = {**counts.as_dict(), "by_group": describe_groups(controller.describe(), cfg)}
         check_expected_counts(counts, ctx.expected_params, ctx.arm)
         token_bytes = torch.from_numpy(data.token_bytes).to(device) if data.token_bytes is not None else None
         result = run_phase2(model, controller, cfg, ids, offs, contexts, seed=ctx.seed, fabric=fabric,

@@ -1,0 +1,45 @@
+"""The original's token-level train/val cut (``data.split: token_fraction``; cvfp-lm.md §6, §9 flaw 4).
+
+The seed loaded N + 50 conversations, concatenated them into one stream of T tokens and cut it at token
+⌊T·N/(N+50)⌋: the cut falls inside a conversation, whose head trains and whose tail is validated on, and
+the validation set changes with N. freezelab's default splits whole documents; this reproduces the cut
+on freezelab's document split (train documents, then val documents, in order; test stays whole).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from freezelab.errors import DataError
+from freezelab.tasks.lm.data import TokenDocs
+
+
+def token_fraction_split(train: TokenDocs, val: TokenDocs) -> tuple[TokenDocs, TokenDocs]:
+    """Concatenate train then val documents and cut the stream at ⌊T·n_train/(n_train + n_val)⌋ tokens.
+
+    Args:
+        train: the train documents (N of them).
+        val: the val documents.
+
+    Returns:
+        (train, val): the documents before the cut, and those after it; the document the cut falls in is
+        split in two pieces with the same name, its head ending train and its tail opening val.
+
+    Raises:
+        DataError: the cut leaves train or val without a token.
+    """
+    ids = np.concatenate([train.ids, val.ids])                                   # (T,)
+    offsets = np.concatenate([train.offsets, val.offsets[1:] + train.n_tokens])  # (n_train + n_val + 1,)
+    names = train.doc_names + val.doc_names
+    cut = len(ids) * train.n_docs // (train.n_docs + val.n_docs)
+    if not 0 < cut < len(ids):
+        raise DataError(f"data.split=token_fraction: the cut at token {cut} of {len(ids)} leaves a split empty. "
+                        "Use more documents, or data.split: document.")
+    d = int(np.searchsorted(offsets, cut, side="right") - 1)                     # offsets[d] <= cut < offsets[d+1]
+    if offsets[d] == cut:  # the cut falls on a boundary: no document is split
+        head, head_names, tail = offsets[: d + 1], names[:d], offsets[d:] - cut
+    else:
+        head, head_names = np.append(offsets[: d + 1], cut), names[: d + 1]
+        tail = np.concatenate([[0], offsets[d + 1:] - cut])
+    return (TokenDocs(ids[:cut], head.astype(np.int64), head_names),
+            TokenDocs(ids[cut:], tail.astype(np.int64), names[d:]))
