@@ -353,26 +353,41 @@ def fields(task: Literal["lm", "timeseries"] = typer.Argument("lm", help="The st
 @app.command()
 def bench(
     device: Literal["auto", "cpu", "cuda"] = typer.Option("auto", help="Where to measure."),
-    quick: bool = typer.Option(False, "--quick", help="Smaller sizes (seconds)."),
+    mode: Literal["all", "step", "e2e"] = typer.Option(
+        "all", help="step: matmul peak, Phase-2 steps and the recurrence in isolation; e2e: one real run at the "
+        "seed's shapes per stage, with the per-token reference loop and a seed-study estimate; all: both."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller sizes (CI: about a minute per mode on a CPU)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Measure matmul peak, Phase-2 MFU and recurrence speed-up (ratios, see benchmarks/README.md)."""
-    from freezelab.bench import run_benchmarks
+    """Measure matmul peak, Phase-2 MFU, recurrence and end-to-end speed (ratios, see benchmarks/README.md)."""
+    result: dict = {}
+    if mode in ("all", "step"):
+        from freezelab.bench import run_benchmarks
 
-    result = run_benchmarks(device, quick=quick)
+        result["step"] = run_benchmarks(device, quick=quick)
+    if mode in ("all", "e2e"):
+        from freezelab.bench_e2e import run_e2e
+
+        result["e2e"] = run_e2e(device, quick=quick)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result if mode == "all" else result[mode], indent=2))
         return
-    console.print(f"device {result['device']} ({result['threads']} threads, {result['precision']}): "
-                  f"matmul peak {result['matmul_peak_tflops']:.3f} TFLOP/s")
-    for key in ("phase2_frozen_head", "phase2_trainable_head"):
-        r = result[key]
-        console.print(f"{key}: {r['tokens_per_second']:,.0f} tokens/s, "
-                      f"{r['flops_per_second'] / 1e12:.3f} TFLOP/s, MFU {r['mfu']:.1%} of measured peak")
-    r = result["recurrence"]
-    console.print(f"recurrence: batched {r['batched_tokens_per_second']:,.0f} tokens/s vs per-token loop "
-                  f"{r['per_token_tokens_per_second']:,.0f} tokens/s → {r['speedup']:.1f}× faster")
+    if "step" in result:
+        r0 = result["step"]
+        console.print(f"device {r0['device']} ({r0['threads']} threads, {r0['precision']}): "
+                      f"matmul peak {r0['matmul_peak_tflops']:.3f} TFLOP/s")
+        for key in ("phase2_frozen_head", "phase2_trainable_head"):
+            r = r0[key]
+            console.print(f"{key} (V {r['vocab']:,}, d {r['dim']}, batch {r['batch']}): "
+                          f"{r['tokens_per_second']:,.0f} tokens/s, {r['flops_per_second'] / 1e12:.3f} TFLOP/s, "
+                          f"MFU {r['mfu']:.1%} of measured peak")
+        r = r0["recurrence"]
+        console.print(f"recurrence: batched {r['batched_tokens_per_second']:,.0f} tokens/s vs per-token loop "
+                      f"{r['per_token_tokens_per_second']:,.0f} tokens/s → {r['speedup']:.3g}× faster")
+    if "e2e" in result:
+        from freezelab.bench_e2e import print_e2e
 
+        print_e2e(result["e2e"], echo=lambda line: console.print(line, highlight=False))
 
 if __name__ == "__main__":
     app()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from freezelab.tasks.lm import phases
-from freezelab.tasks.lm.model import CVFPModel
+from freezelab.tasks.lm.model import CVFPModel, TokenBlock
 from tests.conftest import tiny_base
 from tests.integration.test_runner import _run
 
@@ -46,19 +46,25 @@ def test_per_epoch_contexts_drift_with_the_trained_embed_norm_and_once_contexts_
     import yaml
 
     seen: dict[str, list] = {"ids": [], "calls": []}
-    real_phase2, real_forward = phases.run_phase2, CVFPModel.forward
+    real_phase2, real_inputs, real_block = phases.run_phase2, CVFPModel.token_inputs, TokenBlock.forward
+    state_now: list[dict] = []
 
     def phase2_spy(model, controller, cfg, ids, offs, *a, **kw):
         seen["ids"].append((ids["train"].numpy().copy(), offs["train"].numpy().copy()))
         return real_phase2(model, controller, cfg, ids, offs, *a, **kw)
 
-    def forward_spy(self, contexts, x):  # a training step: the contexts it reads and the parameters of now
+    def inputs_spy(self, *a, **kw):  # a training step starts here: the parameters of now
         if self.training:
-            seen["calls"].append((contexts.detach().clone().numpy(),
-                                  {k: v.detach().double().numpy().copy() for k, v in self.state_dict().items()}))
-        return real_forward(self, contexts, x)
+            state_now[:] = [{k: v.detach().double().numpy().copy() for k, v in self.state_dict().items()}]
+        return real_inputs(self, *a, **kw)
+
+    def block_spy(self, contexts, x):  # ... and the TokenBlock reads the step's contexts
+        if self.training:
+            seen["calls"].append((contexts.detach().clone().numpy(), state_now[0]))
+        return real_block(self, contexts, x)
     monkeypatch.setattr(phases, "run_phase2", phase2_spy)
-    monkeypatch.setattr(CVFPModel, "forward", forward_spy)
+    monkeypatch.setattr(CVFPModel, "token_inputs", inputs_spy)
+    monkeypatch.setattr(TokenBlock, "forward", block_spy)
 
     base = tiny_base(tiny_model_dir, tiny_corpus)
     base["model"]["embed_norm"] = "trainable_shared"
@@ -81,6 +87,16 @@ def test_per_epoch_contexts_drift_with_the_trained_embed_norm_and_once_contexts_
     assert np.array_equal(drift[0][0], once[0][0])                       # epoch 1: both are Phase 1's
     assert all(np.array_equal(c, once[0][0]) for c, _ in once)           # once: never recomputed
     assert not np.allclose(once[2][1]["embed_norm.weight"], once[0][1]["embed_norm.weight"])  # though it trains
+    # the logged drift: RMS change of all train contexts from the previous epoch's, recomputed by hand
+    from freezelab.tracking.files import read_jsonl
+    from tests.integration.test_runner import _run_dir
+
+    hand = [_contexts_by_hand(state, ids, offsets, 2) for _, state in drift]
+    want = [0.0] + [float(np.sqrt(((b - a) ** 2).mean())) for a, b in zip(hand, hand[1:])]
+    epochs = {c: [r for r in read_jsonl(_run_dir(tmp_path / c, "a") / "metrics.jsonl") if r["kind"] == "epoch"]
+              for c in ("per_epoch", "once")}
+    assert np.allclose([r["contexts/drift_rms"] for r in epochs["per_epoch"]], want, atol=1e-5) and want[1] > 1e-3
+    assert not any("contexts/drift_rms" in r for r in epochs["once"])
 
 
 def test_token_fraction_split_runs_and_its_split_hash_differs(write_study, tmp_path: Path) -> None:
@@ -113,7 +129,12 @@ def test_phase1_er_train_and_val_on_the_same_kind_of_contexts_and_er_legacy_on_t
     from tests.integration.test_runner import _run_dir
 
     seen: list[dict] = []
-    real_ranks, real_train = ctx_mod.effective_ranks, p1.train_phase1
+    subsets: list[tuple] = []  # the train documents whose exact contexts are measured each iteration
+    real_ranks, real_train, real_docs = ctx_mod.effective_ranks, p1.train_phase1, ctx_mod.er_documents
+
+    def docs_spy(*a, **kw):
+        subsets.append(real_docs(*a, **kw))
+        return subsets[-1]
 
     def ranks_spy(c_train, c_val, **kw):
         if kw.get("tag", "iteration") == "iteration":
@@ -123,26 +144,30 @@ def test_phase1_er_train_and_val_on_the_same_kind_of_contexts_and_er_legacy_on_t
     def train_spy(block, x_train, offsets_train, cfg, *, on_contexts, **kw):
         def wrapped(k, c_iterate):
             on_contexts(k, c_iterate)
-            seen[-1].update(k=k, iterate=c_iterate.clone(), block=copy.deepcopy(block), x=x_train,
-                            offsets=torch.as_tensor(offsets_train))
+            x_sub, offs_sub = subsets[-1]
+            seen[-1].update(k=k, iterate=c_iterate.clone(), block=copy.deepcopy(block), x=x_sub, offsets=offs_sub,
+                            x_all=x_train, offsets_all=torch.as_tensor(offsets_train))
         return real_train(block, x_train, offsets_train, cfg, on_contexts=wrapped, **kw)
     monkeypatch.setattr(ctx_mod, "effective_ranks", ranks_spy)
+    monkeypatch.setattr(ctx_mod, "er_documents", docs_spy)
     monkeypatch.setattr(p1, "train_phase1", train_spy)
     path = write_study({"centred": {"reference": True}, "legacy": {"overrides": {"phase1.er": "legacy"}}})
     out = tmp_path / "out"
     assert _run(path, out) == {"centred/0": "succeeded", "legacy/0": "succeeded"}
     per_arm = {"centred": seen[: len(seen) // 2], "legacy": seen[len(seen) // 2:]}
 
-    def exact_residual(c: torch.Tensor, it: dict) -> float:
+    def exact_residual(c: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor, block) -> float:
         """max |c - block(c shifted within documents, x)|: 0 for the exact recurrence of the block now."""
         prev = torch.cat([torch.zeros_like(c[:1]), c[:-1]])
-        prev[it["offsets"][:-1]] = 0.0                                  # c = 0 at each document start
+        prev[offsets[:-1]] = 0.0                                        # c = 0 at each document start
         with torch.no_grad():
-            return float((it["block"](prev, it["x"])[:, -1] - c).abs().max())
+            return float((block(prev, x)[:, -1] - c).abs().max())
     for it in per_arm["centred"]:
-        assert exact_residual(it["train"], it) < 1e-4, it["k"]          # train ER: exact contexts of now ...
-        if it["k"] >= 1:
-            assert exact_residual(it["iterate"], it) > 1e-2             # ... not the noisy, pre-step iterate C^k
+        x_sub, offs_sub = it["x"], it["offsets"]
+        assert offs_sub[-1] >= 32 and len(offs_sub) - 1 < len(it["offsets_all"]) - 1  # whole documents, >= er_rows
+        assert exact_residual(it["train"], x_sub, offs_sub, it["block"]) < 1e-4, it["k"]  # exact contexts of now ...
+        if it["k"] >= 1:                                                # ... not the noisy, pre-step iterate C^k
+            assert exact_residual(it["iterate"], it["x_all"], it["offsets_all"], it["block"]) > 1e-2
     for arm, its in per_arm.items():
         (run_dir,) = [_run_dir(out, arm)]
         summary = read_json(run_dir / "summary.json")["phase1"]

@@ -17,3 +17,43 @@ def test_phase2_bench_trains_the_study_model() -> None:
 def test_recurrence_bench_compares_both_paths() -> None:
     r = bench_recurrence(torch.device("cpu"), dim=8, layers=2, docs=3, doc_len=5)
     assert r["speedup"] > 0 and r["batched_tokens_per_second"] > 0
+
+
+def test_flop_model_counts_the_study_model() -> None:
+    """The e2e FLOP model's block weights and per-token Phase-2 FLOP, against counts taken from the model."""
+    from freezelab.bench_e2e import _weights_of, phase1_flop
+    from freezelab.config.schema import LMConfig
+    from freezelab.tasks.lm.phases import phase2_flops_per_token
+    from freezelab.tasks.lm.task import build_model
+
+    model = build_model(LMConfig.model_validate({"model": {"num_layers": 3}}), 50, 8, seed=0)
+    linear = [m.weight.numel() for blk in (model.context_block, model.token_block)
+              for m in blk.modules() if isinstance(m, torch.nn.Linear)]
+    assert _weights_of(3, 8) * 2 == sum(linear) == 2 * 3 * (16 * 8)
+    # seed shapes, cvfp-lm.md §8: W_blk = 7,077,888; 196.86 M / 274.05 M FLOP per frozen / trainable token
+    assert _weights_of(6, 768) == 7_077_888
+    seed = build_model(LMConfig.model_validate({}), 50257, 768, seed=None)
+    assert phase2_flops_per_token(seed, head_trainable=False) == 6 * 7_077_888 + 4 * 38_597_376 == 196_856_832
+    assert phase2_flops_per_token(seed, head_trainable=True) == 274_051_584
+    # seed Phase 1 (1 sequential + 6 parallel, no final pass or val): 268.96 M per token; ours adds both
+    w = 7_077_888
+    assert phase1_flop(10, 0, 7, w) - 10 * 2 * w == 10 * 268_959_744
+    assert phase1_flop(10, 3, 7, w) - phase1_flop(10, 0, 7, w) == 7 * 3 * 2 * w
+
+
+def test_e2e_bench_runs_a_real_study_and_the_reference(tmp_path) -> None:
+    """Tiny shapes: every stage is timed and counted, the per-token reference and the estimate are there."""
+    from freezelab.bench_e2e import print_e2e, run_e2e
+
+    r = run_e2e("cpu", train_docs=2, epochs=1, iterations=2, vocab=30522, dim=8, layers=1, slice_positions=3)
+    st = r["stages"]
+    for name in ("phase1", "context_cache", "phase2_train", "epoch_eval", "final_eval"):
+        assert st[name]["seconds"] > 0 and st[name]["flop"] > 0, name
+    run = st["run"]
+    assert run["epochs"] == 1 and run["phase1_iterations"] == 2 and run["train_tokens"] <= 2 * 512
+    assert st["phase2_train"]["tokens"] == run["positions"]["train"]  # one epoch sees every position once
+    assert r["reference"]["positions"] == 3 and r["reference"]["train_speedup"] > 0
+    assert r["study_estimate"]["total_seconds"] > 0
+    lines: list[str] = []
+    print_e2e(r, echo=lines.append)
+    assert any("per-token reference" in ln for ln in lines)

@@ -21,7 +21,8 @@ def _invoke(*args: str):
 
 
 @pytest.mark.parametrize(("command", "choices"), [
-    ("run", ["<process|inline>", "<local|ray>"]), ("report", ["<en|ja>"]), ("bench", ["<auto|cpu|cuda>"]),
+    ("run", ["<process|inline>", "<local|ray>"]), ("report", ["<en|ja>"]),
+    ("bench", ["<auto|cpu|cuda>", "<all|step|e2e>"]),
     ("fields", ["<lm|timeseries>"])])
 def test_choice_options_show_their_choices(command: str, choices: list[str]) -> None:
     res = _invoke(command, "--help")

@@ -130,6 +130,8 @@ def test_reference_config_errors_say_what_to_change() -> None:
         LMConfig.model_validate({"model": {"kind": "gru", "head": {"tie": False}}})
     with pytest.raises(ValidationError, match=r"context.cache=per_epoch"):
         LMConfig.model_validate({"model": {"kind": "gru"}, "context": {"cache": "per_epoch"}})
+    with pytest.raises(ValidationError, match=r"phase2.loop=per_token"):
+        LMConfig.model_validate({"model": {"kind": "gru"}, "phase2": {"loop": "per_token"}})
     with pytest.raises(ValidationError, match=r"context.reset=stream"):
         LMConfig.model_validate({"model": {"kind": "gpt2"}, "context": {"reset": "stream"}})
     with pytest.raises(ValidationError, match=r"reference_width=30 is not a multiple of model.reference_heads=4"):

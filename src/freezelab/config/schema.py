@@ -196,6 +196,12 @@ class Phase2Config(Strict):
     order: Literal["shuffled", "contiguous"] = Field(
         "shuffled", description="shuffled positions (seeded per epoch), or contiguous chunks (the original).")
     eval_batch_size: int = Field(1024, ge=1, description="Positions per evaluation batch.")
+    loop: Literal["batched", "per_token"] = Field(
+        "batched", json_schema_extra=HASH_NEUTRAL,
+        description="batched: one TokenBlock call per batch with a fused chunked cross-entropy "
+        "(freezelab). per_token: the original's loop, for timing parity only: every position forward and "
+        "backward alone (gradients accumulate over the batch, one Adam step per batch, a .item() sync per "
+        "token), and evaluation one position at a time; same losses within float rounding, ~30x slower.")
     unfreeze: Optional[UnfreezeConfig] = None
 
     @model_validator(mode="after")
@@ -243,11 +249,12 @@ class LMConfig(Strict):
                  self.context.reset == "per_document"), ("model.num_input_tokens", m.num_input_tokens,
                  m.num_input_tokens == 1), ("model.use_context", m.use_context, m.use_context),
                 ("phase2.unfreeze", self.phase2.unfreeze, self.phase2.unfreeze is None),
-                ("context.cache", self.context.cache, self.context.cache == "once")) if not ok]
+                ("context.cache", self.context.cache, self.context.cache == "once"),
+                ("phase2.loop", self.phase2.loop, self.phase2.loop == "batched")) if not ok]
             if bad:
                 raise ValueError(f"model.kind={m.kind} (a reference model, no contexts) runs with a tied head, "
-                                 "per-document reset, one input token, no context ablation or cache, no unfreezing; "
-                                 f"got "
+                                 "per-document reset, one input token, no context ablation or cache, no unfreezing, "
+                                 f"the batched loop; got "
                                  f"{', '.join(bad)}. Drop these overrides from the reference arm.")
             if m.kind == "gpt2" and m.reference_width is not None and m.reference_width % m.reference_heads:
                 raise ValueError(f"model.reference_width={m.reference_width} is not a multiple of "

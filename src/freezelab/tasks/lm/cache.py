@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from freezelab.config.schema import LMConfig
+from freezelab.config.schema import LMConfig, hash_view
 from freezelab.errors import RunFileError
 from freezelab.pretrained.hf import LoadedEmbedding
 from freezelab.tasks.lm.baselines import score_baselines
@@ -87,7 +87,8 @@ def load_lm_data(cfg: LMConfig, emb: LoadedEmbedding, cache_dir: Path | None, *,
     Returns:
         (data, baselines) where baselines is None when ``cfg.baselines`` is off.
     """
-    key = hash_json({"data": cfg.data.model_dump(), "tokenizer": _tokenizer_id(cfg, emb),
+    data_keys = hash_view("lm", {"data": cfg.data.model_dump()})["data"]  # a new key at its default: same cache
+    key = hash_json({"data": data_keys, "tokenizer": _tokenizer_id(cfg, emb),
                      "vocab": len(emb.tokenizer), "baselines": cfg.baselines, "version": 2})[:16]
 
     def compute() -> tuple[LMData, dict[str, Any] | None]:

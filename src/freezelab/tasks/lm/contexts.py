@@ -64,6 +64,10 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
     x_train = token_inputs_all(model, ids["train"], window_offsets(cfg, offs["train"]))
     x_val = token_inputs_all(model, ids["val"], window_offsets(cfg, offs["val"]))
     rows = min(cfg.phase1.er_rows, x_train.shape[0], x_val.shape[0])  # same rows for train and val
+    # per-iteration train ER: exact contexts of a seeded set of whole documents holding enough rows (the legacy
+    # definition samples up to 10,000); a stream has no documents to pick, so it is measured whole
+    x_er, offs_er = (x_train, offs["train"]) if is_stream(cfg) else er_documents(
+        x_train, offs["train"], rows if cfg.phase1.er == "centred_fixed" else 10_000, seed)
     model.context_block.requires_grad_(True)
     bar = tqdm(total=cfg.phase1.max_iterations, desc="phase 1", unit="it", disable=not progress, leave=False)
     tracker.live.phase("phase1", total=cfg.phase1.max_iterations, unit="iteration")
@@ -77,7 +81,7 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
     def on_contexts(k: int, c_iterate: torch.Tensor) -> None:
         """One metrics line per iteration: the procedure's stats, train/val ER of the same kind of contexts (exact,
         noise-free, of the parameters now) on the same rows, and the original's ER of the iterate C^k."""
-        c_train, c_val = exact_train_val(model, cfg, x_train, x_val, offs)
+        c_train, c_val = exact_train_val(model, cfg, x_er, x_val, {"train": offs_er, "val": offs["val"]})
         stats = stats_of.pop(k, {})
         legacy["er_legacy"] = er_legacy(c_iterate, seed)  # the last one is the summary's (C^K)
         tracker.log({"kind": "iteration", "phase": "phase1", "iteration": k, "train/er_legacy": legacy["er_legacy"],
@@ -100,6 +104,28 @@ def run_phase1(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits, *, se
         f"{'converged' if result.converged else 'not converged'}{', stopped early' if result.stopped_early else ''}"
         f"; contexts by {result.final_method}")
     return Phase1Outcome(iterations=result.iterations, summary=summary)
+
+
+def er_documents(x: torch.Tensor, offsets: torch.Tensor, rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded set of whole documents (in their order) holding at least ``rows`` tokens, or all of them.
+
+    Args:
+        x: (N, n*d_e) token inputs of a split.
+        offsets: (n_docs + 1,) its document boundaries.
+        rows: tokens wanted.
+        seed: the run seed (the set is drawn from (seed, "er", "documents")).
+
+    Returns:
+        (x of those documents (M, n*d_e), their offsets (k + 1,)).
+    """
+    offsets = offsets.cpu()
+    lengths = offsets[1:] - offsets[:-1]                                               # (n_docs,)
+    order = torch.randperm(len(lengths), generator=torch_generator(seed, "er", "documents"))
+    need = int(torch.searchsorted(torch.cumsum(lengths[order], 0), rows)) + 1           # the first prefix >= rows
+    docs = order[:need].sort().values
+    idx = torch.cat([torch.arange(int(offsets[d]), int(offsets[d + 1])) for d in docs])
+    sub = torch.cat([torch.zeros(1, dtype=offsets.dtype), torch.cumsum(lengths[docs], 0)])
+    return x[idx.to(x.device)], sub.to(x.device)
 
 
 @torch.no_grad()

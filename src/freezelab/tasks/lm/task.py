@@ -200,7 +200,8 @@ class LMTask:
         facts["trust_remote_code"] = cfg.embedding.trust_remote_code
         ctx.log(f"embedding {cfg.embedding.source}: V={emb.vocab_size} d={emb.dim} sha256={emb.sha256}")
         data, baselines = load_lm_data(cfg, emb, ctx.cache_dir, log=ctx.log)
-        budget = {"phase2": cfg.phase2.model_dump(exclude={"unfreeze"}), "phase1_max": cfg.phase1.max_iterations}
+        budget = {"phase2": cfg.phase2.model_dump(exclude={"unfreeze", "loop"}),  # loop: the same budget
+                  "phase1_max": cfg.phase1.max_iterations}
         er = {"er": cfg.phase1.er} if cfg.phase1.er != "centred_fixed" else {}  # today's eval hash unchanged
         facts["hashes"] = {"data_hash": data.data_hash, "split_hash": data.split_hash,
                            "eval_hash": hash_json({"split": data.split_hash, "er_rows": cfg.phase1.er_rows, **er}),
@@ -239,6 +240,7 @@ class LMTask:
         resume = ckpt.load()
         if is_reference(cfg):  # no ContextBlock: nothing to train or compute before Phase 2
             contexts = {k: torch.empty(v.shape[0], 0, device=device) for k, v in ids.items()}
+            context_seconds = 0.0
             facts["phase1"] = {"enabled": False, "skipped": context_needs(cfg).why}
             facts["reference"] = reference_size(cfg, emb.dim)
             ctx.log(f"reference model {cfg.model.kind}: " + ", ".join(f"{k} {v:,}" for k, v in
@@ -249,14 +251,18 @@ class LMTask:
             ckpt.load_into(PHASE1, model)
             facts["phase1"] = resume["facts"]["phase1"]
             ctx.tracker.live.note("computing the contexts of every split")
+            t_ctx = time.time()
             contexts = compute_contexts(model, cfg, ids, offs)
+            context_seconds = time.time() - t_ctx
             ctx.log("phase 1: restored from checkpoints/phase1.safetensors")
         else:
             needs = context_needs(cfg)  # Phase 1 only when what it trains is used
             p1 = run_phase1(model, cfg, ids, offs, seed=ctx.seed, tracker=ctx.tracker, log=ctx.log,
                             progress=ctx.progress) if needs.phase1 else None
             ctx.tracker.live.note("computing the contexts of every split")
+            t_ctx = time.time()
             contexts = compute_contexts(model, cfg, ids, offs)
+            context_seconds = time.time() - t_ctx
             facts["phase1"] = {**(p1.summary if p1 is not None else {"enabled": False, "skipped": needs.why}),
                                **context_diagnostics(model, cfg, contexts, ids, offs, seed=ctx.seed)}
             ckpt.commit({"position": {"phase": "phase1", "epoch": 0, "batch": None, "stopped": False},
@@ -292,5 +298,6 @@ class LMTask:
         flops = phase2_flops_per_token(model, head_trainable=head_trainable)
         return {**{k: v for k, v in facts.items() if k not in ("epoch", "step")}, **result,
                 "phase_seconds": {"phase1": phase1_seconds, "phase2": phase2_seconds},
+                "context_cache_seconds": context_seconds,  # inside phase_seconds.phase1
                 "tokens_per_second": tokens_per_second, "flops_per_token": flops,
                 "achieved_tflops": tokens_per_second * flops / 1e12, "files": ckpt.records()}
