@@ -62,6 +62,45 @@ def test_tiny_study_runs_inline_and_writes_summaries(tmp_path, tiny_backbones):
     assert epochs[0]["lr/encoder.0"] == 0.0 and epochs[1]["lr/encoder.0"] > 0
     assert "grad_norm/encoder.0" not in epochs[0] and epochs[1]["grad_norm/encoder.0"] > 0
     assert {"train/target_fraction/h1", "val/mse/d", "val/skill_persistence", "lr/head"} <= set(epochs[0])
+    # I1 is recorded, not asserted: per phase the frozen tensors' hashes and every check made against them
+    frozen = summaries["frozen"]["invariants"]
+    assert frozen["frozen_unchanged"] is True
+    (start,) = frozen["frozen_checks"]
+    assert any(k.startswith("backbone.") for k in start["hashes"])
+    assert [c["when"] for c in start["checks"]] == ["after step 1", "at the end of epoch 1", "at the end of epoch 2",
+                                                    "at the end of the run"]
+    assert all(c["unchanged"] and c["changed"] == [] for c in start["checks"])
+    unfrozen = summaries["frozen_then_unfrozen"]["invariants"]["frozen_checks"]
+    assert len(unfrozen) == 2 and "unfreezing" in unfrozen[1]["phase"]      # the backbone left the frozen set
+    assert not any(k.startswith("backbone.") for k in unfrozen[1]["hashes"])
+
+
+def test_a_frozen_backbone_tensor_changed_mid_run_fails_it_and_is_recorded(tmp_path, tiny_backbones, monkeypatch):
+    import torch
+
+    from freezelab.tracking.selection import EarlyStopping
+
+    real = EarlyStopping.update
+
+    def tampering(self, epoch, value, metrics, model):  # after epoch 1's checks: nudge a frozen backbone tensor
+        if epoch == 1:
+            with torch.no_grad():
+                next(p for n, p in model.named_parameters() if n.startswith("backbone.")).add_(1e-3)
+        return real(self, epoch, value, metrics, model)
+    monkeypatch.setattr(EarlyStopping, "update", tampering)
+    path = write_ts_study(tmp_path / "study.yaml", tiny_ts_base(tiny_backbones["t5"]), {"frozen": ARMS["frozen"]})
+    study = load_study(path)
+    outcomes = run_plan(study, make_plan(study), tmp_path / "out", isolation="inline", progress=False,
+                        tensorboard=False)
+    assert [o.status for o in outcomes] == ["failed"]
+    (summary,) = [read_json(p) for p in (tmp_path / "out" / "runs").glob("*/summary.json")]
+    error = summary["error"]
+    assert error["code"] == "frozen_tensor_changed" and "at the end of epoch 2" in error["message"]
+    inv = summary["invariants"]
+    checks = inv["frozen_checks"][0]["checks"]
+    assert inv["frozen_unchanged"] is False
+    assert [c["unchanged"] for c in checks] == [True, True, False]   # after step 1, epoch 1, epoch 2
+    assert checks[-1]["changed"] and all(n.startswith("backbone.") for n in checks[-1]["changed"])
 
 
 def test_shipped_example_resolves_and_counts(tmp_path):

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from freezelab.errors import ConfigError, NumericFailure
-from freezelab.freeze.invariants import PhaseSnapshots, check_finite
+from freezelab.freeze.invariants import PhaseSnapshots, check_finite, frozen_unchanged
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
@@ -138,7 +138,9 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
     decayed = decay_ids(model)
     mode, sel = selection_mode(cfg), t.selection_metric
     with_n_sub = cfg.loss.consistency_weight > 0
-    phase = PhaseSnapshots.take(model, controller)
+    frozen_checks: list[dict[str, Any]] = []  # I1: what was compared, when, and the outcome (summary.json)
+    facts["invariants"] = {"frozen_unchanged": False, "frozen_checks": frozen_checks}  # a failed run shows it
+    phase = PhaseSnapshots.take(model, controller, record=frozen_checks, phase="training start")
     bb_scales = {n: controller.groups[n].lr_scale for n in backbone_groups(controller)}
     ramp_steps = ramp_done = 0
     best = EarlyStopping(sel, mode, t.patience, min_delta=t.min_delta)
@@ -154,7 +156,8 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         state.update(position=position, epoch_acc=epoch_acc, facts={"phases": facts.get("phases")},
                      counters={"step": step, "seen": seen, "skipped_total": skipped_total,
                                "nonfinite_run": nonfinite_run, "train_seconds": train_seconds, "dead": dead,
-                               "notes": notes, "ramp": [ramp_steps, ramp_done], "check_dead": phase.check_dead})
+                               "notes": notes, "ramp": [ramp_steps, ramp_done], "check_dead": phase.check_dead,
+                               "frozen_checks": frozen_checks})
         dirty = position["batch"] is None and best.epoch == position["epoch"]
         ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
                     model=model)
@@ -166,7 +169,11 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         step, seen, skipped_total, nonfinite_run = c["step"], c["seen"], c["skipped_total"], c["nonfinite_run"]
         train_seconds, dead, notes, (ramp_steps, ramp_done) = c["train_seconds"], c["dead"], c["notes"], c["ramp"]
         facts["phases"] = resume["facts"]["phases"]
-        phase = PhaseSnapshots.take(model, controller)
+        frozen_checks[:] = c.get("frozen_checks") or []  # absent in a checkpoint of an older freezelab
+        phase = PhaseSnapshots.take(model, controller, record=None if frozen_checks else frozen_checks,
+                                    phase="resumed (the earlier record was not kept)")
+        if frozen_checks:
+            phase.frozen_before, phase.record = frozen_checks[-1]["hashes"], frozen_checks  # the phase's own start
         phase.check_dead = c["check_dead"]
         epoch, stopped = at["epoch"], at["stopped"]
         first = epoch if at["batch"] is not None else epoch + 1
@@ -180,7 +187,8 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         if mid is None:  # a new epoch (a resumed partial one has done these already)
             if bb.train == "frozen_then_unfrozen" and epoch == bb.unfreeze_epoch + 1:
                 _unfreeze(controller, opt, cfg, f(step), log, facts, epoch)
-                phase = PhaseSnapshots.take(model, controller)
+                phase = PhaseSnapshots.take(model, controller, record=frozen_checks,
+                                            phase=f"epoch {epoch} (after unfreezing the backbone)")
                 ramp_steps, ramp_done = bb.unfreeze_warmup_steps, 0
                 if bb.reset_patience:
                     best.reset_patience()
@@ -242,7 +250,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             if finite:
                 check_finite([p for _, p in phase.trainable])                         # I7
                 if step == 1:
-                    phase.check_frozen(model, "after step 1")                          # I1
+                    phase.check_frozen(model, "after step 1", step=step)                        # I1
                 if phase.check_dead:                                                   # I2
                     dead = phase.check_first_step(epoch)
                     if dead:
@@ -271,7 +279,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                                  f"{cfg.runtime.fp16_max_skip_fraction:.0%}); the model would train on zero "
                                  f"gradients. Use runtime.precision: bf16 or fp32.")
         train_seconds += time.time() - t_epoch
-        phase.check_frozen(model, f"at the end of epoch {epoch}")
+        phase.check_frozen(model, f"at the end of epoch {epoch}", step=step)
         tracker.live.note("evaluating val")
         val = evaluate(model, data, "val", batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
                        delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
@@ -302,7 +310,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
     best.restore(model)
-    phase.check_frozen(model, "at the end of the run")
+    phase.check_frozen(model, "at the end of the run", step=step)
     tracker.live.note("evaluating test at the best epoch")
     test = score_best(model, data, run_dir, batch_size=t.eval_batch_size, device=device, autocast=prec.autocast,
                       delta=cfg.loss.huber_delta, weights=cfg.loss.tf_weights)
@@ -313,7 +321,8 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             "files": ckpt.records(),
             "steps": step, "windows_seen": seen, "train_seconds": train_seconds,
             "numerics": {"nonfinite_or_overflow_steps": skipped_total, "fp16_final_scale": prec.scale},
-            "invariants": {"frozen_unchanged": True, "dead_tensors": dead, "warnings": notes,
+            "invariants": {"frozen_unchanged": frozen_unchanged(frozen_checks), "frozen_checks": frozen_checks,
+                           "dead_tensors": dead, "warnings": notes,
                            "lr_checked_every_step": True, "leak_checked_batches_per_epoch": t.leak_check_batches}}
 
 
