@@ -2,6 +2,7 @@
 
     python benchmarks/scaling.py                 # about 10 minutes on the shared 2-core CPU
     python benchmarks/scaling.py --json out.json
+    python benchmarks/scaling.py --docs 4,8,16,32,64 --held-out 96   # larger sizes (a quiet machine)
 
 Every size is one real run (``freezelab.bench_e2e.run_e2e`` without the per-token reference) in its own
 process, so its peak memory (max RSS) is its own. Shapes: the offline default study's (MiniLM: V 30,522,
@@ -65,14 +66,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write every row and fit here")
     ap.add_argument("--rows", help="reuse rows printed (stderr, one JSON per line) by an earlier sweep")
+    ap.add_argument("--docs", default=",".join(map(str, TOKEN_DOCS)),
+                    help="training documents of the fitted sizes, comma-separated (the excerpt has 106 articles)")
+    ap.add_argument("--held-out", type=int, default=HELD_OUT, help="training documents of the predicted size")
     args = ap.parse_args()
+    docs = [int(n) for n in args.docs.split(",")]
     if args.rows:
         with open(args.rows, encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)
                 CACHE[(row["train_docs"], row["vocab"])] = row
-    rows = [one(n, VOCAB) for n in TOKEN_DOCS]
-    held = one(HELD_OUT, VOCAB)
+    rows = [one(n, VOCAB) for n in docs]
+    held = one(args.held_out, VOCAB)
     vrows = [one(4, v) for v in VOCABS]
 
     fits: dict[str, tuple[float, float]] = {}
@@ -91,7 +96,7 @@ def main() -> None:
         print(f"| {r['train_docs']}{mark} | {r['tokens']:,} | {r['phase1_seconds']:.1f} | "
               f"{r['context_cache_seconds']:.1f} | {r['phase2_train_seconds']:.1f} | {r['epoch_eval_seconds']:.1f} | "
               f"{r['peak_memory_gib']:.2f} | {r['load_average'][0] if r['load_average'] else '—'} |")
-    print("\nFit on the first four, prediction for the held-out size:\n")
+    print(f"\nFit on the first {len(rows)}, prediction for the held-out size:\n")
     print("| quantity | a | b (per token) | predicted | measured | error |")
     print("|---|---|---|---|---|---|")
     for s in (*STAGES, "memory"):
