@@ -183,6 +183,19 @@ class PhaseSnapshots:
                            "checks": []})
         return out
 
+    @classmethod
+    def resume(cls, model: nn.Module, controller: Any, record: list[dict[str, Any]],
+               saved: list[dict[str, Any]] | None) -> PhaseSnapshots:
+        """The current phase of a resumed run: ``record`` continues the I1 record ``saved`` in its checkpoint,
+        and I1 compares against the hashes of that phase's own start (not of the resume). A checkpoint of an
+        older freezelab has no record (``saved`` None or empty): a new phase entry starts at the resume."""
+        record[:] = saved or []
+        if not record:
+            return cls.take(model, controller, record=record, phase="resumed (the earlier record was not kept)")
+        out = cls.take(model, controller)
+        out.frozen_before, out.record = record[-1]["hashes"], record
+        return out
+
     def check_frozen(self, model: nn.Module, when: str, *, step: int | None = None) -> None:
         """I1: frozen tensors and buffers bit-identical to the phase start; with a record, each check is
         recorded (when, step, a digest of the hashes compared, the outcome and the changed tensors) before a

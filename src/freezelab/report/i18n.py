@@ -316,10 +316,16 @@ def check_lang(lang: str) -> str:
     return lang
 
 
+def lookup(table: dict[str, dict[str, str]], lang: str, key: str, **params: object) -> str:
+    """The string ``key`` of a ``{lang: {key: text}}`` table in ``lang``, formatted with ``params`` (falls back
+    to English); the report's own strings (``t``) and a section's own table (e.g. report/replication.py)."""
+    text = table[lang].get(key) or table["en"][key]
+    return text.format(**params) if params else text
+
+
 def t(lang: str, key: str, **params: object) -> str:
     """The string ``key`` in ``lang``, formatted with ``params`` (falls back to English)."""
-    text = STRINGS[lang].get(key) or EN[key]
-    return text.format(**params) if params else text
+    return lookup(STRINGS, lang, key, **params)
 
 
 def context_rows(task: str, lang: str) -> list[tuple[str, str, str]]:

@@ -26,7 +26,8 @@ from typing import Any
 
 from freezelab.report import document as doc
 from freezelab.report.aggregate import Run, Study
-from freezelab.report.replication import Group, get_key, split_by
+from freezelab.report.i18n import lookup
+from freezelab.report.replication import Group, faithful_options, get_key, split_by
 
 # (dotted key, values that are the original's behaviour): the seed protocol's faithful options
 FAITHFUL_LM: tuple[tuple[str, tuple[Any, ...]], ...] = (
@@ -76,14 +77,12 @@ STRINGS: dict[str, dict[str, str]] = {
 
 
 def _t(lang: str, key: str, **params: object) -> str:
-    text = STRINGS[lang].get(key) or STRINGS["en"][key]
-    return text.format(**params) if params else text
+    return lookup(STRINGS, lang, key, **params)
 
 
 def lm_protocol(run: Run) -> tuple[str, ...]:
     """The seed-protocol options a run's resolved config turns on, as ``key=value`` (empty: corrected)."""
-    return tuple(f"{key}={get_key(run.config, key)}".replace("=True", "=true")
-                 for key, values in FAITHFUL_LM if get_key(run.config, key) in values)
+    return faithful_options(run, FAITHFUL_LM)
 
 
 def lm_role(run: Run) -> str | None:

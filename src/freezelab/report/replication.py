@@ -23,6 +23,7 @@ from typing import Any
 from freezelab.report import document as doc
 from freezelab.report.aggregate import Run, Study
 from freezelab.report.analysis import Analysis, Finding, analyze
+from freezelab.report.i18n import lookup
 
 # (dotted key, values that are the original's behaviour)
 FAITHFUL: tuple[tuple[str, tuple[Any, ...]], ...] = (
@@ -82,8 +83,7 @@ STRINGS: dict[str, dict[str, str]] = {
 
 
 def _t(lang: str, key: str, **params: object) -> str:
-    text = STRINGS[lang].get(key) or STRINGS["en"][key]
-    return text.format(**params) if params else text
+    return lookup(STRINGS, lang, key, **params)
 
 
 @dataclass
@@ -110,18 +110,23 @@ def get_key(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-_get = get_key
+def faithful_options(run: Run, faithful: tuple[tuple[str, tuple[Any, ...]], ...]) -> tuple[str, ...]:
+    """The options of a ``(dotted key, original values)`` table that a run's resolved config turns on, as
+    ``key=value`` with YAML booleans (empty: the corrected protocol)."""
+    def shown(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    return tuple(f"{key}={shown(get_key(run.config, key))}"
+                 for key, values in faithful if get_key(run.config, key) in values)
 
 
 def protocol(run: Run) -> tuple[str, ...]:
-    """The faithful options a run's resolved config turns on, as ``key=value`` (empty: corrected)."""
-    return tuple(f"{key}={_get(run.config, key)}".replace("=False", "=false")
-                 for key, values in FAITHFUL if _get(run.config, key) in values)
+    """The time-series faithful options a run's resolved config turns on, as ``key=value`` (empty: corrected)."""
+    return faithful_options(run, FAITHFUL)
 
 
 def role(run: Run) -> tuple[Any, Any]:
     """(backbone.kind, backbone.train) of a run: what an arm is across protocols."""
-    return _get(run.config, "backbone.kind"), _get(run.config, "backbone.train")
+    return get_key(run.config, "backbone.kind"), get_key(run.config, "backbone.train")
 
 
 def protocol_groups(study: Study) -> list[Group]:

@@ -214,11 +214,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         controller.check_layout(opt, when="after resuming")                           # I4, on resume
         c, at = resume["counters"], resume["position"]
         step, tokens_seen, train_seconds, dead = c["step"], c["tokens_seen"], c["train_seconds"], c["dead"]
-        frozen_checks[:] = c.get("frozen_checks") or []  # absent in a checkpoint of an older freezelab
-        phase = PhaseSnapshots.take(model, controller, record=None if frozen_checks else frozen_checks,
-                                    phase="resumed (the earlier record was not kept)")
-        if frozen_checks:
-            phase.frozen_before, phase.record = frozen_checks[-1]["hashes"], frozen_checks  # the phase's own start
+        phase = PhaseSnapshots.resume(model, controller, frozen_checks, c.get("frozen_checks"))
         phase.check_dead = c["check_dead"]
         epoch, stopped, acc = at["epoch"], at["stopped"], resume["epoch_acc"]
         first = epoch if at["batch"] is not None else epoch + 1

@@ -169,11 +169,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
         step, seen, skipped_total, nonfinite_run = c["step"], c["seen"], c["skipped_total"], c["nonfinite_run"]
         train_seconds, dead, notes, (ramp_steps, ramp_done) = c["train_seconds"], c["dead"], c["notes"], c["ramp"]
         facts["phases"] = resume["facts"]["phases"]
-        frozen_checks[:] = c.get("frozen_checks") or []  # absent in a checkpoint of an older freezelab
-        phase = PhaseSnapshots.take(model, controller, record=None if frozen_checks else frozen_checks,
-                                    phase="resumed (the earlier record was not kept)")
-        if frozen_checks:
-            phase.frozen_before, phase.record = frozen_checks[-1]["hashes"], frozen_checks  # the phase's own start
+        phase = PhaseSnapshots.resume(model, controller, frozen_checks, c.get("frozen_checks"))
         phase.check_dead = c["check_dead"]
         epoch, stopped = at["epoch"], at["stopped"]
         first = epoch if at["batch"] is not None else epoch + 1
