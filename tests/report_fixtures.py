@@ -99,7 +99,8 @@ def write_run(out: Path, *, study: str, task: str, arm: str, seed: int, referenc
               baselines: dict, params: tuple[int, int], hashes: dict[str, str] | None = None,
               error: dict[str, Any] | None = None, diff: dict[str, list] | None = None,
               max_epochs: int = 10, extra: dict[str, Any] | None = None, items: bool = False,
-              selection: str = "val/loss") -> Path:
+              selection: str = "val/loss", started_at: str = "2025-01-01T00:00:00+00:00",
+              profile: str | None = "toy") -> Path:
     """Write one ``runs/<run_id>/`` folder; ``error`` makes it a failed run."""
     run_id = f"{arm}__s{seed}__{zlib.crc32(arm.encode()):08x}"
     folder = out / "runs" / run_id
@@ -108,10 +109,10 @@ def write_run(out: Path, *, study: str, task: str, arm: str, seed: int, referenc
     _dump(folder / "run.json", {
         "study": study, "arm": arm, "seed": seed, "run_id": run_id, "description": f"arm {arm}",
         "reference": reference, "diff_from_base": diff or {}, "diff_from_reference": diff or {},
-        "command": f"freezelab run examples/{study}.yaml --out {out} --arms {arm} --seeds {seed}"})
+        "command": f"freezelab run examples/{study}.yaml --out {out} --arms {arm} --seeds {seed}", "profile": profile})
     _dump(folder / "status.json", {
         "status": status, "run_id": run_id, "arm": arm, "seed": seed, "attempt": 1,
-        "started_at": "2025-01-01T00:00:00+00:00", "updated_at": "2025-01-01T00:10:00+00:00",
+        "started_at": started_at, "updated_at": "2025-01-01T00:10:00+00:00",
         "heartbeat_at": "2025-01-01T00:10:00+00:00", "pid": 1, "host": "testhost", "error": error})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(ln) + "\n" for ln in lines), encoding="utf-8")
     (folder / "config.yaml").write_text(yaml.safe_dump({"arm": arm, "seed": seed, "train": {"max_epochs": 10}}),
@@ -121,7 +122,7 @@ def write_run(out: Path, *, study: str, task: str, arm: str, seed: int, referenc
     total, trainable = params
     summary = {
         "status": status, "study": study, "task": task, "arm": arm, "seed": seed, "run_id": run_id,
-        "selection": {"metric": selection, "mode": "min"}, "headline": headline,
+        "selection": {"metric": selection, "mode": "max" if selection.endswith("acc") else "min"}, "headline": headline,
         "best": {"epoch": best, "metrics": {k: v for k, v in best_line.items() if k.startswith("val/")}},
         "test": {} if error else test, "epochs_run": len(epochs), "max_epochs": max_epochs,
         "steps": 491 * len(epochs),
@@ -148,7 +149,7 @@ def write_study_json(out: Path, name: str, task: str, arms: list[str], seeds: li
 
 
 def make_lm_study(out: Path, *, seeds: tuple[int, ...] = (0, 1, 2), confound: bool = False,
-                  items: bool = False) -> Path:
+                  items: bool = False, selection: str = "val/loss") -> Path:
     """The three-arm LM study described in the module docstring; ``confound`` changes one split hash."""
     arms = ["tied_frozen", "untied", "tied_trainable"]
     write_study_json(out, "embedding-freeze", "lm", arms, list(seeds), "tied_frozen")
@@ -170,13 +171,16 @@ def make_lm_study(out: Path, *, seeds: tuple[int, ...] = (0, 1, 2), confound: bo
                       lines=lines, best=None if failed else best,
                       test={"test/loss": math.log(ppl), "test/ppl": ppl, "test/acc": acc},
                       headline=LM_HEADLINE, baselines=LM_BASELINES, params=LM_PARAMS[arm], hashes=hashes,
-                      error=error, diff=diffs[arm], items=items)
+                      error=error, diff=diffs[arm], items=items, selection=selection)
     return out
 
 
 # The quick demo (README): test PPL per arm and seed, and its baselines.
 DEMO_PPL = {"tied_frozen": (1517.4, 1395.5), "tied_trainable": (2468.4, 2393.5),
             "frozen_in_untied_head": (1959.0, 1976.9), "random_tied": (4906.9, 4955.7), "no_phase1": (1515.9, 1406.3)}
+DEMO_PARAMS = {"tied_frozen": (15_273_984, 1_776_384), "tied_trainable": (15_273_984, 13_496_832),
+               "frozen_in_untied_head": (26_994_432, 13_496_832), "random_tied": (15_273_984, 13_496_832),
+               "no_phase1": (15_273_984, 1_776_384)}  # the quick demo's counts: two arms share one
 DEMO_BASELINES = {"unigram": {"val/ppl": 1957.0, "test/ppl": 2626.0, "test/acc": 0.0489},
                   "kn_bigram": {"val/ppl": 1477.0, "test/ppl": 2171.1, "test/acc": 0.1175}}
 
@@ -195,7 +199,7 @@ def make_demo_study(out: Path, *, arms: list[str] | None = None, seeds: tuple[in
             write_run(out, study="embedding-freeze", task="lm", arm=arm, seed=seed, reference=arm == "tied_frozen",
                       lines=lm_epochs(2, 3, 0.01 * seed), best=2,
                       test={"test/loss": math.log(ppl), "test/ppl": ppl, "test/acc": 0.12},
-                      headline=LM_HEADLINE, baselines=DEMO_BASELINES, params=LM_PARAMS["tied_frozen"], items=items)
+                      headline=LM_HEADLINE, baselines=DEMO_BASELINES, params=DEMO_PARAMS[arm], items=items)
     return out
 
 
@@ -204,13 +208,13 @@ TS_TEST = {"frozen": ([0.62, 0.60, 0.64], [0.31, 0.33, 0.30]), "finetune": ([0.5
            "random_init": ([0.95, 0.90, 0.99], [0.05, 0.08, 0.02])}
 
 
-def make_timeseries_study(out: Path) -> Path:
+def make_timeseries_study(out: Path, baselines: dict | None = None) -> Path:
     """Masked-reconstruction flavour: ``val/mse``, ``val/corr/<tf>``, persistence/interpolation baselines."""
     arms = list(TS_TEST)
     write_study_json(out, "timeseries-transfer", "timeseries", arms, [0, 1, 2], "frozen")
     headline = [{"name": "mse", "mode": "min", "log_scale": True}, {"name": "corr", "mode": "max"}]
-    baselines = {"persistence": {"test/mse": 1.0, "test/corr": 0.10},
-                 "interpolation": {"test/mse": 0.80, "test/corr": 0.20}}
+    baselines = baselines or {"persistence": {"test/mse": 1.0, "test/corr": 0.10},
+                              "interpolation": {"test/mse": 0.80, "test/corr": 0.20}}
     for arm in arms:
         for seed in range(3):
             mse, corr = TS_TEST[arm][0][seed], TS_TEST[arm][1][seed]

@@ -128,6 +128,14 @@ def test_unfreeze_at_epoch_changes_lr_and_weights(write_study, tmp_path: Path) -
     assert rows[0]["lr/embed"] == 0.0 and rows[0]["lr/token_block"] == pytest.approx(0.002)
     assert rows[1]["lr/embed"] == pytest.approx(0.001)
     assert "grad_norm/embed" not in rows[0] and "grad_norm/embed" in rows[1]
+    summary = read_json(_run_dir(tmp_path / "out", "then_unfrozen") / "summary.json")
+    assert summary["phases"] == [{"epoch": 2, "event": "unfreeze", "groups": ["embed"], "lr_scale": 0.5}]
+    from freezelab.report.aggregate import load_study as read_folders
+    from freezelab.report.warnings import full_analysis
+
+    found = {f.code: f.params for f in full_analysis(read_folders(tmp_path / "out")).warnings}
+    unfrozen = summary["epochs_run"] - 1  # epochs 2.. trained unfrozen; the report reads the record
+    assert (found.get("unfreeze_short") or {}).get("epochs") == (unfrozen if unfrozen < 2 else None)
 
 
 def test_process_death_is_recorded(write_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

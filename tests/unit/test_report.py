@@ -28,8 +28,8 @@ from report_fixtures import (  # noqa: E402
 from freezelab.errors import ConfigError, DataNotFoundError  # noqa: E402
 from freezelab.report import build_document, markdown, write_report  # noqa: E402
 from freezelab.report.aggregate import load_study  # noqa: E402
-from freezelab.report.analysis import analyze  # noqa: E402
 from freezelab.report.stats import describe  # noqa: E402
+from freezelab.report.warnings import full_analysis  # noqa: E402
 
 T_0975_DF5 = 2.5705818366147395  # t_{0.975, 5}: pooled df (2 + 2 + 1) of the LM fixture
 
@@ -48,7 +48,7 @@ def lm_md(lm):
 
 def codes(out: Path) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
-    for f in analyze(load_study(out)).warnings:
+    for f in full_analysis(load_study(out)).warnings:
         found.setdefault(f.code, []).append(f.params)
     return found
 
@@ -96,7 +96,7 @@ def test_comparison_numbers_recomputed_from_run_folders(lm_md):
 
 def test_verdicts_better_and_indistinguishable(lm):
     out, _ = lm
-    a = analyze(load_study(out))
+    a = full_analysis(load_study(out))
     ppl = a.primary
     assert ppl.key == "test/ppl" and a.sources[ppl.key].method == "seeds only"
     assert a.arm_stat(ppl, "untied").verdict == "better"
@@ -104,8 +104,8 @@ def test_verdicts_better_and_indistinguishable(lm):
     for arm in ("untied", "tied_trainable"):
         c = a.arm_stat(ppl, arm).vs_ref
         assert c.decided == (c.p_holm < 0.05)
-    assert a.family_size() == 2 + 3  # two arms vs the reference, three vs kn_bigram
-    assert a.best[0].arm == "untied"
+    assert a.family_size() == 2 + 3 + 1  # two arms vs the reference, three vs kn_bigram, best vs runner-up
+    assert a.best[ppl.key].arm == "untied" and a.best[ppl.key].decided
 
 
 def test_conclusion_follows_template(lm_md):
@@ -146,7 +146,7 @@ def test_warnings_from_main_fixture(lm):
 def test_warning_single_seed(tmp_path):
     out = make_lm_study(tmp_path, seeds=(0,))
     assert "single_seed" in codes(out)
-    a = analyze(load_study(out))
+    a = full_analysis(load_study(out))
     assert a.arm_stat(a.metrics[0], "untied").verdict == "insufficient"  # no CI with one seed
 
 
@@ -155,7 +155,7 @@ def test_warning_hash_mismatch_is_a_headline_confound(tmp_path):
     found = codes(out)
     assert found["confound_hash"][0]["hash"] == "split_hash"
     study = load_study(out)
-    md = markdown.render(build_document(study, analyze(study), [], "en", "now"))  # no plots: fast
+    md = markdown.render(build_document(study, full_analysis(study), [], "en", "now"))  # no plots: fast
     overview = md.split("## Settings")[0]
     assert "CONFOUND: `split_hash` differs across arms" in overview
     assert "| split_hash |" in md and "NO (confound)" in md
@@ -186,7 +186,7 @@ def test_stale_running_run_is_interrupted_and_old_config_superseded(tmp_path):
     run = next(r for r in study.runs if (r.arm, r.seed) == ("untied", 1))
     assert run.status == "interrupted" and run.label().startswith("INTERRUPTED")
     assert [r.run_id for r in study.superseded] == ["untied__s0__deadbeef"]
-    a = analyze(study)
+    a = full_analysis(study)
     assert a.n_ok["untied"] == 2 and "superseded" in {f.code for f in a.warnings}
     md = markdown.render(build_document(study, a, [], "en", "now"))
     assert "untied / seed 1: INTERRUPTED" in md
@@ -199,8 +199,9 @@ NUMBER = re.compile(r"[-+]?\d[\d,]*\.\d+%?")
 
 def test_japanese_uses_seed_vocabulary_and_same_numbers(lm_md):
     en, ja = lm_md
-    for word in ("実験概要", "実験条件", "比較分析", "改善率", "結論", "最良エポック", "学習パラメータ", "凍結"):
+    for word in ("実験概要", "実験条件", "比較分析", "相対変化", "結論", "最良エポック", "学習パラメータ", "凍結"):
         assert word in ja
+    assert "改善率" not in ja  # "improvement ratio" beside a positive (worse) change misleads: 相対変化
     assert sorted(NUMBER.findall(en)) == sorted(NUMBER.findall(ja))
 
 
@@ -263,7 +264,7 @@ def test_timeseries_flavour_renders(tmp_path):
     assert "plots/corr_timeframes.png" in paths
     md = paths["report.md"].read_text(encoding="utf-8")
     assert "Tan et al." in md and "GPT4TS" in md and "Riachi" in md and "ULMFiT" not in md
-    assert "`random_init`: no skill on test/mse" in md  # wholly worse than the interpolation baseline
+    assert "`random_init`: **no skill on test/mse" in md  # wholly worse than the interpolation baseline
     assert "`random_init` vs `frozen`: test/mse" in md and "→ worse (worse in 3/3 seeds)." in md
     assert "| Arm | Metric | m1 | m5 | h1 |" in md  # per-timeframe table, timeframes in logged order
     assert max(_table_widths(md)) <= 8
@@ -287,13 +288,15 @@ def test_subset_run_covers_only_what_was_asked(tmp_path, planned):
     out = make_demo_study(tmp_path, arms=["tied_frozen"], seeds=(0,), planned=planned)
     study = load_study(out)
     assert study.arms == ["tied_frozen"] and [r.status for r in study.runs] == ["succeeded"]
-    a = analyze(study)
+    a = full_analysis(study)
     found = {f.code for f in a.warnings}
     assert not found & {"failed_seeds", "no_ci", "unequal_n"}
     st = a.arm_stat(a.primary, "tied_frozen")
     assert st.skill == "insufficient"  # one seed: the seed variance is unknown, so no verdict
     md = markdown.render(build_document(study, a, [], "en", "now"))
-    assert "MISSING" not in md and "random_tied" not in md.split("## Reproduction")[0].split("## Failures")[0]
+    tables = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert "MISSING" not in md and not any("random_tied" in ln for ln in tables)
+    assert "never run here (not requested): tied_trainable, frozen_in_untied_head, random_tied" in md  # said once
 
 
 def test_japanese_report_is_written_beside_the_english_one(lm):
@@ -312,7 +315,8 @@ def test_first_screen_answers_before_anything_else(lm_md):
     en, _ = lm_md
     top = en.split("## ")[0]  # everything before the first section
     assert top.index("**Answer:**") < top.index("| Arm |") < top.index("![")
-    assert "`untied` has the best test/ppl" in top and "better: `untied`" in top
+    assert "`untied` is the best arm on test/ppl" in top and "better than the runner-up `tied_trainable`" in top
+    assert "better: `untied`" in top
 
 
 def test_japanese_study_text_is_used_by_the_japanese_report(tmp_path):
@@ -322,7 +326,7 @@ def test_japanese_study_text_is_used_by_the_japanese_report(tmp_path):
     spec["arms"]["random_tied"]["description_ja"] = "ランダム初期化"
     (out / "study.json").write_text(json.dumps(spec))
     study = load_study(out)
-    a = analyze(study)
+    a = full_analysis(study)
     ja = markdown.render(build_document(study, a, [], "ja", "now"))
     en = markdown.render(build_document(study, a, [], "en", "now"))
     assert "凍結すべきか？" in ja and "凍結が良い。" in ja and "| ランダム初期化 |" in ja

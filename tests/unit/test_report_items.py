@@ -19,7 +19,7 @@ from report_fixtures import make_demo_study  # noqa: E402
 
 from freezelab.errors import DataError  # noqa: E402
 from freezelab.report.aggregate import load_study  # noqa: E402
-from freezelab.report.analysis import analyze  # noqa: E402
+from freezelab.report.warnings import full_analysis  # noqa: E402
 from freezelab.tracking.items import MODEL, metric, read_items, read_run_items, write_items  # noqa: E402
 
 
@@ -67,24 +67,24 @@ def _rewrite(path: Path, replace: dict) -> None:
 
 def test_report_uses_items_and_falls_back_with_a_warning(tmp_path):
     out = make_demo_study(tmp_path / "items")
-    a = analyze(load_study(out))
+    a = full_analysis(load_study(out))
     assert a.sources[a.primary.key].method == "items+seeds" and a.sources[a.primary.key].n_items == 10
     assert "seed_level" not in {f.code for f in a.warnings}
     # a corrupted file in one run: the whole metric falls back to seed-level statistics, with the reason
     path = next((out / "runs").glob("random_tied__s1__*")) / "items" / "model.npz"
     path.write_bytes(b"garbage")
-    a = analyze(load_study(out))
+    a = full_analysis(load_study(out))
     assert a.sources[a.primary.key].method == "seeds only"
     found = [f for f in a.warnings if f.code == "seed_level"]
     assert found and "random_tied seed 1" in found[0].params["text"]
-    assert any("not a readable .npz" in f.params.get("text", "") for f in a.warnings if f.code == "problem")
+    assert any("not a readable .npz" in f.params.get("text", "") for f in a.warnings if f.code == "run_problem")
     # items that do not reproduce summary.json are not trusted either
     out2 = make_demo_study(tmp_path / "tampered")
     run = next((out2 / "runs").glob("tied_frozen__s0__*"))
     summary = json.loads((run / "summary.json").read_text())
     summary["test"]["test/ppl"] *= 0.5
     (run / "summary.json").write_text(json.dumps(summary))
-    a = analyze(load_study(out2))
+    a = full_analysis(load_study(out2))
     assert a.sources[a.primary.key].method == "seeds only"
     assert "do not reproduce summary.json" in next(f for f in a.warnings if f.code == "seed_level").params["text"]
 

@@ -19,7 +19,7 @@ from report_fixtures import HASHES, LM_BASELINES, LM_HEADLINE, lm_epochs, write_
 from freezelab.report import write_report  # noqa: E402
 from freezelab.report.aggregate import load_study  # noqa: E402
 from freezelab.report.lm_replication import decompose, lm_groups  # noqa: E402
-from freezelab.report.replication import analyse_groups  # noqa: E402
+from freezelab.report.protocols import analyse_groups  # noqa: E402
 
 SEED = {"context": {"reset": "stream", "wraparound": True}, "model": {"embed_norm": "trainable_shared"},
         "phase2": {"order": "contiguous"}}
@@ -45,6 +45,13 @@ def _config(over: dict) -> dict:
     return cfg
 
 
+def _diff(over: dict) -> dict:
+    """run.json's diff_from_base: dotted key -> [base, arm] for what the arm's config changes."""
+    base, arm = _config({}), _config(over)
+    return {f"{sec}.{k}": [base[sec].get(k), v] for sec in arm for k, v in arm[sec].items()
+            if base.get(sec, {}).get(k) != v}
+
+
 def make_study(out: Path, arms: dict = ARMS) -> Path:
     write_study_json(out, "replicate-embedding-freeze", "lm", list(arms), [0, 1, 2], "a_ref")
     for arm, (over, split, ppls) in arms.items():
@@ -53,7 +60,8 @@ def make_study(out: Path, arms: dict = ARMS) -> Path:
                                reference=arm == "a_ref", lines=lm_epochs(2, 3, 0.01 * seed), best=2,
                                test={"test/loss": math.log(ppl), "test/ppl": ppl, "test/acc": 0.15},
                                headline=LM_HEADLINE, baselines=LM_BASELINES, params=(1000, 100),
-                               hashes={**HASHES, "split_hash": split * 64, "eval_hash": split * 64}, items=True)
+                               hashes={**HASHES, "split_hash": split * 64, "eval_hash": split * 64}, items=True,
+                               diff=_diff(over))
             (folder / "config.yaml").write_text(yaml.safe_dump(_config(over)), encoding="utf-8")
     return out
 
@@ -111,6 +119,30 @@ def test_the_section_labels_cross_item_rows_descriptive_and_keeps_the_main_analy
     data = json.loads((study / "report.json").read_text())["replication"]
     assert [d["component"] for d in data["decomposition"]] == ["as_run", "identical", "data", "freezing", "head"]
     assert data["decomposition"][0]["interval"] is None and data["decomposition"][1]["interval"] is not None
+
+
+def test_the_same_pair_reads_the_same_everywhere_and_every_arm_is_described(study):
+    """A paired row of the decomposition (first vs second) and the arm tables (arm vs its group's reference) read
+    one comparison in opposite directions: the row says so, with the tables' number; the header counts what
+    exists, and every arm shows its config diff, runtime and data hashes."""
+    md = (study / "report.md").read_text(encoding="utf-8")
+    rep = md.split("## Replication")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): line for line in rep.splitlines() if line.startswith("| ")}
+    freezing = rows["Freezing itself (corrected protocol)"]
+    table_row = next(ln for ln in md.split("## Replication")[0].splitlines() if ln.startswith("| `b_trainable`"))
+    table_cell = table_row.split("|")[3].strip()  # b_trainable vs a_ref: +…% […]
+    assert table_cell.startswith("+") and freezing.split("|")[3].strip().startswith("-")
+    assert f"read the other way round, `b_trainable` vs `a_ref`, is {table_cell} in the arm tables" in freezing
+    assert math.expm1(-_log_ratio("a_ref", "b_trainable")) * 100 == pytest.approx(
+        float(table_cell.split("%")[0]), abs=0.1)  # the tables' number is the planted one, reversed
+    assert "| Component | Arms (first vs second) | Δ test/ppl: first vs second |" in rep
+    assert "**Every arm of the study** (15 run folders, 5 arms × 3 seeds)" in rep
+    assert "(task `lm`; 5 arms × 3 seeds; reference arm `a_ref`)" in md  # the header counts the whole study
+    arms = {ln.split("|")[1].strip(): ln for ln in rep.split("**Every arm of the study**")[1].splitlines()
+            if ln.startswith("| `")}
+    assert set(arms) == {f"`{a}`" for a in ARMS}
+    assert "`data.text`=first_turn" in arms["`e_as_run`"] and "(identical to base)" in arms["`a_ref`"]
+    assert "101 s (100–102 s)" in arms["`c_seed_tied`"] and "ffffffff" in arms["`e_as_run`"]
 
 
 def test_a_study_without_seed_arms_has_no_section(tmp_path):

@@ -14,7 +14,7 @@ from report_fixtures import make_timeseries_study  # noqa: E402
 
 from freezelab.report import write_report  # noqa: E402
 from freezelab.report.aggregate import load_study  # noqa: E402
-from freezelab.report.analysis import analyze  # noqa: E402
+from freezelab.report.warnings import full_analysis  # noqa: E402
 
 TFS = ("h1", "h4", "d")
 
@@ -62,7 +62,7 @@ def test_leaky_scheme_gets_headline_warnings_with_the_measured_figures(leaky):
 def test_leak_free_scheme_in_band_raises_nothing(tmp_path):
     out = make_timeseries_study(tmp_path)
     write_masking(out, "disjoint", figures(dict.fromkeys(TFS, 0.17), dict.fromkeys(TFS, 0.0), dict.fromkeys(TFS, 0.0)))
-    codes = {f.code for f in analyze(load_study(out)).warnings}
+    codes = {f.code for f in full_analysis(load_study(out)).warnings}
     assert not codes & {"mask_leak", "mask_band", "mask_unmeasured"}
     write_report(out)
     md = (out / "report.md").read_text(encoding="utf-8")
@@ -75,7 +75,7 @@ def test_an_oracle_gain_alone_is_a_leak_and_a_fraction_below_the_band_is_flagged
     out = make_timeseries_study(tmp_path)
     write_masking(out, "disjoint", figures({"h1": 0.17, "h4": 0.05, "d": 0.17}, dict.fromkeys(TFS, 0.0),
                                            {"h1": 0.0, "h4": 0.0, "d": 0.2}))
-    found = {f.code: f.params for f in analyze(load_study(out)).warnings}
+    found = {f.code: f.params for f in full_analysis(load_study(out)).warnings}
     assert found["mask_leak"]["figures"] == "d 0 % / +0.200"
     assert found["mask_band"]["figures"] == "h4 5 % (15 %)"
 
@@ -84,7 +84,7 @@ def test_missing_or_malformed_figures_are_named_not_a_crash(tmp_path):
     out = make_timeseries_study(tmp_path)
     write_masking(out, "disjoint", figures(dict.fromkeys(TFS, 0.17), dict.fromkeys(TFS, 0.0), dict.fromkeys(TFS, 0.0)),
                   malformed_run="frozen__s1")
-    found = {f.code: f.params for f in analyze(load_study(out)).warnings}
+    found = {f.code: f.params for f in full_analysis(load_study(out)).warnings}
     assert found["mask_unmeasured"]["runs"] == "`frozen` s1"
     write_report(out)
     assert "## Masking" in (out / "report.md").read_text(encoding="utf-8")
@@ -105,7 +105,7 @@ def test_unmasked_inputs_get_their_own_headline_warning_not_a_scheme_advice(tmp_
             s["masking"]["splits"] = {k: figures(dict.fromkeys(TFS, 0.17), dict.fromkeys(TFS, 0.0),
                                                  dict.fromkeys(TFS, 0.0)) for k in ("train", "val", "test")}
         path.write_text(json.dumps(s))
-    found = {f.code: f.params for f in analyze(load_study(out)).warnings}
+    found = {f.code: f.params for f in full_analysis(load_study(out)).warnings}
     assert found["mask_inputs"] == {"arms": "`frozen`", "share": "100 %"}
     assert "mask_leak" not in found  # the time-sharing figures of an unmasked run are not a scheme's leak
     write_report(out, lang="ja")

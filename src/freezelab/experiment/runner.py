@@ -54,8 +54,9 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def prepare_run(spec: RunSpec, out_dir: Path, *, task: str, command: str) -> Path:
-    """Create the run folder with config.yaml, run.json and a pending status (idempotent)."""
+def prepare_run(spec: RunSpec, out_dir: Path, *, task: str, command: str, profile: str | None = None) -> Path:
+    """Create the run folder with config.yaml, run.json and a pending status (idempotent); run.json records
+    the study profile the run was made under (``--profile``: the report then says it is a smoke test)."""
     run_dir = spec.run_dir(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     files.write_yaml(run_dir / files.CONFIG_FILE, spec.config)
@@ -63,7 +64,7 @@ def prepare_run(spec: RunSpec, out_dir: Path, *, task: str, command: str) -> Pat
         "study": spec.study, "task": task, "arm": spec.arm, "seed": spec.seed, "run_id": spec.run_id,
         "config_hash": spec.config_hash, "description": spec.description, "reference": spec.reference,
         "diff_from_base": spec.diff_from_base, "diff_from_reference": spec.diff_from_reference,
-        "expected_params": spec.expected_params, "command": command})
+        "expected_params": spec.expected_params, "command": command, "profile": profile})
     if not (run_dir / files.STATUS_FILE).exists():  # a damaged one is judged by the runner, not overwritten
         files.write_status(run_dir, "pending", run_id=spec.run_id, arm=spec.arm, seed=spec.seed, attempt=0)
     return run_dir
@@ -124,7 +125,7 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
                             enabled=progress)
     with display:
         for spec in plan:
-            run_dir = prepare_run(spec, out_dir, task=study.spec.task, command=command)
+            run_dir = prepare_run(spec, out_dir, task=study.spec.task, command=command, profile=study.profile)
             display.started(spec, run_dir)
             outcome = run_one(spec, run_dir, cache_dir, isolation=isolation, retry_failed=retry_failed,
                               progress=progress, tensorboard=tensorboard, wait=wait)
@@ -148,6 +149,8 @@ def write_study_record(study: Study, out_dir: Path, command: str, plan: list[Run
         "name": study.spec.name, "task": study.spec.task, "description": study.spec.description,
         "hypothesis": study.spec.hypothesis, "description_ja": study.spec.description_ja,
         "hypothesis_ja": study.spec.hypothesis_ja, "study_file": str(study.path), "profile": study.profile,
+        "profile_description": study.spec.profiles[study.profile].description
+        if study.profile in study.spec.profiles else "",
         "seeds": study.seeds, "reference": study.reference, "base": study.base,
         "arms": {n: {"description": a.description, "description_ja": study.spec.arms[n].description_ja,
                      "reference": a.reference, "diff_from_base": a.diff_from_base,

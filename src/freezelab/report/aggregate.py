@@ -97,7 +97,7 @@ class Run:
         return math.nan
 
 
-@dataclass
+@dataclass(eq=False)
 class Study:
     """Everything the report needs, read from one output folder."""
 
@@ -113,6 +113,12 @@ class Study:
     selection: dict[str, Any]
     superseded: list[Run] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    whole: Study | None = None  # a protocol group's sub-study (report/protocols.py): the study it is part of
+
+    @property
+    def full(self) -> Study:
+        """The whole study (itself, unless this is a protocol group's sub-study)."""
+        return self.whole or self
 
     def arm_runs(self, arm: str, *, ok_only: bool = False) -> list[Run]:
         """Runs of one arm (all states, or succeeded only)."""

@@ -1,9 +1,11 @@
-"""Numbers -> findings: per-arm statistics, verdicts against the reference and the best naive baseline,
-and data-driven warnings.
+"""Numbers -> verdicts: per-arm statistics, each arm against the reference and the best naive baseline,
+the best arm against the runner-up, and what the answer's first sentence may claim.
 
 ``analyze(study)`` returns an ``Analysis`` holding only data (no prose); the section builders turn it
 into sentences in either language, so both reports state the same facts with the same numbers. The
-verdict statistics are ``inference``'s (docs/statistics.md); ``evidence`` supplies per-item values.
+statistics are ``inference``'s (docs/statistics.md), the words ``verdicts``' ; ``evidence`` supplies
+per-item values. The warnings the data justify are added by ``warnings.collect`` (``warnings.full_analysis``
+does both).
 
 The primary metric is the test counterpart of the selection metric (``val/loss`` -> ``test/loss``, shown
 as test PPL: one quantity, one verdict row). Its comparisons (each arm vs the reference and vs the best
@@ -18,11 +20,9 @@ from typing import Any
 
 from freezelab.report import evidence, stats
 from freezelab.report import inference as inf
+from freezelab.report import verdicts as vd
 from freezelab.report.aggregate import Study
 
-COMPARED_HASHES = ("data_hash", "split_hash", "eval_hash", "budget_hash")
-GAP_THRESHOLD = 0.10  # relative (val - train) / train loss gap at the best epoch worth a warning
-CAPACITY_RATIO = 10.0  # protocol §6: trainable parameters differing more than 10x
 ACC_NAMES = ("acc", "accuracy", "top1", "top5")
 SAME_QUANTITY = {"loss": "ppl"}  # PPL = exp(loss): selecting on loss and reporting PPL is one quantity
 
@@ -77,19 +77,17 @@ class ArmStat:
 
 @dataclass(frozen=True)
 class Finding:
-    """A warning the data justify; ``code`` selects the sentence template in i18n, ``params`` fill it."""
+    """A warning the data justify; ``code`` selects the sentence template in i18n, ``params`` fill it.
+    ``params["arm"]`` (and ``seed``) name the arm (run) it concerns; without an arm it is study-wide."""
 
     code: str
     params: dict[str, Any]
 
-
-@dataclass
-class Best:
-    """The arm with the best mean on a metric, and the runner-up (descriptive: no verdict)."""
-
-    metric: Metric
-    arm: str
-    runner_up: str | None
+    @property
+    def arm(self) -> str | None:
+        """The arm the warning concerns (None: the whole study)."""
+        arm = self.params.get("arm")
+        return str(arm) if arm is not None else None
 
 
 @dataclass
@@ -98,7 +96,7 @@ class Analysis:
 
     metrics: list[Metric]
     stats: dict[tuple[str, str], ArmStat]  # (metric.key, arm) -> ArmStat
-    best: list[Best]
+    best: dict[str, vd.BestClaim] = field(default_factory=dict)  # metric.key -> best arm vs runner-up
     results: dict[str, inf.MetricResult] = field(default_factory=dict)  # metric.key -> inference result
     sources: dict[str, evidence.Evidence] = field(default_factory=dict)  # metric.key -> how it was obtained
     warnings: list[Finding] = field(default_factory=list)
@@ -113,6 +111,15 @@ class Analysis:
     def primary(self) -> Metric:
         """The metric whose comparisons carry the verdicts."""
         return next((m for m in self.metrics if m.primary), self.metrics[0])
+
+    @property
+    def headline(self) -> vd.Headline:
+        """What the answer's first sentence may claim (verdicts.headline) on the primary metric."""
+        m = self.primary
+        stats = [self.stats[(m.key, a)] for a in self.n_ok if (m.key, a) in self.stats]
+        done = [st for st in stats if st.summary.n]
+        base = next((st.baseline for st in done if st.baseline), None)
+        return vd.headline(self.best.get(m.key), {st.arm: st.skill for st in done}, base)
 
     def family_size(self) -> int:
         """Number of comparisons in the primary metric's Holm family."""
@@ -161,16 +168,15 @@ def analyze(study: Study) -> Analysis:
         The ``Analysis``.
     """
     metrics = resolve_metrics(study)
-    result = Analysis(metrics=metrics, stats={}, best=[])
+    result = Analysis(metrics=metrics, stats={})
     for arm in study.arms:
         result.n_ok[arm] = len(study.arm_runs(arm, ok_only=True))
         result.n_total[arm] = len(study.arm_runs(arm))
     for metric in metrics:
         _compare(study, metric, result)
-        best = _best_arm(study, metric, result)
-        if best:
-            result.best.append(best)
-    result.warnings = collect_warnings(study, result)
+        best = vd.best_claim(result.results[metric.key], study.reference, metric.mode)
+        if best is not None:
+            result.best[metric.key] = best
     return result
 
 
@@ -180,7 +186,7 @@ def _compare(study: Study, metric: Metric, result: Analysis) -> None:
     best_base = pick(ev.baseline_values, key=lambda b: ev.baseline_values[b]) if ev.baseline_values else None
     res = inf.analyze_metric(ev.runs, ev.baselines, reference=study.reference, best_baseline=best_base,
                              df_item=ev.df_item, method=ev.method, holm=metric.primary, n_items=ev.n_items,
-                             block=ev.block)
+                             block=ev.block, mode=metric.mode)
     result.results[metric.key], result.sources[metric.key] = res, ev
     for arm in study.arms:
         values = study.values(metric.key, arm)
@@ -189,156 +195,8 @@ def _compare(study: Study, metric: Metric, result: Analysis) -> None:
         if best_base is not None:
             st.baseline = (best_base, ev.baseline_values[best_base])
             st.vs_base = res.comparison(arm, "baseline")
-            st.skill = inf.verdict(st.vs_base, metric.mode) if st.vs_base else None
+            st.skill = vd.verdict(st.vs_base, metric.mode) if st.vs_base else None
         if arm != study.reference:
             st.vs_ref = res.comparison(arm, "reference")
-            st.verdict = inf.verdict(st.vs_ref, metric.mode) if st.vs_ref else "insufficient"
+            st.verdict = vd.verdict(st.vs_ref, metric.mode) if st.vs_ref else "insufficient"
         result.stats[(metric.key, arm)] = st
-
-
-def _best_arm(study: Study, metric: Metric, result: Analysis) -> Best | None:
-    ranked = [a for a in study.arms if result.arm_stat(metric, a).summary.n > 0]
-    ranked.sort(key=lambda a: result.arm_stat(metric, a).summary.mean, reverse=metric.mode == "max")
-    if not ranked:
-        return None
-    return Best(metric, ranked[0], ranked[1] if len(ranked) > 1 else None)
-
-
-def collect_warnings(study: Study, result: Analysis) -> list[Finding]:
-    """Every warning of protocol §6 that the data justify, in a stable order."""
-    found: list[Finding] = []
-    found += _hash_warnings(study)
-    found += _seed_warnings(study, result)
-    found += _epoch_warnings(study)
-    found += _integrity_warnings(study)
-    found += _capacity_warning(study)
-    for metric in result.metrics:
-        if metric.key.startswith("val/"):
-            found.append(Finding("same_split", {"metric": metric.key}))
-        ev = result.sources.get(metric.key)
-        if ev is not None and ev.problems:
-            found.append(Finding("seed_level", {"metric": metric.key, "text": "; ".join(ev.problems)}))
-    primary = result.primary
-    for arm in study.arms:  # the baseline verdicts of the primary metric
-        st = result.arm_stat(primary, arm)
-        code = {"worse": "below_baseline", "inconclusive": "not_above_baseline",
-                "no_difference": "not_above_baseline"}.get(st.skill or "")
-        if code and st.baseline:
-            found.append(Finding(code, {"arm": arm, "metric": primary.key, "baseline": st.baseline[0],
-                                        "value": st.baseline[1], "percent": primary.percent}))
-    for run in study.superseded:
-        found.append(Finding("superseded", {"run_id": run.run_id, "arm": run.arm, "seed": run.seed}))
-    for text in study.problems:
-        found.append(Finding("problem", {"where": "study", "text": text}))
-    from freezelab.report.masking import masking_findings  # time-series masks: leaks, fractions out of band
-    found += masking_findings(study)
-    return found
-
-
-def _hash_warnings(study: Study) -> list[Finding]:
-    out = []
-    for name in COMPARED_HASHES:
-        by_value: dict[str, set[str]] = {}
-        for run in study.runs:
-            value = (run.summary.get("hashes") or {}).get(name)
-            if value:
-                by_value.setdefault(str(value), set()).add(run.arm)
-        if len(by_value) > 1:
-            groups = {v[:12]: sorted(arms, key=study.arms.index) for v, arms in by_value.items()}
-            out.append(Finding("confound_hash", {"hash": name, "groups": groups}))
-    precisions = {str((r.summary.get("environment") or {}).get("precision")) for r in study.runs if r.summary}
-    if len(precisions - {"None"}) > 1:
-        out.append(Finding("confound_precision", {"values": sorted(precisions - {"None"})}))
-    arms_spec = study.spec.get("arms") or {}
-    if isinstance(arms_spec, dict):
-        for arm, spec in arms_spec.items():
-            keys = (spec or {}).get("allow_confound") if isinstance(spec, dict) else None
-            if keys:
-                out.append(Finding("allow_confound", {"arm": arm, "keys": list(keys)}))
-    return out
-
-
-def _seed_warnings(study: Study, result: Analysis) -> list[Finding]:
-    out = []
-    if len(study.seeds) == 1:
-        out.append(Finding("single_seed", {"seed": study.seeds[0]}))
-    for arm in study.arms:
-        n_ok, n_all = result.n_ok[arm], result.n_total[arm]
-        if n_ok < n_all:
-            bad = [r.label() for r in study.arm_runs(arm) if not r.ok]
-            out.append(Finding("failed_seeds", {"arm": arm, "n": n_ok, "total": n_all, "runs": bad}))
-        if n_ok < 2 and len(study.seeds) > 1:
-            out.append(Finding("no_ci", {"arm": arm, "n": n_ok}))
-    if len(set(result.n_ok.values())) > 1:
-        out.append(Finding("unequal_n", {"counts": dict(result.n_ok)}))
-    return out
-
-
-def _epoch_warnings(study: Study) -> list[Finding]:
-    out = []
-    for arm in study.arms:
-        first, last, gaps = [], [], []
-        for run in study.arm_runs(arm, ok_only=True):
-            ep = run.best_epoch
-            if ep is None:
-                continue
-            max_epochs = run.summary.get("max_epochs") or run.summary.get("epochs_run")
-            if ep == 1:
-                first.append(run.seed)
-            if max_epochs and ep == int(max_epochs) and ep > 1:
-                last.append(run.seed)
-            e = run.epochs
-            if ep in e.index and {"train/loss", "val/loss"} <= set(e.columns):
-                tr, va = float(e.at[ep, "train/loss"]), float(e.at[ep, "val/loss"])
-                if math.isfinite(tr) and math.isfinite(va) and tr > 0:
-                    gaps.append((va - tr) / tr)
-        if first:
-            out.append(Finding("best_first", {"arm": arm, "seeds": first}))
-        if last:
-            out.append(Finding("best_last", {"arm": arm, "seeds": last}))
-        if gaps and sum(gaps) / len(gaps) > GAP_THRESHOLD:
-            out.append(Finding("train_val_gap", {"arm": arm, "gap": 100 * sum(gaps) / len(gaps)}))
-    return out
-
-
-def _integrity_warnings(study: Study) -> list[Finding]:
-    out = []
-    for run in study.runs:
-        where = {"arm": run.arm, "seed": run.seed}
-        bad = sorted({k for ln in run.metrics for k, v in ln.items()
-                      if isinstance(v, float) and not math.isfinite(v)})
-        if bad or run.error.get("code") == "non_finite":
-            out.append(Finding("non_finite", {**where, "keys": bad or [run.error.get("code")]}))
-        skipped = sum(v for ln in run.metrics for k, v in ln.items()
-                      if "skipped" in k and isinstance(v, (int, float)) and math.isfinite(v))
-        skipped += sum(v for k, v in run.summary.items() if "skipped" in k and isinstance(v, (int, float)))
-        if skipped > 0:
-            out.append(Finding("skipped_steps", {**where, "count": int(skipped)}))
-        inv = run.summary.get("invariants") or {}
-        if inv.get("frozen_unchanged") is False or run.error.get("code") == "frozen_tensor_changed":
-            out.append(Finding("frozen_changed", where))
-        if inv.get("dead_tensors"):
-            out.append(Finding("dead_tensors", {**where, "names": list(inv["dead_tensors"])}))
-        if run.summary.get("trust_remote_code"):
-            out.append(Finding("remote_code", where))
-        for text in inv.get("warnings") or []:
-            out.append(Finding("invariant_warning", {**where, "text": str(text)}))
-        for text in run.problems:
-            out.append(Finding("problem", {"where": run.run_id, "text": text}))
-    return out
-
-
-def _capacity_warning(study: Study) -> list[Finding]:
-    trainable: dict[str, float] = {}
-    for arm in study.arms:
-        counts = [(r.summary.get("params") or {}).get("trainable") for r in study.arm_runs(arm)]
-        counts = [c for c in counts if isinstance(c, (int, float)) and c > 0]
-        if counts:
-            trainable[arm] = float(sorted(counts)[len(counts) // 2])
-    if len(trainable) < 2:
-        return []
-    hi, lo = max(trainable, key=trainable.get), min(trainable, key=trainable.get)  # type: ignore[arg-type]
-    ratio = trainable[hi] / trainable[lo]
-    if ratio <= CAPACITY_RATIO:
-        return []
-    return [Finding("capacity", {"hi": hi, "lo": lo, "ratio": ratio, "hi_n": trainable[hi], "lo_n": trainable[lo]})]

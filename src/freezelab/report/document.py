@@ -58,13 +58,22 @@ class Details:
 
 @dataclass
 class Callout:
-    """A boxed aside (the literature context box)."""
+    """A boxed aside: ``tone`` ``note`` (the literature context box) or ``warn`` (the smoke-test banner)."""
 
     title: str
     blocks: list[Block] = field(default_factory=list)
+    tone: str = "note"
 
 
-Block = Union[Heading, Para, Bullets, Table, Code, Image, Details, Callout]
+@dataclass
+class Section:
+    """A named group of blocks (HTML ``<section id=...>``; Markdown: the blocks), e.g. the first screen."""
+
+    id: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+Block = Union[Heading, Para, Bullets, Table, Code, Image, Details, Callout, Section]
 
 
 def split_table(header: list[str], rows: list[list[str]], keep: int = 1,
@@ -173,6 +182,29 @@ def seconds(s: float | None) -> str:
     if s < 120:
         return f"{s:.1f} s"
     return f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+def brief_seconds(s: float | None) -> str:
+    """A duration to two or three significant digits for the first screen: 8.2 s, 36 s, 4.1 min, 2.3 h."""
+    if s is None or not math.isfinite(s):
+        return "—"
+    if s < 10:
+        return f"{s:.1f} s"
+    if s < 120:
+        return f"{s:.0f} s"
+    return f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def brief_count(n: float | int | None) -> str:
+    """A parameter count for the first screen: 84,956; 1.78 M; 13.5 M; 1.2 B."""
+    if n is None or (isinstance(n, float) and not math.isfinite(n)):
+        return "—"
+    a = abs(float(n))
+    if a < 1e6:
+        return f"{int(round(n)):,}"
+    if a < 1e9:
+        return f"{n / 1e6:.3g} M"
+    return f"{n / 1e9:.3g} B"
 
 
 def nbytes(b: float | None) -> str:

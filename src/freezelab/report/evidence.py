@@ -93,7 +93,8 @@ def gather(study: Study, key: str, item_name: str, log: bool) -> Evidence:
     if not ok:
         return seed_level(study, key, log, [])
     if missing:
-        return seed_level(study, key, log, [f"no per-item scores for {key} in {', '.join(missing)}"])
+        which = "any run" if len(missing) == len(ok) else ", ".join(missing)
+        return seed_level(study, key, log, [f"no per-item scores in {which}"])
     ids = next(iter(found.values()))[0].ids
     differ = [f"{a} seed {s}" for (a, s), (it, _) in found.items() if not np.array_equal(it.ids, ids)]
     if differ:

@@ -8,12 +8,14 @@ import shlex
 
 from freezelab.report import document as doc
 from freezelab.report import inference as inf
+from freezelab.report import verdicts as vd
 from freezelab.report.aggregate import epoch_metric_keys, epoch_values, signal_text
 from freezelab.report.analysis import ArmStat, Metric
-from freezelab.report.headline import answer, comparison_cell, rel_change, verdict_phrase
+from freezelab.report.headline import comparison_cell, rel_change, verdict_phrase
 from freezelab.report.i18n import GLOSSARY
 from freezelab.report.plots import Plot
-from freezelab.report.sections import Ctx, arm_label, failed_note, stat_cell, warning_text
+from freezelab.report.sections import Ctx, arm_label, failed_note, stat_cell
+from freezelab.report.warnings import shown_count
 
 CONVERGENCE_EPOCHS = (1, 3, 5)
 COMPUTE_KEYS = ("achieved_tflops", "mfu", "flops_per_token")  # optional summary.json keys
@@ -69,12 +71,26 @@ def comparison_section(ctx: Ctx) -> list[doc.Block]:
         blocks.append(doc.Para(ctx.t("comparison_note_items" if ev.method == inf.METHOD_ITEMS else
                                      "comparison_note_seeds", ref=s.reference, metric=m.key, items=ev.n_items,
                                      block=ev.block, m=a.family_size(), pooled=_pooled(m, res),
-                                     df=doc.count(res.pool.df), arms=len(res.arms))))
+                                     df=doc.count(res.pool.resid_df) if res.pool.resid_df > 0 else "—",
+                                     pooled_df=doc.count(res.pool.df), arms=len(res.arms))))
     for metric in a.metrics:
         blocks += [doc.Heading(3, _metric_title(ctx, metric)), *_metric_tables(ctx, metric), *failed_note(ctx)]
+        if metric.primary:
+            blocks += _best_line(ctx, metric)
     blocks.append(_paired_details(ctx, m))
     blocks += _convergence_table(ctx) + per_timeframe_section(ctx)
     return blocks
+
+
+def _best_line(ctx: Ctx, m: Metric) -> list[doc.Block]:
+    """The best arm against the runner-up, the family's comparison a "best" claim is read from."""
+    claim = ctx.analysis.best.get(m.key)
+    if claim is None or claim.runner_up is None or claim.comparison is None:
+        return []
+    c = claim.comparison
+    word = verdict_phrase(ctx, c, m, "better" if claim.decided else vd.verdict(c, m.mode))
+    return [doc.Para(ctx.t("best_line", best=claim.arm, second=claim.runner_up, metric=m.key,
+                           cell=comparison_cell(c, m), verdict=word))]
 
 
 def _pooled(m: Metric, res) -> str:
@@ -275,8 +291,8 @@ def failures_section(ctx: Ctx) -> list[doc.Block]:
         for key, title in (("traceback_tail", "traceback"), ("log_tail", "log_tail")):
             if err.get(key):
                 blocks += [doc.Para(f"**{ctx.t(title)}**"), doc.Code(_tail(err[key]))]
-    texts = [warning_text(ctx, f) for f in a.warnings]
-    blocks += [doc.Heading(3, ctx.t("warnings")), doc.Bullets(texts) if texts else doc.Para(ctx.t("no_warnings"))]
+    n = shown_count(s, a.warnings)
+    blocks += [doc.Heading(3, ctx.t("warnings")), doc.Para(ctx.t("warnings_above", n=n) if n else ctx.t("no_warnings"))]
     rows = []
     for arm in s.arms:
         inv = [r.summary.get("invariants") or {} for r in s.arm_runs(arm) if r.summary]
@@ -292,11 +308,11 @@ def failures_section(ctx: Ctx) -> list[doc.Block]:
 
 
 def conclusion_lines(ctx: Ctx) -> list[str]:
-    """The auto-written conclusion: the answer, then one protocol §7 template sentence per arm on the
-    primary metric (its verdict read off the printed interval) and one per arm against the baseline."""
+    """The auto-written conclusion: one protocol §7 template sentence per arm on the primary metric (its
+    verdict read off the printed interval); the answer itself is stated once, at the top."""
     s, a = ctx.study, ctx.analysis
     m = a.primary
-    lines = [answer(ctx)]
+    lines: list[str] = []
     ref = a.arm_stat(m, s.reference).summary
     for arm in s.arms:
         st = a.arm_stat(m, arm)
@@ -347,8 +363,7 @@ def conclusion_section(ctx: Ctx) -> list[doc.Block]:
     a = ctx.analysis
     lines = conclusion_lines(ctx) + reference_model_lines(ctx)
     if a.warnings:
-        codes = ", ".join(dict.fromkeys(f.code for f in a.warnings))
-        lines.append(ctx.t("caveats", n=len(a.warnings), codes=codes))
+        lines.append(ctx.t("caveats", n=shown_count(ctx.study, a.warnings)))
     return [doc.Heading(2, ctx.t("conclusion")), doc.Bullets(lines)]
 
 

@@ -23,7 +23,10 @@ th{background:#eef1f6}tr:nth-child(even) td{background:#fafbfd}
 pre{background:#f6f6f8;padding:.7em;overflow-x:auto;font-size:.82em;border-left:3px solid #c33}
 details{margin:.4em 0;padding:.2em .6em;border:1px solid #dde;border-radius:4px}
 summary{cursor:pointer;font-weight:600}
-aside{background:#f4f8ff;border:1px solid #b8cdf0;border-radius:6px;padding:.3em 1em;margin:1em 0}
+aside{background:#f4f8ff;border:1px solid #b8cdf0;border-radius:6px;padding:.4em 1em;margin:.8em 0}
+aside.warn{background:#fff6e0;border-color:#e0a800}aside p{margin:.3em 0}
+#first-screen table{font-size:.84em}#first-screen>p:last-child{font-size:.85em;color:#444}
+#warnings{font-size:.92em}#warnings li{margin:.15em 0}#warnings ul{margin:.2em 0}
 figure{margin:.8em 0}img{max-width:100%;height:auto}nav{font-size:.9em;margin-bottom:1em}
 nav a{margin-right:.9em}
 """
@@ -50,8 +53,12 @@ def _image(b: doc.Image, base_dir: Path) -> str:
     path = base_dir / b.path
     if not path.exists():
         return f"<p><em>{html.escape(b.alt)}</em></p>"
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.alt)}"></figure>'
+    raw = path.read_bytes()
+    data = base64.b64encode(raw).decode("ascii")
+    size = ""
+    if raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 24:  # IHDR: the page keeps the image's place while loading
+        size = f' width="{int.from_bytes(raw[16:20], "big")}" height="{int.from_bytes(raw[20:24], "big")}"'
+    return f'<figure><img src="data:image/png;base64,{data}"{size} alt="{html.escape(b.alt)}"></figure>'
 
 
 def _table(t: doc.Table) -> str:
@@ -84,7 +91,11 @@ def render_blocks(blocks: list[doc.Block], base_dir: Path, used: set[str], toc: 
             out.append(f"<details><summary>{_inline(b.summary)}</summary>{inner}</details>")
         elif isinstance(b, doc.Callout):
             inner = render_blocks(b.blocks, base_dir, used, toc)
-            out.append(f"<aside><h3>{_inline(b.title)}</h3>{inner}</aside>")
+            out.append(f'<aside class="{html.escape(b.tone)}"><strong>{_inline(b.title)}</strong>{inner}</aside>')
+        elif isinstance(b, doc.Section):
+            slug = _slug(b.id, used)
+            inner = render_blocks(b.blocks, base_dir, used, toc)
+            out.append(f'<section id="{slug}">{inner}</section>')
     return "\n".join(out)
 
 

@@ -4,22 +4,28 @@ Every succeeded run r = (arm, seed) has a value g_r of the metric on the evaluat
 metric for log-scale metrics) and, from ``items/*.npz``, B bootstrap replicates G_r (B,) of it computed
 with one shared set of item resamples (``resample_weights``), so every difference below is paired on
 identical items and the baselines' own item noise enters every comparison. A comparison of arm a with
-the reference arm r over their common seeds S (n = |S|), or with a naive baseline b (a constant
-across seeds):
+another arm r (the reference, or the runner-up) over their common seeds S (n = |S|), or with a naive
+baseline b (a constant across seeds):
 
     D_s  = g_{a,s} − g_{r,s}   (or g_{a,s} − g_b),           D̄ = mean_s D_s
     v_item = Var_boot(mean_s (G_{a,s} − G_{r,s}))             item sampling, df_item = blocks − 1
-    v_seed = (σ̂²_a + σ̂²_r) / n   (or σ̂²_a / n)               seed-to-seed variation
+    v_seed = σ̂²_D / n          (or σ̂²_a / n)                 seed-to-seed variation of the difference
+    σ̂²_D  = max(2 σ²_e, c_n s²_D),  s²_D the sample variance of the per-seed differences D_s
+    σ²_e  = residual variance of g_{a,s} = μ_a + β_s + e_{a,s} over the study's arm × seed table, df_e
     σ̂²_a  = max(σ²_pool, c_n s²_a),  σ²_pool = Σ_a (n_a − 1) s²_a / Σ_a (n_a − 1),  df_pool = Σ_a (n_a − 1)
     t = D̄ / √(v_item + v_seed), df by Welch–Satterthwaite; p two-sided.
 
-s²_a is the sample variance of arm a's per-seed values; pooling over the study's arms gives the seed
-variance the degrees of freedom two seeds alone cannot, and the max with the arm's own variance (times
-c_n = 1 + 2/(n − 1), for its few df) keeps an arm noisier than the others from borrowing their smaller
-variance. v_item is the bootstrap variance times K/(K − 1) for K independent units (items or blocks).
-Without per-item files v_item = 0 (seed-level statistics). ``holm_family`` adjusts a family's p-values
-(Holm) and gives each comparison the interval level at which Holm tested it, so an interval excludes 0
-exactly when the Holm-adjusted p is below α: the verdict is read off the printed interval.
+Arms that share a seed share its data order, masks and the initialisation of common modules, so their
+seed effects β_s are shared: a difference between two arms is paired on seeds, and only the arm × seed
+residual e enters it (the additive two-way model pools it over every arm, df_e = cells − arms − seeds + 1).
+A baseline shares nothing with a seed, so an arm's whole seed variance σ̂²_a (pooled the same way over arms,
+df_pool) enters that comparison and the arm's own interval. The max with the comparison's own variance
+(times c_n = 1 + 2/(n − 1), for its few df) keeps a pair noisier than the others from borrowing their
+smaller variance. v_item is the bootstrap variance times K/(K − 1) for K independent units (items or
+blocks). Without per-item files v_item = 0 (seed-level statistics). ``holm_family`` adjusts a family's
+p-values (Holm) and gives each comparison the interval level at which Holm tested it, so an interval
+excludes 0 exactly when the Holm-adjusted p is below α; the words are read off that interval in
+``verdicts.py``.
 """
 
 from __future__ import annotations
@@ -85,7 +91,7 @@ class Comparison:
 
     arm: str
     other: str
-    kind: str  # "reference" | "baseline"
+    kind: str  # "reference" | "baseline" | "runner_up" (the best arm vs the second best)
     seeds: tuple[int, ...]
     diffs: tuple[float, ...]  # per-seed D_s (analysis units)
     estimate: Estimate
@@ -103,11 +109,15 @@ class Comparison:
 
 @dataclass(frozen=True)
 class SeedPool:
-    """Seed variance per arm after pooling (σ̂²_a) and the pooled degrees of freedom."""
+    """Seed variances after pooling: per arm (σ̂²_a, with ``pooled`` and its ``df``) for an arm's own
+    interval and its baseline comparisons, and the arm × seed residual (σ²_e, ``resid_df``) of the additive
+    model for differences between two arms paired on seeds."""
 
     var: dict[str, float]
     pooled: float
     df: float
+    resid: float = math.nan
+    resid_df: float = 0.0
 
 
 def resample_weights(n: int, *, block: int = 1, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
@@ -154,11 +164,16 @@ def own_inflation(n: int) -> float:
     return 1.0 + 2.0 / (n - 1)
 
 
-def seed_pool(per_arm: Mapping[str, Sequence[float]]) -> SeedPool:
-    """σ̂²_a = max(pooled, own_inflation(n_a) · own) for arms with ≥ 2 seeds; the pooled value otherwise."""
+def seed_pool(per_arm: Mapping[str, Mapping[int, float]]) -> SeedPool:
+    """Per arm σ̂²_a = max(pooled, own_inflation(n_a) · own) for arms with ≥ 2 seeds (the pooled value
+    otherwise), and the residual variance of the additive arm + seed model over the whole table.
+
+    Args:
+        per_arm: arm -> seed -> g (analysis units) of its succeeded runs.
+    """
     own, num, df = {}, 0.0, 0
     for arm, values in per_arm.items():
-        v = np.asarray(values, dtype=float)
+        v = np.asarray(list(values.values()), dtype=float)
         if v.size >= 2:
             own[arm] = float(v.var(ddof=1))
             num += (v.size - 1) * own[arm]
@@ -166,7 +181,43 @@ def seed_pool(per_arm: Mapping[str, Sequence[float]]) -> SeedPool:
     pooled = num / df if df else math.nan
     var = {arm: max(pooled, own_inflation(len(per_arm[arm])) * own[arm]) if arm in own else pooled
            for arm in per_arm}
-    return SeedPool(var, pooled, float(df))
+    resid, resid_df = residual_variance(per_arm)
+    return SeedPool(var, pooled, float(df), resid, resid_df)
+
+
+def residual_variance(per_arm: Mapping[str, Mapping[int, float]]) -> tuple[float, float]:
+    """σ²_e and its df of g_{a,s} = μ_a + β_s + e_{a,s} fitted by least squares to the cells present
+    (an unbalanced table is fine: df = cells − rank of the design); (nan, 0) without residual df."""
+    cells = [(a, s, float(v)) for a, seeds in per_arm.items() for s, v in seeds.items() if math.isfinite(v)]
+    arms = sorted({a for a, _, _ in cells})
+    seeds = sorted({s for _, s, _ in cells})
+    if not cells:
+        return math.nan, 0.0
+    x = np.zeros((len(cells), len(arms) + len(seeds)))
+    for i, (a, s, _) in enumerate(cells):
+        x[i, arms.index(a)] = 1.0
+        x[i, len(arms) + seeds.index(s)] = 1.0
+    y = np.array([v for _, _, v in cells])
+    df = len(cells) - int(np.linalg.matrix_rank(x))
+    if df <= 0:
+        return math.nan, 0.0
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return float(np.sum((y - x @ coef) ** 2) / df), float(df)
+
+
+def paired_seed_var(diffs: Sequence[float], pool: SeedPool) -> tuple[float, float]:
+    """(σ̂²_D, df): the seed variance of one per-seed difference D_s between two arms that share seeds.
+
+    The pooled value is 2 σ²_e (each arm's residual, shared seed effects cancelled); the comparison's own
+    sample variance, inflated by c_n, wins when larger. When the table holds no more residual df than the
+    pair itself (two arms), the pair's own variance is the estimate (a paired t on n − 1 df).
+    """
+    d = np.asarray(diffs, dtype=float)
+    own = float(d.var(ddof=1)) if d.size >= 2 else math.nan
+    if not (pool.resid_df > max(0, d.size - 1) and math.isfinite(pool.resid)):
+        return own, float(d.size - 1)
+    pooled = 2.0 * pool.resid
+    return (max(pooled, own_inflation(d.size) * own) if math.isfinite(own) else pooled), pool.resid_df
 
 
 def combine(value: float, v_item: float, v_seed: float, df_item: float, df_seed: float, n: int,
@@ -204,19 +255,24 @@ def arm_estimate(runs: Mapping[int, RunValues], var_seed: float, df_seed: float,
 
 
 def compare(arm: str, runs: Mapping[int, RunValues], other: str, other_runs: Mapping[int, RunValues] | RunValues,
-            pool: SeedPool, df_item: float, method: str) -> Comparison:
-    """Arm vs the reference (``other_runs`` per seed) or vs a baseline (one ``RunValues`` for all seeds)."""
+            pool: SeedPool, df_item: float, method: str, kind: str = "") -> Comparison:
+    """Arm vs another arm (``other_runs`` per seed, paired on seeds) or vs a baseline (one ``RunValues`` for
+    all seeds); ``kind`` defaults to ``reference`` / ``baseline``."""
     baseline = isinstance(other_runs, RunValues)
     seeds = tuple(sorted(runs)) if baseline else tuple(sorted(s for s in runs if s in other_runs))
     ref = {s: other_runs if baseline else other_runs[s] for s in seeds}  # type: ignore[index]
     diffs = tuple(runs[s].value - ref[s].value for s in seeds)
     reps = [None if runs[s].boot is None or ref[s].boot is None else runs[s].boot - ref[s].boot for s in seeds]
     n = len(seeds)
-    v_seed = (pool.var[arm] + (0.0 if baseline else pool.var[other])) / n if n else math.nan
-    est = combine(float(np.mean(diffs)) if n else math.nan, _boot_var(reps, df_item), v_seed, df_item, pool.df, n,
-                  method)
+    if baseline:
+        var_seed, df_seed = pool.var[arm], pool.df
+    else:
+        var_seed, df_seed = paired_seed_var(diffs, pool)
+    est = combine(float(np.mean(diffs)) if n else math.nan, _boot_var(reps, df_item),
+                  var_seed / n if n else math.nan, df_item, df_seed, n, method)
     lo, hi = est.interval()
-    return Comparison(arm, other, "baseline" if baseline else "reference", seeds, diffs, est, est.p, lo=lo, hi=hi)
+    return Comparison(arm, other, kind or ("baseline" if baseline else "reference"), seeds, diffs, est, est.p,
+                      lo=lo, hi=hi)
 
 
 def holm_family(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list[Comparison]:
@@ -242,28 +298,10 @@ def holm_family(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list
     return out
 
 
-def verdict(c: Comparison, mode: str) -> str:
-    """``better`` / ``worse`` when the printed interval excludes 0 (direction by ``mode``), else
-    ``insufficient`` (no interval), ``inconclusive`` (every seed on one side) or ``no_difference``."""
-    if c.decided:
-        arm_higher = c.lo > 0
-        return "better" if arm_higher == (mode == "max") else "worse"
-    if not (math.isfinite(c.lo) and math.isfinite(c.hi)):
-        return "insufficient"
-    if c.diffs and (all(d > 0 for d in c.diffs) or all(d < 0 for d in c.diffs)):
-        return "inconclusive"
-    return "no_difference"
-
-
-def seeds_favouring(c: Comparison, mode: str) -> tuple[int, int]:
-    """(seeds where the arm is better, seeds compared): the descriptive per-seed fact."""
-    better = sum(1 for d in c.diffs if (d < 0) == (mode == "min") and d != 0)
-    return better, len(c.diffs)
-
-
 @dataclass(frozen=True)
 class MetricResult:
-    """Everything the report states about one metric: per-arm estimates and the comparisons."""
+    """Everything the report states about one metric: per-arm estimates and the comparisons (each arm vs
+    the reference and vs the best baseline, and the best arm vs the runner-up: one Holm family)."""
 
     pool: SeedPool
     arms: dict[str, Estimate]
@@ -271,16 +309,25 @@ class MetricResult:
     method: str
     n_items: int = 0
     block: int = 1
+    ranking: tuple[str, ...] = ()  # arms by their estimate, best first
 
     def comparison(self, arm: str, kind: str) -> Comparison | None:
-        """The arm's comparison with the reference (``kind="reference"``) or its best baseline."""
+        """The arm's comparison with the reference (``kind="reference"``), its best baseline (``baseline``)
+        or, for the best arm, the runner-up (``runner_up``)."""
         return next((c for c in self.comparisons if c.arm == arm and c.kind == kind), None)
+
+
+def rank_arms(arms: Mapping[str, Estimate], mode: str) -> tuple[str, ...]:
+    """Arms with a finite estimate, best first (``mode`` min: lowest first); ties keep the study order."""
+    done = [a for a, e in arms.items() if math.isfinite(e.value)]
+    return tuple(sorted(done, key=lambda a: arms[a].value if mode == "min" else -arms[a].value))
 
 
 def analyze_metric(runs: Mapping[str, Mapping[int, RunValues]], baselines: Mapping[str, RunValues], *,
                    reference: str, best_baseline: str | None, df_item: float, method: str,
-                   holm: bool = True, n_items: int = 0, block: int = 1) -> MetricResult:
-    """Per-arm estimates, each arm vs the reference and vs the best baseline, Holm over all of them.
+                   holm: bool = True, n_items: int = 0, block: int = 1, mode: str = "min") -> MetricResult:
+    """Per-arm estimates, each arm vs the reference and vs the best baseline, and the best arm vs the
+    runner-up when neither is the reference (that pair is then already compared); Holm over all of them.
 
     Args:
         runs: arm -> seed -> the run's ``RunValues`` (succeeded runs only; arms with none are skipped).
@@ -290,21 +337,27 @@ def analyze_metric(runs: Mapping[str, Mapping[int, RunValues]], baselines: Mappi
         df_item: degrees of freedom of the item part (independent items or blocks, minus 1).
         method: ``METHOD_ITEMS`` or ``METHOD_SEEDS``, named in the table.
         holm: adjust over the family (the primary metric) or keep plain 95 % intervals (descriptive).
+        n_items: evaluation items (shown in the report).
+        block: bootstrap block length (shown in the report).
+        mode: ``min`` or ``max``: which end of the ranking is best.
 
     Returns:
         The ``MetricResult``.
     """
-    pool = seed_pool({arm: [r.value for r in seeds.values()] for arm, seeds in runs.items() if seeds})
-    arms = {arm: arm_estimate(seeds, pool.var[arm], pool.df, df_item, method) for arm, seeds in runs.items() if seeds}
+    done = {arm: seeds for arm, seeds in runs.items() if seeds}
+    pool = seed_pool({arm: {s: r.value for s, r in seeds.items()} for arm, seeds in done.items()})
+    arms = {arm: arm_estimate(seeds, pool.var[arm], pool.df, df_item, method) for arm, seeds in done.items()}
     comps = []
-    for arm, seeds in runs.items():
-        if not seeds:
-            continue
-        if arm != reference and runs.get(reference):
-            comps.append(compare(arm, seeds, reference, runs[reference], pool, df_item, method))
+    for arm, seeds in done.items():
+        if arm != reference and reference in done:
+            comps.append(compare(arm, seeds, reference, done[reference], pool, df_item, method))
         if best_baseline is not None and best_baseline in baselines:
             comps.append(compare(arm, seeds, best_baseline, baselines[best_baseline], pool, df_item, method))
-    return MetricResult(pool, arms, holm_family(comps) if holm else comps, method, n_items, block)
+    ranking = rank_arms(arms, mode)
+    if len(ranking) >= 2 and reference not in ranking[:2]:
+        best, second = ranking[:2]
+        comps.append(compare(best, done[best], second, done[second], pool, df_item, method, kind="runner_up"))
+    return MetricResult(pool, arms, holm_family(comps) if holm else comps, method, n_items, block, ranking)
 
 
 def run_values(value: float, boot: np.ndarray | None, log: bool) -> RunValues:

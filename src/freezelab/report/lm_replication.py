@@ -7,7 +7,7 @@ A replication study (examples/replicate-embedding-freeze*.yaml) runs that compar
 heads on identical data, and the corrected protocol's tied_frozen vs tied_trainable. This module reads the run
 folders only: every arm's *role* comes from its resolved ``config.yaml`` (head, text, protocol, freezing), never
 from its name, and arms are grouped by protocol and evaluation data (the split and eval hashes in summary.json),
-so each group is analysed on its own items (``analysis.analyze``) and never paired across groups.
+so each group is analysed on its own items (``protocols.analyse_groups``) and never paired across groups.
 
 The decomposition, on the primary metric, in log units (shown as % change of the tied/frozen arm's PPL):
 
@@ -26,8 +26,10 @@ from typing import Any
 
 from freezelab.report import document as doc
 from freezelab.report.aggregate import Run, Study
-from freezelab.report.i18n import lookup
-from freezelab.report.replication import Group, faithful_options, get_key, split_by
+from freezelab.report.headline import comparison_cell, headline_table
+from freezelab.report.i18n import lookup, t
+from freezelab.report.protocols import Group, arms_table, faithful_options, get_key, split_by
+from freezelab.report.sections import Ctx
 
 # (dotted key, values that are the original's behaviour): the seed protocol's faithful options
 FAITHFUL_LM: tuple[tuple[str, tuple[Any, ...]], ...] = (
@@ -44,7 +46,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "group_line": "**{name}** ({options}; split/eval hashes `{data}`): {arms}.",
         "seed_protocol": "seed protocol", "corrected": "corrected protocol", "no_options": "no faithful option",
         "full_text": "full text", "first_turns": "first turns",
-        "h_part": "Component", "h_arms": "Arms (first vs second)", "h_delta": "Δ", "h_ci": "Interval",
+        "h_part": "Component", "h_arms": "Arms (first vs second)", "h_delta": "Δ {metric}: first vs second",
+        "h_ci": "Interval",
         "h_reading": "Reading",
         "as_run": "As-run gap (the seed's comparison)", "identical": "Left on identical data (head + freezing)",
         "data": "Data confound (as-run − identical)", "freezing": "Freezing itself (corrected protocol)",
@@ -52,6 +55,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "descriptive": "descriptive: scored on different items, no verdict",
         "seed_value": "seed: -71.9%", "missing": "arm missing",
         "paired": "paired on {n} seeds' items: `{arm}` {verdict}",
+        "other_way": "the same comparison read the other way round, `{arm}` vs `{ref}`, is {cell} in the arm tables",
         "reading": "**Reading:** of the as-run gap ({as_run}), {identical} is left when both heads see identical data (paired); the rest, {data} (the ratios multiply), is the data confound: text format, volume and validation rows, {share} of the gap in log {metric}. Under the corrected protocol, freezing the tied embedding itself changes {metric} by {freezing}.",  # noqa: E501
         "partial": "**Reading:** some arms of the decomposition are missing ({missing}); the rows without them are left out.",  # noqa: E501
         "group_title": "Group {name}: arms vs `{ref}`",
@@ -62,13 +66,15 @@ STRINGS: dict[str, dict[str, str]] = {
         "group_line": "**{name}**（{options}、split/eval ハッシュ `{data}`）: {arms}。",
         "seed_protocol": "元のプロトコル", "corrected": "修正版プロトコル", "no_options": "再現オプションなし",
         "full_text": "全文", "first_turns": "最初の発話",
-        "h_part": "成分", "h_arms": "アーム（1 番目 対 2 番目）", "h_delta": "Δ", "h_ci": "区間", "h_reading": "読み",
+        "h_part": "成分", "h_arms": "アーム（1 番目 対 2 番目）", "h_delta": "Δ {metric}: 1 番目 対 2 番目",
+        "h_ci": "区間", "h_reading": "読み",
         "as_run": "実行時の差（元の研究の比較）", "identical": "同一データで残る差（ヘッド + 凍結）",
         "data": "データの交絡（実行時 − 同一データ）", "freezing": "凍結そのもの（修正版プロトコル）",
         "head": "ヘッドとプロトコル（同一データ − 凍結）",
         "descriptive": "記述のみ: 別の項目で採点、判定なし",
         "seed_value": "元の研究: -71.9%", "missing": "アームなし",
         "paired": "{n} シードの項目で対応: `{arm}` が{verdict}",
+        "other_way": "同じ比較を逆向きに読むと `{arm}` 対 `{ref}` で {cell}（アーム表の値）",
         "reading": "**読み:** 実行時の差（{as_run}）のうち、両ヘッドが同一データを見ると {identical} が残る（対応あり）。残り {data}（比は掛け合わされる）はデータの交絡（テキスト形式・量・検証行）で、log {metric} で差の {share}。修正版プロトコルでは、重み共有 Embedding の凍結そのものが {metric} を {freezing} 変える。",  # noqa: E501
         "partial": "**読み:** 内訳に必要なアームの一部がない（{missing}）。それを使う行は省いた。",
         "group_title": "グループ {name}: アーム 対 `{ref}`",
@@ -120,7 +126,7 @@ def lm_groups(study: Study) -> list[Group]:
 
     runs = [r for r in first.values() if r is not None]
     replicates = any(lm_protocol(r) or get_key(r.config, "data.text") == "first_turn" for r in runs)
-    return split_by(study, key, pick, first) if study.task == "lm" and replicates else []
+    return split_by(study, key, pick, first, n_faithful=len(FAITHFUL_LM)) if study.task == "lm" and replicates else []
 
 
 # ----------------------------------------------------------------------------- the decomposition
@@ -135,6 +141,7 @@ class Part:
     hi: float = math.nan
     verdict: str | None = None  # of the first arm vs the second (paired rows only)
     n: int = 0
+    table_view: tuple[str, str, str] | None = None  # (arm, ref, cell) where the group's table reads it reversed
 
     @property
     def paired(self) -> bool:
@@ -175,7 +182,8 @@ def _paired(key: str, first: tuple[str, Group], second: tuple[str, Group]) -> Pa
     if c is None or not c.diffs:
         return None
     lo, hi = sorted((sign * c.lo, sign * c.hi))
-    return Part(key, (a, b), sign * c.estimate.value, lo, hi, verdict, len(c.diffs))
+    view = (b, a, comparison_cell(c, m)) if sign < 0 else None  # the group table shows b vs its reference a
+    return Part(key, (a, b), sign * c.estimate.value, lo, hi, verdict, len(c.diffs), view)
 
 
 def decompose(groups: list[Group]) -> tuple[list[Part], list[str]]:
@@ -226,10 +234,6 @@ def _group_name(lang: str, g: Group) -> str:
 
 def lm_replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
     """The decomposition table and reading, the groups, and every other group's arm table."""
-    from freezelab.report.headline import headline_table
-    from freezelab.report.i18n import t
-    from freezelab.report.sections import Ctx
-
     if len(groups) < 2 or groups[0].analysis is None:
         return []
     lang, m = ctx.lang, groups[0].analysis.primary
@@ -248,6 +252,9 @@ def lm_replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
         if p.paired:
             ci = doc.interval(p.lo, p.hi, _pct)
             reading = _t(lang, "paired", n=p.n, arm=p.arms[0], verdict=t(lang, f"v_{p.verdict}"))
+            if p.table_view is not None:  # the same comparison, as the arm tables read it
+                arm, ref, cell = p.table_view
+                reading += "; " + _t(lang, "other_way", arm=arm, ref=ref, cell=cell, metric=m.key)
         else:
             ci, reading = "—", _t(lang, "descriptive")
         if p.key == "as_run":
@@ -255,7 +262,9 @@ def lm_replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
         arms = f"`{p.arms[0]}` vs `{p.arms[1]}`" if p.key not in ("data", "head") else "—"
         rows.append([_t(lang, p.key), arms, _pct(p.log_delta), ci, reading])
     if rows:
-        blocks.append(doc.Table([_t(lang, h) for h in ("h_part", "h_arms", "h_delta", "h_ci", "h_reading")], rows))
+        header = [_t(lang, "h_part"), _t(lang, "h_arms"), _t(lang, "h_delta", metric=m.key), _t(lang, "h_ci"),
+                  _t(lang, "h_reading")]
+        blocks.append(doc.Table(header, rows))
     by = {p.key: p for p in parts}
     if all(k in by for k in ("as_run", "identical", "data", "freezing")):
         blocks.append(doc.Para(_t(lang, "reading", as_run=_pct(by["as_run"].log_delta),
@@ -269,6 +278,7 @@ def lm_replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
             sub = Ctx(g.study, g.analysis, lang)
             blocks += [doc.Heading(3, _t(lang, "group_title", name=_group_name(lang, g), ref=g.reference)),
                        headline_table(sub)]
+    blocks += arms_table(ctx, groups, lambda g: _group_name(lang, g))
     return blocks
 
 

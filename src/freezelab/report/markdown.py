@@ -56,6 +56,9 @@ def render_blocks(blocks: list[doc.Block]) -> list[str]:
         elif isinstance(b, doc.Details):
             inner = "\n".join(render_blocks(b.blocks))
             out.append(f"<details><summary>{_summary(b.summary)}</summary>\n\n{inner}\n</details>")
+        elif isinstance(b, doc.Section):
+            out.extend(render_blocks(b.blocks))
+            continue
         elif isinstance(b, doc.Callout):
             inner = "\n".join([f"**{b.title}**", "", *render_blocks(b.blocks)])
             out.append("\n".join(f"> {line}".rstrip() for line in inner.splitlines()))

@@ -15,7 +15,6 @@ from freezelab.report import document as doc
 from freezelab.report.aggregate import Run, Study
 from freezelab.report.analysis import Finding
 
-HEADLINE_CODES = ("mask_inputs", "mask_leak", "mask_band")
 ORACLE_TOLERANCE = 1e-6  # as in the task: an oracle gain above this means visible bars reveal targets
 SPLITS = ("train", "val", "test")
 
@@ -30,7 +29,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "m_differs": "Runs disagree on the val/test masking figures ({runs}): their masks differ.",
         "w_mask_leak": "MASK LEAK (scheme {schemes}): masked bars share time with visible bars, so visible bars reveal them; skill on these timeframes is not reconstruction. Per timeframe, worst over runs and splits, share of targets sharing time with a visible bar / aggregation-oracle gain over interpolation: {figures}. Use masking.scheme: disjoint (see the masking section).",  # noqa: E501
         "w_mask_band": "MASKED FRACTION OUT OF BAND (scheme {schemes}): the target fraction leaves {lo}×–{hi}× the declared ratio; per timeframe, furthest over runs and splits (declared): {figures}.",  # noqa: E501
-        "w_mask_unmeasured": "Runs {runs} record no masking figures (older freezelab): leaks and masked fractions are unknown; rerun them.",  # noqa: E501
+        "w_mask_unmeasured": "No masking figures in {runs} (older freezelab): leaks and masked fractions are unknown; rerun them.",  # noqa: E501
         "w_mask_inputs": "INPUTS NOT MASKED (masking.mask_inputs: false) in {arms}: the true values of the scored bars reach the model input ({share} of targets visible), so their scores measure copying, not reconstruction (the original's defect, spec flaw 2). Never compare them with masked runs as results.",  # noqa: E501
         "m_unmasked": "This run does not mask its inputs (masking.mask_inputs: false): every target is visible in the input, so the oracle and interpolation read the targets themselves.",  # noqa: E501
     },
@@ -44,7 +43,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "m_differs": "val/test のマスキング値がランごとに異なる（{runs}）: マスクが一致していない。",
         "w_mask_leak": "マスクのリーク（方式 {schemes}）: マスクした足が可視の足と時間を共有し、可視の足から復元できる。これらの時間足の性能は復元能力ではない。時間足ごとに全ラン・全分割で最悪の値、可視の足と時間を共有するターゲットの割合 / 集約オラクルの線形補間に対する改善: {figures}。masking.scheme: disjoint を使うこと（マスキングの節を参照）。",  # noqa: E501
         "w_mask_band": "マスク比率が許容帯の外（方式 {schemes}）: ターゲット比率が宣言値の {lo}×–{hi}× を外れる。時間足ごとに最も外れた値（宣言値）: {figures}。",  # noqa: E501
-        "w_mask_unmeasured": "ラン {runs} にマスキングの記録がない（旧版 freezelab）: リークとマスク比率は不明。再実行すること。",  # noqa: E501
+        "w_mask_unmeasured": "{runs} にマスキングの記録がない（旧版 freezelab）: リークとマスク比率は不明。再実行すること。",  # noqa: E501
         "w_mask_inputs": "入力がマスクされていない（masking.mask_inputs: false）: {arms}。採点される足の真値がモデル入力に入る（ターゲットの {share} が可視）ため、その性能は復元ではなくコピーを測る（元の研究の欠陥、spec の欠陥 2）。マスクしたランと結果として比較しないこと。",  # noqa: E501
         "m_unmasked": "このランは入力をマスクしない（masking.mask_inputs: false）: すべてのターゲットが入力で可視なので、オラクルと線形補間はターゲットそのものを読む。",  # noqa: E501
     },
@@ -136,7 +135,8 @@ def masking_findings(study: Study) -> list[Finding]:
         figures = "; ".join(f"{tf} {_pct(f)} ({_pct(r)})" for tf, (f, r) in band.items())
         found.append(Finding("mask_band", {"schemes": names, "figures": figures, "lo": f"{lo:g}", "hi": f"{hi:g}"}))
     if unmeasured:
-        found.append(Finding("mask_unmeasured", {"runs": ", ".join(unmeasured)}))
+        every = len(unmeasured) == sum(1 for r in study.runs if r.ok)
+        found.append(Finding("mask_unmeasured", {"runs": "every run" if every else ", ".join(unmeasured)}))
     return found
 
 

@@ -2,9 +2,12 @@
 
 Every figure is written as ``plots/<stem>.png`` and ``.svg`` (``<stem>.ja.png`` with Japanese labels).
 Rules every figure keeps: each panel its own y-range unless panels show the same metric, axis labels
-with units, a legend naming every line, accuracy in % as in the tables, no interval drawn outside a
-metric's range, tick labels that do not overlap. ``make_plots`` returns a ``Plot`` per figure, with the
-figure itself for tests to inspect.
+with units, a legend naming every line, one colour per arm in every figure (``arm_colors``), accuracy in %
+as in the tables, no interval drawn outside a metric's range, tick labels that do not overlap
+(``_thin_ticks``), no point hidden under another, and text of at least ``MIN_PT`` points as shown in the
+report at 100 % zoom (a figure at most ``MAX_WIDTH_IN`` wide is never scaled down in the page).
+``make_plots`` returns a ``Plot`` per figure, with the figure itself for tests to inspect; the first is the
+first screen's: the primary (test) metric per arm, the one the verdicts use.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from freezelab.report.evidence import baseline_summary_values
 from freezelab.report.i18n import t
 
 DPI = 110
+MAX_WIDTH_IN = 10.0  # 1,100 px at DPI: the report's content width (html.py max-width 1180 px less padding)
+FONT = 9.5  # every label, tick and legend; shown at FONT * DPI / 96 ≈ 10.9 pt at 100 % zoom
+MIN_PT = 9.0
 JA_FONTS = ("Noto Sans CJK JP", "IPAexGothic", "IPAGothic", "Hiragino Sans", "Yu Gothic", "Noto Sans JP")
 RANGES = {"acc": (0.0, 100.0), "corr": (-1.0, 1.0), "r2": (-math.inf, 1.0)}  # display units
 
@@ -84,6 +90,11 @@ def _colors(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def arm_colors(study: Study) -> dict[str, Any]:
+    """One colour per arm, by the study's arm order: the same arm has the same colour in every figure."""
+    return dict(zip(study.arms, _colors(len(study.arms))))
+
+
 def _base(key: str) -> str:
     return key.split("/")[1] if key.count("/") >= 1 else key
 
@@ -115,17 +126,67 @@ def _clip(key: str, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def _log_y(ax, force: bool = False) -> None:
     """Log y axis when the plotted data span more than a decade (or ``force``), with labelled ticks even
-    inside one decade (1, 2, 5 or every digit) and no minor labels."""
+    inside one decade (1, 2, 5 or every digit; ``_thin_ticks`` drops labels that would overlap)."""
     ys = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), dtype=float) if np.isfinite(y)]
     if ys and min(ys) > 0 and (force or max(ys) / min(ys) > 10):
         ax.set_yscale("log")
-        subs = (1.0, 2.0, 5.0) if max(ys) / min(ys) > 20 else tuple(float(i) for i in range(1, 10))
-        ax.yaxis.set_major_locator(LogLocator(subs=subs))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        _log_ticks(ax.yaxis, max(ys) / min(ys))
+
+
+def _log_ticks(axis, span: float) -> None:
+    subs = (1.0, 2.0, 5.0) if span > 20 else tuple(float(i) for i in range(1, 10))
+    axis.set_major_locator(LogLocator(subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+LOG_SUBS = ((1.0, 2.0, 5.0), (1.0, 3.0), (1.0,))
+
+
+def overlapping(ax, which: str = "y", gap: float = 2.0) -> bool:
+    """Whether any two drawn tick labels of an axis (``x`` or ``y``) inside its view overlap or come closer
+    than ``gap`` pixels (the canvas must have been drawn)."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = sorted(axis.get_view_interval())
+    boxes = [lab.get_window_extent().padded(gap / 2) for tick, lab in zip(axis.get_major_ticks(), axis.get_ticklabels())
+             if lab.get_visible() and lab.get_text() and lo <= tick.get_loc() <= hi]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _thin_ticks(fig: Figure) -> None:
+    """Fewer ticks on every axis whose labels would overlap: log axes 1-2-5, then 1-3, then decades only;
+    linear axes fewer bins; categorical axes (arm names) rotated further."""
+    fig.canvas.draw()
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for which, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            for attempt in range(4):
+                if not overlapping(ax, which):
+                    break
+                labels = axis.get_ticklabels()
+                if axis.get_scale() == "log":
+                    axis.set_major_locator(LogLocator(subs=LOG_SUBS[min(attempt, 2)]))
+                    axis.set_minor_formatter(NullFormatter())
+                elif any(t.get_text() and not _numeric(t.get_text()) for t in labels):
+                    for t in labels:  # arm names
+                        t.set_rotation(45 if attempt else 30)
+                        t.set_ha("right")
+                else:
+                    axis.set_major_locator(MaxNLocator(nbins=max(2, 6 - 2 * attempt)))
+                fig.canvas.draw()
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text.replace(",", "").replace("−", "-").replace("%", ""))
+    except ValueError:
+        return False
+    return True
 
 
 def _save(fig: Figure, plots_dir: Path, stem: str) -> None:
+    _thin_ticks(fig)
     fig.savefig(plots_dir / f"{stem}.png", dpi=DPI)
     fig.savefig(plots_dir / f"{stem}.svg")
 
@@ -155,8 +216,9 @@ def _seed_legend(style: Style) -> list[Line2D]:
 
 
 def overlay(study: Study, analysis: Analysis, plots_dir: Path, style: Style) -> Plot | None:
-    """The first-screen figure: validation curve of the primary metric for every arm (mean, ±1 std band,
-    thin per-seed lines) and the naive baselines' validation values as horizontal lines."""
+    """Validation curve of the primary metric for every arm (mean, ±1 std band, thin per-seed lines) and the
+    naive baselines' validation values as horizontal lines; titled as the selection split, since the verdicts
+    use the test metric (the first-screen figure)."""
     m = analysis.primary
     key = f"val/{_base(m.key)}"
     data = {arm: epoch_values(study, arm, key) for arm in study.arms}
@@ -164,10 +226,11 @@ def overlay(study: Study, analysis: Analysis, plots_dir: Path, style: Style) -> 
     if not arms:
         return None
     factor = scale_of(key)
-    fig = style.figure(figsize=(10.5, 3.3), layout="constrained")
+    colors = arm_colors(study)
+    fig = style.figure(figsize=(MAX_WIDTH_IN, 3.6), layout="constrained")
     ax = fig.add_subplot()
-    for arm, color in zip(arms, _colors(len(arms))):
-        _band(ax, data[arm], color, arm, factor, key)
+    for arm in arms:
+        _band(ax, data[arm], colors[arm], arm, factor, key)
     handles, _ = ax.get_legend_handles_labels()
     grays = ["0.35", "0.55", "0.7"]
     for (name, value), color in zip(sorted(baseline_summary_values(study, key).items()), grays):
@@ -175,13 +238,63 @@ def overlay(study: Study, analysis: Analysis, plots_dir: Path, style: Style) -> 
         handles.append(Line2D([], [], ls="--", color=color, label=f"{name} ({style.t('pl_baseline')})"))
     ax.set_xlabel(style.t("pl_epoch"))
     ax.set_ylabel(label_of(style, key, m.mode))
+    ax.set_title(style.t("plot_overlay_title", metric=key, test=m.key), fontsize=FONT)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if m.log_scale:
         _log_y(ax, force=True)
-    ax.legend(handles=handles + _seed_legend(style), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(handles=handles + _seed_legend(style), fontsize=FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     stem = f"overview_{_safe(key)}{style.suffix()}"
     _save(fig, plots_dir, stem)
     return Plot(stem, "plot_overlay", {"metric": key}, fig)
+
+
+def first_screen(study: Study, analysis: Analysis, plots_dir: Path, style: Style) -> Plot | None:
+    """The primary (test) metric per arm, best first as in the arm table: mean with its 95 % interval,
+    per-seed dots, and every naive baseline as a labelled dashed line (the verdicts' metric, at a glance)."""
+    m = analysis.primary
+    stats = [analysis.arm_stat(m, a) for a in study.arms]
+    if not any(st.summary.n for st in stats):
+        return None
+    done = sorted((st for st in stats if st.summary.n), key=lambda st: st.summary.mean, reverse=m.mode == "max")
+    order = done + [st for st in stats if not st.summary.n]
+    factor, colors = scale_of(m.key), arm_colors(study)
+    fig = style.figure(figsize=(MAX_WIDTH_IN, 0.34 * len(order) + 1.1), layout="constrained")
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)
+    xs: list[float] = []
+    for i, st in enumerate(order):
+        if st.summary.n == 0:
+            ax.text(0.5, i, "FAILED", transform=ax.get_yaxis_transform(), color="red", va="center", fontsize=FONT)
+            continue
+        lo, hi = st.interval()
+        lo, hi = _clip(m.key, np.array([factor * lo]), np.array([factor * hi]))
+        mean = factor * st.summary.mean
+        if math.isfinite(lo[0]):
+            ax.plot([lo[0], hi[0]], [i, i], color=colors[st.arm], lw=2.2, solid_capstyle="butt")
+            xs += [lo[0], hi[0]]
+        ax.plot([mean], [i], "o", color=colors[st.arm], ms=7)
+        vals = [factor * v for v in st.values.values()]
+        ax.scatter(vals, i + rng.uniform(-0.18, 0.18, len(vals)), s=12, color="black", zorder=3)
+        xs += [mean, *vals]
+    handles = [Line2D([], [], color="gray", lw=2.2, marker="o", label=style.t("pl_interval")),
+               Line2D([], [], marker="o", ls="", color="black", ms=3, label=style.t("pl_seed_dots"))]
+    grays = ["0.3", "0.5", "0.65"]
+    for (name, value), color in zip(sorted(baseline_summary_values(study, m.key).items()), grays):
+        ax.axvline(factor * value, ls="--", color=color, lw=1.3)
+        xs.append(factor * value)
+        handles.append(Line2D([], [], ls="--", color=color, label=f"{name} ({style.t('pl_baseline')})"))
+    ax.set_yticks(range(len(order)), [st.arm for st in order], fontsize=FONT)
+    ax.set_ylim(len(order) - 0.5, -0.5)  # best at the top, as in the table
+    ax.set_xlabel(label_of(style, m.key, m.mode))
+    pos = [x for x in xs if math.isfinite(x) and x > 0]
+    if m.log_scale and pos and len(pos) == len([x for x in xs if math.isfinite(x)]):
+        ax.set_xscale("log")
+        _log_ticks(ax.xaxis, max(pos) / min(pos))
+    ax.grid(axis="x", color="0.9", lw=0.6)
+    ax.legend(handles=handles, fontsize=FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    stem = f"first_{_safe(m.key)}{style.suffix()}"
+    _save(fig, plots_dir, stem)
+    return Plot(stem, "plot_first", {"metric": m.key}, fig)
 
 
 def learning_curves(study: Study, base: str, log_scale: bool, plots_dir: Path, style: Style) -> Plot | None:
@@ -192,8 +305,8 @@ def learning_curves(study: Study, base: str, log_scale: bool, plots_dir: Path, s
     if not arms:
         return None
     factor = scale_of(f"val/{base}")
-    cols = min(5, len(arms))
-    fig = style.figure(figsize=(3.2 * cols, 2.6 * math.ceil(len(arms) / cols) + 0.8), layout="constrained")
+    cols = min(3, len(arms))
+    fig = style.figure(figsize=(3.3 * cols, 2.6 * math.ceil(len(arms) / cols) + 0.8), layout="constrained")
     axes = fig.subplots(math.ceil(len(arms) / cols), cols, squeeze=False, sharex=True, sharey=True).ravel()
     for ax in axes[len(arms):]:
         ax.set_visible(False)
@@ -201,55 +314,57 @@ def learning_curves(study: Study, base: str, log_scale: bool, plots_dir: Path, s
         for split, color, ls in (("train", "tab:orange", "--"), ("val", "tab:blue", "-")):
             if data[arm][split]:
                 _band(ax, data[arm][split], color, f"{split}/{base}", factor, f"{split}/{base}", ls)
-        ax.set_title(arm, fontsize=9)
-        ax.set_xlabel(style.t("pl_epoch"), fontsize=8)
+        ax.set_title(arm, fontsize=FONT)
+        ax.set_xlabel(style.t("pl_epoch"), fontsize=FONT)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=FONT)
         if log_scale:
             _log_y(ax)
-    axes[0].set_ylabel(label_of(style, f"val/{base}"), fontsize=8)
+    axes[0].set_ylabel(label_of(style, f"val/{base}"), fontsize=FONT)
     handles, _ = axes[0].get_legend_handles_labels()
-    fig.legend(handles=handles + _seed_legend(style), fontsize=7, loc="outside lower center", ncols=3)
+    fig.legend(handles=handles + _seed_legend(style), fontsize=FONT, loc="outside lower center", ncols=3)
     stem = f"curves_{_safe(base)}{style.suffix()}"
     _save(fig, plots_dir, stem)
     return Plot(stem, "plot_curves", {"metric": base}, fig)
 
 
-def _xticks(ax, names: list[str]) -> None:
-    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 3 else 0,
-                  ha="right" if len(names) > 3 else "center", fontsize=8)
+def _arm_axis(ax, names: list[str]) -> None:
+    """Arm names down the y axis, the first at the top (horizontal text never collides)."""
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(len(names) - 0.5, -0.5)
 
 
 def final_bars(study: Study, analysis: Analysis, metric: Metric, plots_dir: Path, style: Style) -> Plot | None:
-    """Mean per arm with its 95 % interval, per-seed dots and the best baseline as a dashed line."""
+    """Mean per arm (a bar) with its 95 % interval, per-seed dots and the best baseline as a dashed line."""
     stats = [analysis.arm_stat(metric, a) for a in study.arms]
     if not any(s.summary.n for s in stats):
         return None
     factor = scale_of(metric.key)
-    fig = style.figure(figsize=(max(4.5, 0.9 * len(stats) + 2.5), 3.6), layout="constrained")
+    fig = style.figure(figsize=(8.0, 0.38 * len(stats) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     rng = np.random.default_rng(0)
-    for i, (st, color) in enumerate(zip(stats, _colors(len(stats)))):
+    colors = arm_colors(study)
+    for i, st in enumerate(stats):
         if st.summary.n == 0:
-            ax.text(i, 0.5, "FAILED", rotation=90, ha="center", va="center", transform=ax.get_xaxis_transform(),
-                    color="red", fontsize=8)
+            ax.text(0.5, i, "FAILED", ha="center", va="center", transform=ax.get_yaxis_transform(), color="red",
+                    fontsize=FONT)
             continue
         mean = factor * st.summary.mean
         lo, hi = st.interval()
         lo, hi = _clip(metric.key, np.array([factor * lo]), np.array([factor * hi]))
         err = [[mean - lo[0]], [hi[0] - mean]] if math.isfinite(lo[0]) else None
-        ax.bar(i, mean, color=color, alpha=0.45, yerr=err, capsize=4)
+        ax.barh(i, mean, color=colors[st.arm], alpha=0.45, xerr=err, capsize=4, height=0.6)
         vals = [factor * v for v in st.values.values()]
-        ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=12, color="black", zorder=3)
+        ax.scatter(vals, i + rng.uniform(-0.15, 0.15, len(vals)), s=12, color="black", zorder=3)
     handles = [Line2D([], [], marker="o", ls="", color="black", ms=3, label=style.t("pl_seed_dots")),
                Line2D([], [], color="black", lw=1, label=style.t("pl_interval"))]
     base = next((s.baseline for s in stats if s.baseline), None)
     if base:
-        ax.axhline(factor * base[1], ls="--", color="gray", lw=1)
+        ax.axvline(factor * base[1], ls="--", color="gray", lw=1)
         handles.append(Line2D([], [], ls="--", color="gray", label=f"{base[0]} ({style.t('pl_baseline')})"))
-    _xticks(ax, [s.arm for s in stats])
-    ax.set_ylabel(label_of(style, metric.key, metric.mode))
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _arm_axis(ax, [s.arm for s in stats])
+    ax.set_xlabel(label_of(style, metric.key, metric.mode))
+    ax.legend(handles=handles, fontsize=FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     stem = f"final_{_safe(metric.key)}{style.suffix()}"
     _save(fig, plots_dir, stem)
     return Plot(stem, "plot_final", {"metric": metric.key}, fig)
@@ -261,24 +376,25 @@ def paired_diffs(study: Study, analysis: Analysis, metric: Metric, plots_dir: Pa
     stats = [s for s in stats if s.vs_ref and s.vs_ref.diffs]
     if not stats:
         return None
-    fig = style.figure(figsize=(max(4.5, 0.9 * len(stats) + 2.5), 3.4), layout="constrained")
+    fig = style.figure(figsize=(8.0, 0.38 * len(stats) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     conv = (lambda d: math.expm1(d) * 100) if metric.log_scale else (lambda d: scale_of(metric.key) * d)
-    for i, (st, color) in enumerate(zip(stats, _colors(len(stats)))):
+    colors = arm_colors(study)
+    for i, st in enumerate(stats):
         c = st.vs_ref
-        ax.scatter([i] * len(c.diffs), [conv(d) for d in c.diffs], color=color, s=14, zorder=3)
+        ax.scatter([conv(d) for d in c.diffs], [i] * len(c.diffs), color=colors[st.arm], s=18, zorder=3)
         if math.isfinite(c.lo):
             mid = conv(c.estimate.value)
-            ax.errorbar(i, mid, yerr=[[mid - conv(c.lo)], [conv(c.hi) - mid]], fmt="D", color="black", capsize=5,
+            ax.errorbar(mid, i, xerr=[[mid - conv(c.lo)], [conv(c.hi) - mid]], fmt="D", color="black", capsize=5,
                         ms=4)
-    ax.axhline(0, color="gray", lw=1)
-    ax.set_xlim(-0.6, len(stats) - 0.4)
-    _xticks(ax, [s.arm for s in stats])
+    ax.axvline(0, color="gray", lw=1)
+    _arm_axis(ax, [s.arm for s in stats])
     unit = "%" if metric.log_scale else ("pt" if scale_of(metric.key) == 100 else "")
-    ax.set_ylabel(style.t("pl_delta", metric=metric.key, ref=study.reference, unit=unit))
+    better = style.t("pl_neg_better" if metric.mode == "min" else "pl_pos_better")
+    ax.set_xlabel(style.t("pl_delta", metric=metric.key, ref=study.reference, unit=unit, better=better))
     handles = [Line2D([], [], marker="o", ls="", color="gray", ms=3, label=style.t("pl_seed_dots")),
                Line2D([], [], marker="D", color="black", ms=4, label=style.t("pl_holm_interval"))]
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(handles=handles, fontsize=FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     stem = f"paired_{_safe(metric.key)}{style.suffix()}"
     _save(fig, plots_dir, stem)
     return Plot(stem, "plot_paired", {"metric": metric.key, "ref": study.reference}, fig)
@@ -290,8 +406,8 @@ def grad_norms(study: Study, plots_dir: Path, style: Style) -> Plot | None:
     arms = [a for a in study.arms if study.arm_runs(a, ok_only=True)]
     if not keys or not arms:
         return None
-    cols = min(5, len(arms))
-    fig = style.figure(figsize=(3.2 * cols, 2.6 * math.ceil(len(arms) / cols) + 0.9), layout="constrained")
+    cols = min(3, len(arms))
+    fig = style.figure(figsize=(3.3 * cols, 2.6 * math.ceil(len(arms) / cols) + 0.9), layout="constrained")
     axes = fig.subplots(math.ceil(len(arms) / cols), cols, squeeze=False, sharex=True, sharey=True).ravel()
     for ax in axes[len(arms):]:
         ax.set_visible(False)
@@ -303,14 +419,14 @@ def grad_norms(study: Study, plots_dir: Path, style: Style) -> Plot | None:
             vals = {e: v for e, v in vals.items() if v > 0}  # frozen groups log 0: nothing to draw on a log axis
             if vals:
                 ax.plot(list(vals), list(vals.values()), color=colors[key], label=key.split("/", 1)[1])
-        ax.set_title(arm, fontsize=9)
-        ax.set_xlabel(style.t("pl_epoch"), fontsize=8)
+        ax.set_title(arm, fontsize=FONT)
+        ax.set_xlabel(style.t("pl_epoch"), fontsize=FONT)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=FONT)
         _log_y(ax, force=True)
-    axes[0].set_ylabel(style.t("pl_grad"), fontsize=8)
+    axes[0].set_ylabel(style.t("pl_grad"), fontsize=FONT)
     handles = [Line2D([], [], color=colors[k], label=k.split("/", 1)[1]) for k in keys]
-    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=min(6, len(keys)))
+    fig.legend(handles=handles, fontsize=FONT, loc="outside lower center", ncols=min(6, len(keys)))
     stem = f"grad_norm{style.suffix()}"
     _save(fig, plots_dir, stem)
     return Plot(stem, "plot_grad", {}, fig)
@@ -321,10 +437,13 @@ def timeframe_corr(study: Study, plots_dir: Path, style: Style) -> Plot | None:
     keys = [k for k in epoch_metric_keys(study) if k.startswith("val/corr/")]
     if not keys:
         return None
-    fig = style.figure(figsize=(max(6.0, 0.35 * len(keys) * len(study.arms) + 3), 3.6), layout="constrained")
+    fig = style.figure(figsize=(min(MAX_WIDTH_IN, max(6.0, 0.35 * len(keys) * len(study.arms) + 3)), 3.6),
+                       layout="constrained")
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(study.arms))
-    for j, (arm, color) in enumerate(zip(study.arms, _colors(len(study.arms)))):
+    colors = arm_colors(study)
+    for j, arm in enumerate(study.arms):
+        color = colors[arm]
         means, errs = [], [[], []]
         for key in keys:
             vals = [v for v in (r.value(key) for r in study.arm_runs(arm, ok_only=True)) if math.isfinite(v)]
@@ -339,7 +458,7 @@ def timeframe_corr(study: Study, plots_dir: Path, style: Style) -> Plot | None:
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xlabel(style.t("pl_timeframe"))
     ax.set_ylabel(style.t("pl_corr"))
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     stem = f"corr_timeframes{style.suffix()}"
     _save(fig, plots_dir, stem)
     return Plot(stem, "plot_corr", {}, fig)
@@ -357,19 +476,26 @@ def params_vs_metric(study: Study, analysis: Analysis, metric: Metric, plots_dir
             points.append((arm, float(np.median(counts)), st))
     if len(points) < 2:
         return None
-    factor = scale_of(metric.key)
-    fig = style.figure(figsize=(6.5, 3.6), layout="constrained")
+    factor, colors = scale_of(metric.key), arm_colors(study)
+    fig = style.figure(figsize=(8.0, 3.8), layout="constrained")
     ax = fig.add_subplot()
-    for (arm, x, st), color in zip(points, _colors(len(points))):
+    same: dict[float, list[str]] = {}  # arms with the same trainable count are dodged, never drawn on top
+    for arm, x, _ in points:
+        same.setdefault(round(math.log10(x), 2), []).append(arm)
+    for arm, x, st in points:
+        peers = same[round(math.log10(x), 2)]
+        x = x * 10 ** (0.04 * (peers.index(arm) - (len(peers) - 1) / 2))
         mean = factor * st.summary.mean
         lo, hi = st.interval()
         lo, hi = _clip(metric.key, np.array([factor * lo]), np.array([factor * hi]))
         err = [[mean - lo[0]], [hi[0] - mean]] if math.isfinite(lo[0]) else None
-        ax.errorbar(x, mean, yerr=err, fmt="o", color=color, capsize=4, label=arm)
+        ax.errorbar(x, mean, yerr=err, fmt="o", color=colors[arm], capsize=4, label=arm)
     ax.set_xscale("log")
+    xs = [x for _, x, _ in points]
+    ax.set_xlim(min(xs) / 10 ** 0.25, max(xs) * 10 ** 0.25)
     ax.set_xlabel(style.t("pl_trainable"))
     ax.set_ylabel(label_of(style, metric.key, metric.mode))
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     stem = f"params_vs_metric{style.suffix()}"
     _save(fig, plots_dir, stem)
     return Plot(stem, "plot_params", {"metric": metric.key}, fig)
@@ -384,25 +510,25 @@ def phase1(study: Study, plots_dir: Path, style: Style) -> Plot | None:
                                       if k not in ("seconds", "er_rows") and run.iterations[k].notna().any()))
     if not keys:
         return None
-    cols = min(5, len(keys))
+    cols = min(3, len(keys))
     arms = [a for a in study.arms if any(not r.iterations.empty for r in study.arm_runs(a, ok_only=True))]
-    fig = style.figure(figsize=(3.0 * cols, 2.4 * math.ceil(len(keys) / cols) + 0.9), layout="constrained")
+    fig = style.figure(figsize=(3.3 * cols, 2.5 * math.ceil(len(keys) / cols) + 0.9), layout="constrained")
     axes = fig.subplots(math.ceil(len(keys) / cols), cols, squeeze=False, sharex=True).ravel()
     for ax in axes[len(keys):]:
         ax.set_visible(False)
-    colors = dict(zip(arms, _colors(len(arms))))
+    colors = arm_colors(study)
     for ax, key in zip(axes, keys):
         for arm in arms:
             frames = [r.iterations[key] for r in study.arm_runs(arm, ok_only=True) if key in r.iterations]
             if frames:
                 mean = pd.concat(frames, axis=1).mean(axis=1)  # runs that stopped early drop out
                 ax.plot(mean.index, mean.to_numpy(), color=colors[arm], label=arm, marker=".", ms=3)
-        ax.set_title(key, fontsize=8)
-        ax.set_xlabel(style.t("pl_iteration"), fontsize=7)
+        ax.set_title(key, fontsize=FONT)
+        ax.set_xlabel(style.t("pl_iteration"), fontsize=FONT)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=FONT)
     handles = [Line2D([], [], color=colors[a], label=a) for a in arms]
-    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=min(5, len(arms)))
+    fig.legend(handles=handles, fontsize=FONT, loc="outside lower center", ncols=min(5, len(arms)))
     stem = f"phase1{style.suffix()}"
     _save(fig, plots_dir, stem)
     return Plot(stem, "plot_phase1", {}, fig)
@@ -412,15 +538,20 @@ def make_plots(study: Study, analysis: Analysis, plots_dir: Path, lang: str = "e
     """Write every figure the data support into ``plots_dir``, labelled in ``lang``.
 
     Returns:
-        The figures written, in report order (the overlay first).
+        The figures written, in report order (the first screen's first, then the validation overlay).
     """
     plots_dir.mkdir(parents=True, exist_ok=True)
     font = japanese_font() if lang == "ja" else None
     style = Style(lang if lang == "en" or font else "en", font, study.task)
     import matplotlib
 
-    with matplotlib.rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}):
-        out: list[Plot | None] = [overlay(study, analysis, plots_dir, style)]
+    rc: dict[str, Any] = {"font.size": FONT, "xtick.labelsize": FONT, "ytick.labelsize": FONT,
+                          "legend.fontsize": FONT, "axes.titlesize": FONT, "axes.labelsize": FONT}
+    if font:
+        rc["font.family"] = [font, "DejaVu Sans"]
+    with matplotlib.rc_context(rc):
+        out: list[Plot | None] = [first_screen(study, analysis, plots_dir, style),
+                                  overlay(study, analysis, plots_dir, style)]
         bases = ["loss"] + [_base(m.key) for m in analysis.metrics]
         logs = {_base(m.key): m.log_scale for m in analysis.metrics}
         for base in dict.fromkeys(bases):

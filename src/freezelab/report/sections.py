@@ -12,14 +12,11 @@ from typing import Any
 
 from freezelab.report import document as doc
 from freezelab.report.aggregate import Study, epoch_metric_keys, epoch_values
-from freezelab.report.analysis import COMPARED_HASHES, Analysis, Finding, Metric
+from freezelab.report.analysis import Analysis, Finding, Metric
 from freezelab.report.i18n import context_rows, t
-from freezelab.report.masking import HEADLINE_CODES as MASKING_CODES
 from freezelab.report.stats import describe
+from freezelab.report.warnings import COMPARED_HASHES
 
-HEADLINE_CODES = ("confound_hash", "confound_precision", "allow_confound", "frozen_changed", "single_seed",
-                  "below_baseline", "seed_level")
-HEADLINE_CODES += MASKING_CODES  # time-series masking: leaks and fractions out of band (report/masking.py)
 ALL_HASHES = (*COMPARED_HASHES, "pretrained_hash", "config_hash")
 
 
@@ -59,6 +56,12 @@ def warning_text(ctx: Ctx, f: Finding) -> str:
     if f.code == "confound_hash":
         p["groups"] = "; ".join(f"{v}: {', '.join(arms)}" for v, arms in p["groups"].items())
         p["budget"] = ctx.t("w_budget") if p["hash"] == "budget_hash" else ""
+    if f.code == "phase1_not_converged":
+        lo, hi = (f"{100 * p[k]:.0f}" for k in ("lo", "hi"))
+        p.update(ratio=f"{lo} %" if lo == hi else f"{lo}–{hi} %", threshold=f"{100 * p['threshold']:.0f} %",
+                 arms=", ".join(f"`{a}`" for a in p["arms"]))
+    if f.code == "unfreeze_low_lr":
+        p.update(lr=f"{p['lr']:.2g}", minimum=f"{p['minimum']:g}", groups=", ".join(f"`{g}`" for g in p["groups"]))
     for key in ("keys", "seeds", "runs", "names", "values"):
         if isinstance(p.get(key), list):
             p[key] = ", ".join(doc.cell(x) for x in p[key])
@@ -66,7 +69,7 @@ def warning_text(ctx: Ctx, f: Finding) -> str:
         p["counts"] = ", ".join(f"{a}: n={n}" for a, n in p["counts"].items())
     if "gap" in p:
         p["gap"] = f"{p['gap']:.1f}%"
-    if "ratio" in p:
+    if f.code == "capacity":
         p.update(ratio=f"{p['ratio']:.1f}", hi_n=doc.count(p["hi_n"]), lo_n=doc.count(p["lo_n"]))
     if "value" in p:
         p["value"] = doc.value(p["value"], p.pop("percent", False))
@@ -96,9 +99,6 @@ def overview_section(ctx: Ctx) -> list[doc.Block]:
     hypothesis = study_text(ctx, "hypothesis") or ctx.t("hypothesis_auto", ref=s.reference, metric=metric.key)
     blocks.append(doc.Bullets([f"**{ctx.t('purpose')}**: {doc.cell(purpose)}",
                                f"**{ctx.t('hypothesis')}**: {doc.cell(hypothesis)}"]))
-    headline = [warning_text(ctx, f) for f in a.warnings if f.code in HEADLINE_CODES]
-    if headline:
-        blocks += [doc.Para(f"**{ctx.t('headline_warnings')}**"), doc.Bullets(headline)]
     rows = [[w, st, r] for w, st, r in context_rows(s.task, ctx.lang)]
     blocks.append(doc.Details(ctx.t("context"), [
         doc.Para(ctx.t("context_note")),

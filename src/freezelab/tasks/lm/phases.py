@@ -201,7 +201,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
 
     def commit(position: dict[str, Any]) -> None:
         state, tensors = training_state(model, opt, sched, controller, best)
-        state.update(position=position, epoch_acc=acc, facts={"phase1": facts.get("phase1")},
+        state.update(position=position, epoch_acc=acc,
+                     facts={"phase1": facts.get("phase1"), "phases": facts.get("phases")},
                      counters={"step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
                                "dead": dead, "check_dead": phase.check_dead, "frozen_checks": frozen_checks})
         dirty = position["batch"] is None and best.epoch == position["epoch"]
@@ -217,6 +218,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         phase = PhaseSnapshots.resume(model, controller, frozen_checks, c.get("frozen_checks"))
         phase.check_dead = c["check_dead"]
         epoch, stopped, acc = at["epoch"], at["stopped"], resume["epoch_acc"]
+        if (resume.get("facts") or {}).get("phases"):  # the unfreeze record (summary.phases), kept across resume
+            facts["phases"] = resume["facts"]["phases"]
         first = epoch if at["batch"] is not None else epoch + 1
         if per_epoch and at["batch"] is not None:  # inside an epoch: its contexts come from its start's tensors
             from freezelab.tracking.weights import read_weights
@@ -234,6 +237,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         if acc is None:  # a new epoch (a resumed partial one has done these already)
             if c2.unfreeze is not None and epoch == c2.unfreeze.at_epoch + 1:
                 _unfreeze(controller, opt, cfg)
+                facts.setdefault("phases", []).append({  # as the time-series task: the report reads it
+                    "epoch": epoch, "event": "unfreeze", "groups": list(c2.unfreeze.groups),
+                    "lr_scale": c2.unfreeze.lr_scale})
                 phase = PhaseSnapshots.take(model, controller, record=frozen_checks,
                                             phase=f"epoch {epoch} (after unfreezing {', '.join(c2.unfreeze.groups)})")
                 if c2.unfreeze.reset_patience:

@@ -135,6 +135,7 @@ class TSTask:
         for line in masking_problems(facts["masking"], mask_inputs=cfg.masking.mask_inputs):
             ctx.log(f"WARNING: {line}")
             facts.setdefault("warnings", []).append(line)
+            facts["masking"].setdefault("problems", []).append(line)  # the report's masking findings state these
         ctx.log(f"baselines (test mse): persistence {facts['baselines']['persistence']['test/mse']:.4f}, "
                 f"interpolation {facts['baselines']['interpolation']['test/mse']:.4f} ({time.time() - t0:.1f}s)")
 

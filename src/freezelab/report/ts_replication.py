@@ -4,7 +4,7 @@ A run's *protocol* is the set of faithful options (spec timeseries-transfer.md �
 ``config.yaml`` turns on: ``windows.layout: legacy``, ``masking.scheme: legacy_index_sync``,
 ``masking.mask_inputs: false``, ``data.normalisation: whole_period | none``. Arms of different protocols are
 scored on different windows, masks and units, so they are never compared with each other: each protocol is
-analysed as its own sub-study (``analysis.analyze``: the items, seeds, Holm family and baselines of that
+analysed as its own sub-study (``protocols.analyse_groups``: the items, seeds, Holm family and baselines of that
 protocol), against its own reference, the arm with the study reference's backbone role (kind and training).
 What is compared across protocols is only what does not depend on the units: verdicts, skill against the
 protocol's own baselines, per-window correlation.
@@ -17,13 +17,16 @@ is whether it holds under the corrected protocol.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from typing import Any
 
 from freezelab.report import document as doc
 from freezelab.report.aggregate import Run, Study
-from freezelab.report.analysis import Analysis, Finding, analyze
+from freezelab.report.analysis import Finding
+from freezelab.report.headline import _groups, comparison_cell, headline_table, verdict_phrase
 from freezelab.report.i18n import lookup
+from freezelab.report.masking import masking_findings, masking_section
+from freezelab.report.protocols import Group, arms_table, faithful_options, get_key, split_by
+from freezelab.report.sections import Ctx
 
 # (dotted key, values that are the original's behaviour)
 FAITHFUL: tuple[tuple[str, tuple[Any, ...]], ...] = (
@@ -69,7 +72,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "c_alike": "T5 の 3 アームは同じ結果: エンコーダを学習しても差がない（最良 val corr: FrozenAll −0.019、Freeze −0.027、NoFreeze −0.010）。",  # noqa: E501
         "c_nofreeze_best": "NoFreeze が最良のアーム（最良チェックポイントの val corr が最高、−0.0104）。",
         "c_corr_zero": "相関はすべて ≈ 0（最良チェックポイントの val corr −0.04〜−0.01）。",
-        "c_no_skill": "どのアームもマスクした足を復元できない（その相関の読み）: 素朴なベースラインを上回るアームはない。",  # noqa: E501
+        "c_no_skill": "どのアームもマスクした足を復元できない（その相関の読み）: 素朴なベースラインより良いアームはない。",  # noqa: E501
         "c_loss_16x": "NoFreeze の val loss は凍結アームの 16 倍（2,576 対 161–163）。",
         "c_random": "ランダム初期化 対 転移: ランダム初期化の Baseline はエラー記録なしで FAILED、数値なし。",
         "vs": "`{arm}` {cell}: {verdict}", "skill": "`{b}` に対して: {groups}",
@@ -86,39 +89,6 @@ def _t(lang: str, key: str, **params: object) -> str:
     return lookup(STRINGS, lang, key, **params)
 
 
-@dataclass
-class Group:
-    """The arms of one protocol, analysed as a sub-study."""
-
-    options: tuple[str, ...]  # e.g. ("windows.layout=legacy", ...); () = corrected
-    arms: list[str]
-    reference: str
-    study: Study
-    analysis: Analysis | None = None
-
-    @property
-    def kind(self) -> str:
-        """corrected, original (every faithful option) or partial."""
-        return "corrected" if not self.options else "original" if len(self.options) >= len(FAITHFUL) else "partial"
-
-
-def get_key(config: dict[str, Any], dotted: str) -> Any:
-    """The value at a dotted key of a resolved config (None when absent)."""
-    node: Any = config
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def faithful_options(run: Run, faithful: tuple[tuple[str, tuple[Any, ...]], ...]) -> tuple[str, ...]:
-    """The options of a ``(dotted key, original values)`` table that a run's resolved config turns on, as
-    ``key=value`` with YAML booleans (empty: the corrected protocol)."""
-    def shown(value: Any) -> str:
-        return str(value).lower() if isinstance(value, bool) else str(value)
-    return tuple(f"{key}={shown(get_key(run.config, key))}"
-                 for key, values in faithful if get_key(run.config, key) in values)
-
-
 def protocol(run: Run) -> tuple[str, ...]:
     """The time-series faithful options a run's resolved config turns on, as ``key=value`` (empty: corrected)."""
     return faithful_options(run, FAITHFUL)
@@ -129,13 +99,8 @@ def role(run: Run) -> tuple[Any, Any]:
     return get_key(run.config, "backbone.kind"), get_key(run.config, "backbone.train")
 
 
-def protocol_groups(study: Study) -> list[Group]:
-    """The study's protocols, the reference's first; [] unless a time-series study ran more than one (an LM
-    study: its protocol and evaluation-data groups, report/lm_replication.py)."""
-    if study.task == "lm":
-        from freezelab.report.lm_replication import lm_groups
-
-        return lm_groups(study)
+def ts_groups(study: Study) -> list[Group]:
+    """The study's protocols, the reference's first; [] unless a time-series study ran more than one."""
     if study.task != "timeseries":
         return []
     first = {arm: next((r for r in study.arm_runs(arm) if r.config), None) for arm in study.arms}
@@ -147,44 +112,11 @@ def protocol_groups(study: Study) -> list[Group]:
     def pick(arms: list[str]) -> str:
         return next((a for a in arms if first[a] is not None and role(first[a]) == ref_role), arms[0])  # type: ignore[arg-type]
 
-    return split_by(study, protocol, pick, first)
-
-
-def split_by(study: Study, key_of: Any, pick_reference: Any, first: dict[str, Run | None]) -> list[Group]:
-    """Arms grouped by ``key_of(run)`` of their first run, the study reference's group first (its reference
-    kept), every other group with ``pick_reference(arms)``; [] when there is only one group."""
-    by: dict[tuple[str, ...], list[str]] = {}
-    ref_run = first.get(study.reference)
-    if ref_run is None:
-        return []
-    for arm in study.arms:
-        run = first[arm]
-        by.setdefault(key_of(run) if run is not None else key_of(ref_run), []).append(arm)
-    if len(by) < 2:
-        return []
-    ref_key = key_of(ref_run)
-    groups = []
-    for key in sorted(by, key=lambda k: k != ref_key):
-        arms = by[key]
-        ref = study.reference if key == ref_key else pick_reference(arms)
-        sub = replace(study, runs=[r for r in study.runs if r.arm in arms], arms=arms, reference=ref,
-                      superseded=[r for r in study.superseded if r.arm in arms],
-                      problems=study.problems if key == ref_key else [])
-        groups.append(Group(key, arms, ref, sub))
-    return groups
-
-
-def analyse_groups(groups: list[Group]) -> list[Group]:
-    """Each protocol's own analysis (the reference protocol's is the report's main analysis)."""
-    for g in groups:
-        g.analysis = analyze(g.study)
-    return groups
+    return split_by(study, protocol, pick, first, n_faithful=len(FAITHFUL))
 
 
 def other_warnings(groups: list[Group]) -> list[Finding]:
     """Headline findings of the protocols other than the reference's (their leaks must not go unsaid)."""
-    from freezelab.report.masking import masking_findings
-
     out = []
     for g in groups[1:]:
         out += masking_findings(g.study) if g.study.task == "timeseries" else []
@@ -211,9 +143,6 @@ def _stat(g: Group, arm: str | None):
 
 def _verdict(ctx: Any, g: Group, name: str) -> tuple[str | None, str]:
     """(verdict word key, text) of a role's arm vs the protocol's reference on the primary metric."""
-    from freezelab.report.headline import comparison_cell, verdict_phrase
-    from freezelab.report.sections import Ctx
-
     arm = _arm_of(g, name)
     st = _stat(g, arm)
     if st is None or g.analysis is None:
@@ -239,7 +168,8 @@ def _claim_alike(ctx: Any, g: Group) -> tuple[bool | None, str]:
 
 def _claim_nofreeze_best(ctx: Any, g: Group) -> tuple[bool | None, str]:
     word, text = _verdict(ctx, g, "finetune")
-    best = next((b.arm for b in (g.analysis.best if g.analysis else []) if b.metric.primary), None)
+    claim = g.analysis.best.get(g.analysis.primary.key) if g.analysis else None
+    best = claim.arm if claim is not None and claim.decided else None
     ok = None if word in (None, "insufficient") else word == "better"
     return ok, f"{text}; {_t(ctx.lang, 'best_is', arm=best)}" if best else text
 
@@ -250,9 +180,6 @@ def _claim_loss(ctx: Any, g: Group) -> tuple[bool | None, str]:
 
 
 def _claim_no_skill(ctx: Any, g: Group) -> tuple[bool | None, str]:
-    from freezelab.report.headline import _groups
-    from freezelab.report.sections import Ctx
-
     a = g.analysis
     if a is None:
         return None, "—"
@@ -329,18 +256,10 @@ def _measured(ctx: Any, g: Group) -> str:
               ahead=pct(ahead), hours=f"{hours:.0f}")
 
 
-def replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
+def ts_replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
     """The claims table, what each protocol measured, and every other protocol's arm table and masking."""
-    from freezelab.report.headline import headline_table
-    from freezelab.report.masking import masking_section
-    from freezelab.report.sections import Ctx
-
     if len(groups) < 2:
         return []
-    if ctx.study.task == "lm":
-        from freezelab.report.lm_replication import lm_replication_section
-
-        return lm_replication_section(ctx, groups)
     lang = ctx.lang
     blocks: list[doc.Block] = [doc.Heading(2, _t(lang, "title")),
                                doc.Para(_t(lang, "intro", n=len(groups), seed=SEED_RUN))]
@@ -364,15 +283,12 @@ def replication_section(ctx: Any, groups: list[Group]) -> list[doc.Block]:
         sub = Ctx(g.study, g.analysis, lang)
         blocks += [doc.Heading(3, _t(lang, "group_title", name=_name(ctx, g), ref=g.reference)), headline_table(sub)]
         blocks += [b if not isinstance(b, doc.Heading) else doc.Heading(4, b.text) for b in masking_section(sub)]
+    blocks += arms_table(ctx, groups, lambda g: _name(ctx, g))
     return blocks
 
 
-def replication_json(ctx: Any, groups: list[Group]) -> dict[str, Any]:
+def ts_replication_json(ctx: Any, groups: list[Group]) -> dict[str, Any]:
     """Machine-readable claims: per protocol holds (true/false/null) and the evidence text."""
-    if ctx.study.task == "lm":
-        from freezelab.report.lm_replication import lm_replication_json
-
-        return lm_replication_json(groups)
     return {"protocols": [{"kind": g.kind, "options": list(g.options), "arms": g.arms, "reference": g.reference}
                           for g in groups],
             "claims": [{"claim": c["claim"], "survives": c["survives"],
