@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_model
 
-from freezelab.config.schema import LMConfig
 from freezelab.freeze.param_groups import FreezeController
+from freezelab.tasks.lm.config import LMConfig
 from freezelab.tasks.lm.task import build_model, phase2_groups
 from freezelab.tracking import checkpoints as ck
 from freezelab.tracking.selection import EarlyStopping

@@ -20,23 +20,23 @@ from freezelab.tasks.timeseries import task as _ts  # noqa: F401
 from freezelab.tracking.files import read_json, read_jsonl
 
 TIMING_KEYS = {"wall_seconds", "phase_seconds", "train_seconds", "seconds", "tokens_per_second",
-               "windows_per_second", "achieved_tflops", "peak_memory_bytes"}
+               "windows_per_second", "items_per_second", "achieved_tflops", "peak_memory_bytes"}
 
 
-def run_study(study_path: str, out: str, fault: str | None = None) -> None:
+def run_study(study_path: str, out: str, fault: str | None = None, tensorboard: bool = False) -> None:
     """Run every run of a study inline in this process (the kill target); ``fault``: FREEZELAB_FAULT."""
     if fault:
         os.environ["FREEZELAB_FAULT"] = fault
     torch.set_num_threads(1)
     study = load_study(study_path)
-    run_plan(study, make_plan(study), Path(out), isolation="inline", progress=False, tensorboard=False)
+    run_plan(study, make_plan(study), Path(out), isolation="inline", progress=False, tensorboard=tensorboard)
 
 
-def start(study_path: Path, out: Path, fault: str | None = None) -> multiprocessing.Process:
+def start(study_path: Path, out: Path, fault: str | None = None, tensorboard: bool = False) -> multiprocessing.Process:
     """Start ``run_study`` in a process forked from the preloaded server."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["tests.kill_helpers"])
-    proc = ctx.Process(target=run_study, args=(str(study_path), str(out), fault), daemon=True)
+    proc = ctx.Process(target=run_study, args=(str(study_path), str(out), fault, tensorboard), daemon=True)
     proc.start()
     return proc
 

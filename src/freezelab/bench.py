@@ -56,8 +56,8 @@ def bench_phase2(device: torch.device, *, vocab: int, dim: int, layers: int, bat
 
     ``fused_ce``: the study's fused cross-entropy (tasks/lm/loss.py), or the reference F.cross_entropy.
     """
-    from freezelab.config.schema import LMConfig
     from freezelab.freeze.param_groups import FreezeController
+    from freezelab.tasks.lm.config import LMConfig
     from freezelab.tasks.lm.loss import head_loss
     from freezelab.tasks.lm.phases import phase2_flops_per_token
     from freezelab.tasks.lm.task import build_model, phase2_groups

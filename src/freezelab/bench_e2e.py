@@ -117,8 +117,8 @@ def per_token_reference(device: torch.device, *, vocab: int, dim: int, layers: i
                         precision: str, trainable_head: bool = False) -> dict[str, float]:
     """Tokens/s of the original's per-token Phase-2 training and evaluation, and of the batched loop's
     training step and evaluation on the same slice (same model shapes, same process)."""
-    from freezelab.config.schema import LMConfig
     from freezelab.freeze.param_groups import FreezeController
+    from freezelab.tasks.lm.config import LMConfig
     from freezelab.tasks.lm.loss import head_loss
     from freezelab.tasks.lm.per_token import train_batch_per_token
     from freezelab.tasks.lm.phases import evaluate

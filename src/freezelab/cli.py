@@ -91,11 +91,11 @@ def inspect(
 
     Example: freezelab inspect examples/embedding-freeze.yaml --set embedding.source=random
     """
-    from freezelab.tasks.base import get_task
+    from freezelab.tasks.registry import get_task
 
     try:
         study = _load(study_file, profile, set_, None)
-        task = get_task(study.spec.task)
+        task = get_task(study.spec.task, study.path.parent)
         report = {name: {"description": arm.description, "reference": arm.reference,
                          "diff_from_base": arm.diff_from_base, "params": task.inspect(arm.config)}
                   for name, arm in study.arms.items()}
@@ -139,6 +139,9 @@ def run(
     report: bool = typer.Option(True, "--report/--no-report", help="Write the comparison report at the end."),
     wait: bool = typer.Option(False, "--wait", help="Wait for runs another process holds instead of skipping "
                               "them (exit code 3)."),
+    wait_timeout: Optional[float] = typer.Option(None, "--wait-timeout", metavar="SECONDS", help="Wait at most "
+                                                 "this long for each held run (implies --wait); then skip it "
+                                                 "(exit code 3)."),
     mlflow: bool = typer.Option(False, "--mlflow", help="Also record every run in MLflow (default store: "
                                 "sqlite under OUT; needs the mlflow extra)."),
     mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", metavar="TRACKING_URI",
@@ -150,14 +153,18 @@ def run(
     held by another process. Example: freezelab run examples/embedding-freeze.yaml --profile quick
     """
     from freezelab.experiment.plan import make_plan
+    from freezelab.experiment.preflight import preflight
     from freezelab.experiment.runner import run_plan
 
     try:
         if gpus_per_run < 0:
             raise FreezelabError(f"--gpus-per-run must be >= 0 (a fraction shares a GPU), got {gpus_per_run}")
+        if wait_timeout is not None and wait_timeout < 0:
+            raise FreezelabError(f"--wait-timeout must be >= 0 seconds, got {wait_timeout:g}")
         chosen = _csv(arms, str, "--arms")
         study = _load(study_file, profile, set_, seeds, chosen)  # --arms may name arms the profile leaves out
         plan = make_plan(study, arms=chosen)
+        preflight(study)  # a plugin's methods, once, before any folder is written
         # output_dir is relative to the study file; normpath turns examples/../runs/x into runs/x
         out_dir = out or Path(os.path.normpath(study.path.parent / study.spec.output_dir))
         if out_dir.exists() and not out_dir.is_dir():
@@ -173,7 +180,8 @@ def run(
                                     retry_failed=retry_failed, command=command, console=console, sinks=sinks)
         else:
             outcomes = run_plan(study, plan, out_dir, isolation=isolation, retry_failed=retry_failed,
-                                command=command, console=console, sinks=sinks, wait=wait)
+                                command=command, console=console, sinks=sinks,
+                                wait=wait or wait_timeout is not None, wait_timeout=wait_timeout)
     except FreezelabError as err:
         _fail(err)
         return
@@ -340,11 +348,36 @@ def type_name(annotation: object) -> str:
 
 
 @app.command()
-def fields(task: Literal["lm", "timeseries"] = typer.Argument("lm", help="The study's task.")) -> None:
-    """Every config key of a task with its type, default and description (what a study's base may set)."""
-    from freezelab.config.schema import iter_fields, task_config
+def fields(task: str = typer.Argument("lm", help="lm, timeseries, classify, your own task "
+                                       "(path/to/file.py:Class or package.module:Class), or a study file "
+                                       "(its task).")) -> None:
+    """Every config key of a task with its type, default and description (what a study's base may set).
 
-    for key, info in iter_fields(task_config(task)):
+    Example: freezelab fields classify; freezelab fields examples/own-task/transfer.yaml
+    """
+    import yaml
+
+    from freezelab.config.fields import iter_fields
+    from freezelab.tasks.registry import task_config
+
+    try:
+        where = None
+        if task.endswith((".yaml", ".yml")):
+            path = Path(task)
+            if not path.is_file():
+                raise FreezelabError(f"Study file not found: {path}.")
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            task, where = str(raw.get("task", "lm")) if isinstance(raw, dict) else "lm", path.parent
+        from freezelab.config.schema import BUILTIN_TASKS, PLUGIN_RE
+
+        if task not in BUILTIN_TASKS and not PLUGIN_RE.match(task):
+            raise FreezelabError(f"unknown task {task!r}: use one of {', '.join(BUILTIN_TASKS)}, "
+                                 "path/to/file.py:ClassName, package.module:ClassName, or a study file")
+        model = task_config(task, where)
+    except FreezelabError as err:
+        _fail(err)
+        return
+    for key, info in iter_fields(model):
         default = "required" if info.is_required() else f"default {info.get_default(call_default_factory=True)!r}"
         console.print(f"[bold]{key}[/bold] " + escape(f"({type_name(info.annotation)}, {default}): "
                                                       f"{info.description or ''}"), highlight=False)

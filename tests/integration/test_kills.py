@@ -66,6 +66,16 @@ def _kill_and_rerun(study_path: Path, out: Path, fault: str) -> str:
     return (run_dir / "logs" / "run.log").read_text()
 
 
+def _kill_each(study: Path, tmp_path: Path, faults: dict[str, str], whole: tuple) -> None:
+    """For each fault: kill there, rerun, find ``logged`` in the run log, get ``whole``, leave nothing behind."""
+    for fault, logged in faults.items():
+        out = tmp_path / fault.replace(":", "_")
+        log = _kill_and_rerun(study, out, fault)
+        assert logged in log, (fault, log[-2000:])
+        assert kill_helpers.result(out) == whole, fault
+        _clean(out)
+
+
 def _clean(out: Path) -> None:
     """Nothing left that a later run could mistake for state: temporary, staged and resumable files."""
     (run_dir,) = (p for p in (out / "runs").iterdir() if p.is_dir())
@@ -145,12 +155,78 @@ def test_ts_study_killed_mid_epoch_and_after_its_last_commit_resumes_to_the_same
     faults = {"after_rename:state.json@6": "resumed in epoch 2 after batch 2",  # inside the warm-up ramp
               "before_rename:state.safetensors.next@4": "resumed",
               f"after_rename:state.json@{n_commits}": "training had stopped"}
-    for fault, logged in faults.items():
-        out = tmp_path / fault.replace(":", "_")
-        log = _kill_and_rerun(study, out, fault)
-        assert logged in log, (fault, log[-2000:])
-        assert kill_helpers.result(out) == whole, fault
-        _clean(out)
+    _kill_each(study, tmp_path, faults, whole)
+
+
+def _plugin_study(folder: Path, log_every_steps: int = 10) -> Path:
+    """The plugin tests' Tiny task with dropout (the RNG state matters) under LP-FT, a commit every step."""
+    from tests.integration.test_plugins import TINY
+
+    code = TINY.replace("nn.Linear(8, 2))", "nn.Linear(8, 2), nn.Dropout(0.2))")
+    assert code != TINY
+    (folder / "tiny.py").write_text(code, encoding="utf-8")
+    study = folder / "study.yaml"
+    study.write_text(yaml.safe_dump({"name": "kill", "task": "tiny.py:Tiny", "seeds": [0], "base": {
+        "train": {"max_epochs": 4, "batch_size": 16, "lr": 0.01, "patience": 4},
+        "runtime": {"checkpoint_minutes": 0, "log_every_steps": log_every_steps}},
+        "arms": {"lp_ft": {"reference": True, "overrides": {
+            "freeze.frozen": ["body"], "freeze.unfreeze": {"epoch": 1}}}}}), encoding="utf-8")
+    return study
+
+
+def _tensorboard_points(run_dir: Path) -> list[tuple[str, int, float]]:
+    """Every (tag, step, value) in a run's TensorBoard event files (not the HParams one), read raw."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    points = []
+    for path in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        if path.name.endswith(".hparams"):
+            continue
+        for event in EventFileLoader(str(path)).Load():
+            for v in event.summary.value:
+                value = v.simple_value if v.HasField("simple_value") else float(tensor_util.make_ndarray(v.tensor))
+                points.append((v.tag, event.step, round(value, 6)))
+    return points
+
+
+def test_tensorboard_after_a_resume_has_every_step_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: a run killed after logging steps past its last commit logs them again on resume; TensorBoard
+    shows each (tag, step) once, with the values of an uninterrupted run."""
+    study = _plugin_study(tmp_path, log_every_steps=1)
+    whole = tmp_path / "whole"
+    proc = kill_helpers.start(study, whole, None, True)
+    proc.join(120)
+    assert proc.exitcode == 0
+    (ref_dir,) = (p for p in (whole / "runs").iterdir() if p.is_dir())
+    expected = sorted(_tensorboard_points(ref_dir))
+    assert len(expected) == len(set((t, s) for t, s, _ in expected)) > 20
+    cut = tmp_path / "cut"
+    # killed while committing the 7th state: that step is in TensorBoard already and runs again on resume
+    proc = kill_helpers.start(study, cut, "before_rename:state.json@7", True)
+    proc.join(120)
+    assert proc.exitcode == -signal.SIGKILL
+    proc = kill_helpers.start(study, cut, None, True)
+    proc.join(120)
+    assert proc.exitcode == 0
+    (run_dir,) = (p for p in (cut / "runs").iterdir() if p.is_dir())
+    assert "resumed" in (run_dir / "logs" / "run.log").read_text()
+    assert sorted(_tensorboard_points(run_dir)) == expected
+
+
+def test_plugin_study_killed_mid_epoch_around_unfreezing_and_after_its_last_commit_resumes_to_the_same_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A freezelab.Task (the plugin tests' Tiny, with dropout so the RNG state matters) under LP-FT: killed
+    inside the frozen epoch, inside the first unfrozen one, on a torn metrics line and after its last commit,
+    it resumes to exactly the uninterrupted result."""
+    study = _plugin_study(tmp_path)
+    whole, n_commits = _reference(study, tmp_path / "whole", monkeypatch)
+    assert [p["event"] for p in whole[0]["phases"]] == ["start", "unfreeze"]
+    faults = {"after_rename:state.json@2": "resumed in epoch 1",
+              "after_rename:state.json@7": "resumed in epoch 2",
+              "append:metrics.jsonl@4": "resumed",
+              f"after_rename:state.json@{n_commits}": "resumed after epoch"}
+    _kill_each(study, tmp_path, faults, whole)
 
 
 def test_real_cli_killed_at_a_random_moment_resumes_to_the_same_result(lm_study: Path, tmp_path: Path,

@@ -55,7 +55,7 @@ def test_a_frozen_tensor_changed_mid_run_fails_it_and_is_recorded(write_study, t
 
 
 def test_inspect_counts_the_unused_context_block_of_a_no_context_arm() -> None:
-    from freezelab.config.schema import LMConfig
+    from freezelab.tasks.lm.config import LMConfig
     from freezelab.tasks.lm.task import LMTask
 
     def counts(**model) -> dict:

@@ -70,8 +70,8 @@ def test_first_screen_fits_in_1600_px_in_both_languages(tmp_path, make):
 DEMOS = os.environ.get("FREEZELAB_DEMO_REPORTS")
 
 
-@pytest.mark.skipif(not DEMOS, reason="FREEZELAB_DEMO_REPORTS unset: .ci/run runs both quick demos and sets it")
-@pytest.mark.parametrize("demo", ["embedding-freeze", "t5-transfer"])
+@pytest.mark.skipif(not DEMOS, reason="FREEZELAB_DEMO_REPORTS unset: .ci/run runs the quick demos and sets it")
+@pytest.mark.parametrize("demo", ["embedding-freeze", "t5-transfer", "classify"])
 def test_the_demo_reports_first_screen(demo):
     out = Path(str(DEMOS)) / demo
     assert (out / "report.html").exists(), f"no report in {out}: run the quick demo into it first"

@@ -69,6 +69,10 @@ def test_a_second_runner_names_the_holder_and_exits_3_or_waits_for_it(write_stud
         assert res.exit_code == 3, res.output
         assert f"held by pid {holder.pid} on " in res.output and "since 2026-01-02T03:04:05" in res.output
         assert "--wait" in res.output and "1 locked" in res.output
+        t0 = time.monotonic()
+        res = CliRunner().invoke(app, [*args, "--wait-timeout", "1.5"])  # gives up on the held run
+        assert res.exit_code == 3 and time.monotonic() - t0 < 30, res.output
+        assert f"still held by pid {holder.pid}" in res.output and "after waiting 1.5 s" in res.output
         threading.Timer(1.0, holder.kill).start()  # the other runner finishes: its lock goes with it
         res = CliRunner().invoke(app, [*args, "--wait"])
     finally:

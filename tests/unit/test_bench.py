@@ -22,7 +22,7 @@ def test_recurrence_bench_compares_both_paths() -> None:
 def test_flop_model_counts_the_study_model() -> None:
     """The e2e FLOP model's block weights and per-token Phase-2 FLOP, against counts taken from the model."""
     from freezelab.bench_e2e import _weights_of, phase1_flop
-    from freezelab.config.schema import LMConfig
+    from freezelab.tasks.lm.config import LMConfig
     from freezelab.tasks.lm.phases import phase2_flops_per_token
     from freezelab.tasks.lm.task import build_model
 

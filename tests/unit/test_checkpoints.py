@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from freezelab.config.schema import LMConfig
 from freezelab.errors import DiskFullError, RunFileError
 from freezelab.freeze.param_groups import FreezeController
+from freezelab.tasks.lm.config import LMConfig
 from freezelab.tasks.lm.task import build_model, phase2_groups
 from freezelab.tracking import checkpoints as ck
 from freezelab.tracking import files

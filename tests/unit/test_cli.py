@@ -23,7 +23,7 @@ def _invoke(*args: str):
 @pytest.mark.parametrize(("command", "choices"), [
     ("run", ["<process|inline>", "<local|ray>"]), ("report", ["<en|ja>"]),
     ("bench", ["<auto|cpu|cuda>", "<all|step|e2e>"]),
-    ("fields", ["<lm|timeseries>"])])
+    ("fields", ["lm, timeseries, classify", "file.py:Class"])])
 def test_choice_options_show_their_choices(command: str, choices: list[str]) -> None:
     res = _invoke(command, "--help")
     assert res.exit_code == 0, res.output

@@ -131,7 +131,9 @@ def test_every_example_validates(path: Path) -> None:
 
 def test_every_config_field_is_documented() -> None:
     """STYLE: every field has a description (shown by `freezelab fields` and the report)."""
-    from freezelab.config.schema import LMConfig, StudyConfig, iter_fields
+    from freezelab.config.fields import iter_fields
+    from freezelab.config.schema import StudyConfig
+    from freezelab.tasks.lm.config import LMConfig
 
     missing = [key for model, prefix in ((LMConfig, ""), (StudyConfig, "study."))
                for key, info in iter_fields(model, prefix) if not info.description]

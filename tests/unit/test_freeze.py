@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from freezelab.config.schema import LMConfig
 from freezelab.errors import InvariantViolation
 from freezelab.freeze.invariants import (
     check_expected_counts,
@@ -17,6 +16,7 @@ from freezelab.freeze.invariants import (
     snapshot,
 )
 from freezelab.freeze.param_groups import FreezeController, ParamGroup
+from freezelab.tasks.lm.config import LMConfig
 from freezelab.tasks.lm.model import original_block_params
 from freezelab.tasks.lm.task import LMTask
 

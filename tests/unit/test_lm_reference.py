@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from freezelab.config.schema import LMConfig
+from freezelab.tasks.lm.config import LMConfig
 from freezelab.tasks.lm.model import TokenBlock
 from freezelab.tasks.lm.phases import epoch_batches, target_positions
 from freezelab.tasks.lm.reference import ReferenceLM, core_params, match_width

@@ -10,9 +10,10 @@ from typer.testing import CliRunner
 
 from freezelab.cli import app
 from freezelab.config.load import load_study
-from freezelab.config.schema import LMConfig, hash_view
 from freezelab.errors import ConfigError
 from freezelab.experiment.plan import make_plan
+from freezelab.tasks.lm.config import LMConfig
+from freezelab.tasks.registry import hash_view
 from freezelab.utils.hashing import hash_json
 
 

@@ -161,6 +161,21 @@ def test_warning_hash_mismatch_is_a_headline_confound(tmp_path):
     assert "| split_hash |" in md and "NO (confound)" in md
 
 
+def test_pretrained_hash_of_a_random_init_arm_is_not_applicable_never_equal(tmp_path):
+    """Issue 20: a random-init arm has no pretrained weights; the hash table says so instead of 'yes'."""
+    out = make_demo_study(tmp_path, items=False)
+    for path in out.glob("runs/random_tied__*/summary.json"):
+        summary = json.loads(path.read_text())
+        summary["hashes"]["pretrained_hash"] = None
+        path.write_text(json.dumps(summary))
+    study = load_study(out)
+    md = markdown.render(build_document(study, full_analysis(study), [], "en", "now"))
+    (row,) = [ln for ln in md.splitlines() if ln.startswith("| pretrained_hash |")]
+    assert "`pppppppppppppppp`" in row and "not applicable (no pretrained weights): random_tied" in row, row
+    ja = markdown.render(build_document(study, full_analysis(study), [], "ja", "now"))
+    assert "該当なし" in next(ln for ln in ja.splitlines() if ln.startswith("| pretrained_hash |"))
+
+
 def test_failed_run_without_folder_files_is_never_dropped(tmp_path):
     out = make_lm_study(tmp_path)
     study = json.loads((out / "study.json").read_text())

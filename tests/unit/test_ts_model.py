@@ -231,7 +231,7 @@ def test_config_rejects_inconsistent_windows(tiny_backbones):
 
 
 def test_every_config_field_is_documented():
-    from freezelab.config.schema import iter_fields
+    from freezelab.config.fields import iter_fields
 
     missing = [key for key, info in iter_fields(TSConfig) if not info.description]
     assert not missing, missing

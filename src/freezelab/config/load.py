@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from freezelab.config.schema import StudyConfig, protected_keys, task_config
+from freezelab.config.schema import BUILTIN_TASKS, StudyConfig
 from freezelab.config.validate import (
     IGNORED_LOC,
     Problem,
@@ -27,6 +27,7 @@ from freezelab.config.validate import (
     validate_tree,
 )
 from freezelab.errors import ConfigError
+from freezelab.tasks.registry import protected_keys, task_config
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,11 @@ def _resolve(model: type[BaseModel], layers: list[_Layer], task: str) -> tuple[d
     return resolved, problems + [first[i] for i in dict.fromkeys(final)]
 
 
-def _validate_study(raw: dict[str, Any], where: str) -> tuple[StudyConfig | None, list[Problem]]:
+def _validate_study(raw: dict[str, Any], where: str, study_dir: Path) -> tuple[StudyConfig | None, list[Problem]]:
     """The study model, validated with every problem listed: offending keys are set aside and the rest
     validated again, so a misspelled key does not hide the problems after it."""
     tree = copy.deepcopy(raw)
-    task_model = task_config(tree.get("task") if tree.get("task") in ("lm", "timeseries") else "lm")
+    task_model = task_config(tree["task"] if tree.get("task") in BUILTIN_TASKS[:2] else "lm", study_dir)
 
     def hint(loc: tuple[str, ...]) -> str:
         return study_key_hint(task_model, loc) or unknown_key_hint(StudyConfig, loc)
@@ -234,9 +235,12 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study file is a mapping with keys name, task, base, arms, seeds")
-    spec, problems = _validate_study(raw, str(path))
-    task = spec.task if spec is not None else (raw.get("task") if raw.get("task") in ("lm", "timeseries") else "lm")
-    model = task_config(task)
+    spec, problems = _validate_study(raw, str(path), path.parent)
+    if spec is None and problems:
+        raise ConfigError(f"{len(problems)} problem(s) in the study:\n  " + "\n  ".join(
+            dict.fromkeys(str(p) for p in problems)))
+    task = spec.task if spec is not None else "lm"
+    model = task_config(task, path.parent)  # a plugin that cannot be loaded: one line, exit 2
     base_values = spec.base if spec is not None else (raw.get("base") if isinstance(raw.get("base"), dict) else {})
     layers = [_Layer(str(path), base_values, nested=True)]
     if spec is not None and profile is not None:
@@ -253,7 +257,7 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
     problems += errs
 
     arms: dict[str, ResolvedArm] = {}
-    protected = protected_keys(task)
+    protected = protected_keys(task, path.parent)
     keys = set(known_keys(model))
     for name, arm in (spec.arms.items() if spec is not None else ()):
         where = f"{path}: arms.{name}.overrides"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from freezelab.config.load import Study, config_diff
-from freezelab.config.schema import hash_view
 from freezelab.errors import ConfigError
+from freezelab.tasks.registry import hash_view
 from freezelab.utils.hashing import hash_json
 
 
@@ -51,7 +51,8 @@ def make_plan(study: Study, *, arms: list[str] | None = None, seeds: list[int] |
     plan = []
     for name in names:
         arm = study.arms[name]
-        chash = hash_json({"task": study.spec.task, "config": hash_view(study.spec.task, arm.config)})
+        chash = hash_json({"task": study.spec.task,
+                           "config": hash_view(study.spec.task, arm.config, study.path.parent)})
         for seed in (seeds if seeds is not None else study.seeds):
             plan.append(RunSpec(
                 study=study.spec.name, arm=name, seed=seed, config=arm.config, config_hash=chash,

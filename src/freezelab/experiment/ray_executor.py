@@ -47,8 +47,8 @@ def run_plan_ray(study: Study, plan: list[RunSpec], out_dir: Path, *, address: s
         raise FreezelabError("--executor ray needs Ray: pip install 'freezelab[ray]'") from err
     out_dir = Path(out_dir).resolve()
     write_study_record(study, out_dir, command, plan)
-    run_dirs = [prepare_run(spec, out_dir, task=study.spec.task, command=command, profile=study.profile)
-                for spec in plan]
+    run_dirs = [prepare_run(spec, out_dir, task=study.spec.task, command=command, profile=study.profile,
+                            task_dir=study.path.parent) for spec in plan]
     started_here = not ray.is_initialized()
     if started_here:
         try:

@@ -54,7 +54,8 @@ def execute_run(run_dir: Path, *, progress: bool = True, tensorboard: bool = Tru
     Raises:
         DiskFullError: not even the failure could be recorded for lack of disk space.
     """
-    from freezelab.tasks.base import RunContext, get_task
+    from freezelab.tasks.base import RunContext
+    from freezelab.tasks.registry import get_task
 
     run_dir = Path(run_dir)
     meta = files.read_json(run_dir / files.RUN_FILE)
@@ -83,7 +84,8 @@ def execute_run(run_dir: Path, *, progress: bool = True, tensorboard: bool = Tru
         base = {"study": meta["study"], "task": meta["task"], "arm": meta["arm"], "seed": meta["seed"],
                 "run_id": meta["run_id"]}
         try:
-            result = get_task(meta["task"]).run(ctx)
+            task_dir = Path(meta["task_dir"]) if meta.get("task_dir") else None  # a plugin's path is relative to it
+            result = get_task(meta["task"], task_dir).run(ctx)
             summary = {"status": "succeeded", **base, **result, "wall_seconds": time.time() - t0,
                        "peak_memory_bytes": peak_memory_bytes(), "error": None}
             summary["hashes"] = {**summary.get("hashes", {}), "config_hash": meta["config_hash"]}

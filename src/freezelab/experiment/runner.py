@@ -54,7 +54,8 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def prepare_run(spec: RunSpec, out_dir: Path, *, task: str, command: str, profile: str | None = None) -> Path:
+def prepare_run(spec: RunSpec, out_dir: Path, *, task: str, command: str, profile: str | None = None,
+                task_dir: Path | None = None) -> Path:
     """Create the run folder with config.yaml, run.json and a pending status (idempotent); run.json records
     the study profile the run was made under (``--profile``: the report then says it is a smoke test)."""
     run_dir = spec.run_dir(out_dir)
@@ -64,7 +65,8 @@ def prepare_run(spec: RunSpec, out_dir: Path, *, task: str, command: str, profil
         "study": spec.study, "task": task, "arm": spec.arm, "seed": spec.seed, "run_id": spec.run_id,
         "config_hash": spec.config_hash, "description": spec.description, "reference": spec.reference,
         "diff_from_base": spec.diff_from_base, "diff_from_reference": spec.diff_from_reference,
-        "expected_params": spec.expected_params, "command": command, "profile": profile})
+        "expected_params": spec.expected_params, "command": command, "profile": profile,
+        "task_dir": str(Path(task_dir).resolve()) if task_dir is not None else None})
     if not (run_dir / files.STATUS_FILE).exists():  # a damaged one is judged by the runner, not overwritten
         files.write_status(run_dir, "pending", run_id=spec.run_id, arm=spec.arm, seed=spec.seed, attempt=0)
     return run_dir
@@ -98,7 +100,7 @@ def _spawn(run_dir: Path, cache_dir: Path | None) -> tuple[int, int | None, floa
 def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Isolation = "process",
              retry_failed: bool = True, progress: bool = True, tensorboard: bool = True,
              command: str = "", console: Console | None = None, sinks: Sequence[Any] = (),
-             wait: bool = False) -> list[RunOutcome]:
+             wait: bool = False, wait_timeout: float | None = None) -> list[RunOutcome]:
     """Execute every run of ``plan`` that is not already finished.
 
     Args:
@@ -113,6 +115,7 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
         console: where progress goes (default: stdout).
         sinks: exporters told about every finished run (e.g. ``MlflowSink``).
         wait: wait for runs another process holds instead of reporting them ``locked``.
+        wait_timeout: with ``wait``, give up on a held run after this many seconds (``locked``); None: no limit.
 
     Returns:
         One outcome per run in the plan.
@@ -125,10 +128,11 @@ def run_plan(study: Study, plan: list[RunSpec], out_dir: Path, *, isolation: Iso
                             enabled=progress)
     with display:
         for spec in plan:
-            run_dir = prepare_run(spec, out_dir, task=study.spec.task, command=command, profile=study.profile)
+            run_dir = prepare_run(spec, out_dir, task=study.spec.task, command=command, profile=study.profile,
+                                  task_dir=study.path.parent)
             display.started(spec, run_dir)
             outcome = run_one(spec, run_dir, cache_dir, isolation=isolation, retry_failed=retry_failed,
-                              progress=progress, tensorboard=tensorboard, wait=wait)
+                              progress=progress, tensorboard=tensorboard, wait=wait, wait_timeout=wait_timeout)
             display.finished(spec, run_dir, outcome)
             publish_run(run_dir, out_dir, tensorboard=tensorboard, sinks=sinks, console=display.console)
             outcomes.append(outcome)
@@ -169,11 +173,12 @@ def lock_holder(run_dir: Path) -> str:
 
 def run_one(spec: RunSpec, run_dir: Path, cache_dir: Path, *, isolation: Isolation = "process",
             retry_failed: bool = True, progress: bool = False, tensorboard: bool = True,
-            wait: bool = False) -> RunOutcome:
+            wait: bool = False, wait_timeout: float | None = None) -> RunOutcome:
     """Execute one prepared run folder under its lock (the unit a local loop or a Ray task calls).
 
     Args:
         wait: when another process holds the run, wait for it instead of returning ``locked``.
+        wait_timeout: give up waiting after this many seconds and return ``locked`` (None: wait for ever).
     """
     lock = FileLock(str(run_dir / LOCK_FILE))
     try:
@@ -183,8 +188,14 @@ def run_one(spec: RunSpec, run_dir: Path, cache_dir: Path, *, isolation: Isolati
         if not wait:
             return RunOutcome(spec.run_id, spec.arm, spec.seed, "locked",
                               f"held by {holder}; run again when it has finished, or pass --wait")
-        _say(f"{spec.run_id}: held by {holder}; waiting for it (--wait)")
-        lock.acquire()
+        limit = f", at most {wait_timeout:g} s" if wait_timeout is not None else ""
+        _say(f"{spec.run_id}: held by {holder}; waiting for it (--wait{limit})")
+        try:
+            lock.acquire(timeout=-1 if wait_timeout is None else wait_timeout)
+        except Timeout:
+            return RunOutcome(spec.run_id, spec.arm, spec.seed, "locked",
+                              f"still held by {lock_holder(run_dir)} after waiting {wait_timeout:g} s "
+                              "(--wait-timeout); run again when it has finished, or wait longer")
     try:
         files.write_json(run_dir / OWNER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
                                                 "since": files.now_iso()})

@@ -208,6 +208,14 @@ class PhaseSnapshots:
                                               "unchanged": not changed, "changed": changed})
         _raise_changed(changed, when)
 
+    def after_step(self, model: nn.Module, step: int, epoch: int) -> list[str]:
+        """The checks after an applied optimizer step: I7 (trainable parameters finite), I1 after the run's
+        first step, I2 after the phase's first step. Returns the dead tensors I2 found (usually none)."""
+        check_finite([p for _, p in self.trainable])
+        if step == 1:
+            self.check_frozen(model, "after step 1", step=step)
+        return self.check_first_step(epoch) if self.check_dead else []
+
     def check_first_step(self, epoch: int) -> list[str]:
         """I2 after the phase's first applied step: dead tensors (raises when all are dead)."""
         self.check_dead = False

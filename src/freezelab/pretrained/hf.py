@@ -136,3 +136,55 @@ def load_embedding(source: str, *, revision: str | None = None, tokenizer: str |
         raise PretrainedUnavailableError(f"'{source}': tokenizer has {len(tok)} tokens but the embedding "
                                          f"only {weight.shape[0]} rows")
     return LoadedEmbedding(source, path, weight, tok, weight.shape[0], weight.shape[1], hash_tensor(weight))
+
+
+@dataclass(frozen=True)
+class LoadedEncoder:
+    """A pretrained encoder's architecture, weights and tokenizer (``load_encoder``)."""
+
+    source: str
+    path: str
+    config: Any                      # the transformers config (build a random twin with AutoModel.from_config)
+    state: dict[str, torch.Tensor]   # the pretrained weights, float32 on CPU (pooler excluded)
+    tokenizer: Any
+    sha256: str                      # of ``state``: name -> tensor hash
+
+
+def load_encoder(source: str, *, revision: str | None = None, trust_remote_code: bool = False,
+                 section: str = "options") -> LoadedEncoder:
+    """Load a pretrained Hugging Face encoder (``AutoModel``) with its tokenizer, for a task to build from.
+
+    The weights come back as a state dict rather than a module, so a task builds the same architecture with
+    ``transformers.AutoModel.from_config(loaded.config)`` (works on the meta device too) and loads them, or
+    keeps the random init for a random-init arm. A checkpoint that lacks any encoder tensor is refused:
+    from_pretrained would have initialised it randomly, silently.
+
+    Args:
+        source: ``minilm`` (bundled, offline), a local model folder, or a hub id.
+        revision: hub revision for a hub id.
+        trust_remote_code: allow code shipped with the model.
+        section: the study key naming the model, for the fix in error messages (``options``).
+
+    Raises:
+        PretrainedUnavailableError: the model or tokenizer cannot be loaded, is incomplete, or needs untrusted
+            remote code.
+    """
+    from transformers import AutoModel
+
+    from freezelab.utils.hashing import hash_json
+
+    path = resolve_source(source)
+    tok = load_tokenizer(source, revision=revision, trust_remote_code=trust_remote_code)
+    try:
+        model, info = AutoModel.from_pretrained(path, revision=revision, dtype=torch.float32,
+                                                output_loading_info=True, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        raise _explain(source, err, section) from err
+    missing = sorted(k for k in info.get("missing_keys") or () if not k.startswith("pooler."))
+    if missing:
+        raise PretrainedUnavailableError(
+            f"Pretrained model {source!r}: {len(missing)} encoder tensor(s) are missing from the checkpoint and "
+            f"would be random, e.g. {missing[:3]}. Point {section} at a complete model.")
+    state = {k: v.detach().clone().float() for k, v in model.state_dict().items() if not k.startswith("pooler.")}
+    digest = hash_json({k: hash_tensor(v) for k, v in state.items()})
+    return LoadedEncoder(source, path, model.config, state, tok, digest)

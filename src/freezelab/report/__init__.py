@@ -2,6 +2,7 @@
 
     from freezelab.report import write_report
     paths = write_report(Path("out/embedding-freeze"), lang="ja")
+    freezelab.report("out/embedding-freeze", lang="ja")   # the same: the package is callable
 
 Pipeline: ``aggregate.load_study`` (files -> ``Study``) -> ``analysis.analyze`` (statistics from
 ``inference``, words from ``verdicts``) + ``warnings.collect`` -> ``plots.make_plots`` -> ``headline`` (the
@@ -15,7 +16,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
+import types
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -202,3 +205,13 @@ def write_report(out_dir: Path, *, lang: str = "en", reference: str | None = Non
         data["replication"] = _jsonable(rep)
     written["report.json"] = _write_text(out_dir / "report.json", json.dumps(data, indent=2, ensure_ascii=False))
     return written
+
+
+class _CallableReport(types.ModuleType):
+    """``freezelab.report(out_dir, lang=..., reference=...)`` is ``write_report``: the package is callable."""
+
+    def __call__(self, out_dir: str | Path, *, lang: str = "en", reference: str | None = None) -> dict[str, Path]:
+        return write_report(Path(out_dir), lang=lang, reference=reference)
+
+
+sys.modules[__name__].__class__ = _CallableReport

@@ -341,6 +341,14 @@ def _headline(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values()) or [{"name": "loss", "mode": "min", "log_scale": False}]
 
 
+def throughput(summary: dict[str, Any]) -> Any:
+    """Training units per second of a run: tokens (LM), windows (time series) or items (a freezelab.Task)."""
+    for key in ("tokens_per_second", "windows_per_second", "items_per_second"):
+        if summary.get(key) is not None:
+            return summary[key]
+    return None
+
+
 def split_key(key: str) -> tuple[str, str]:
     """``val/corr/h1`` -> (``val``, ``corr/h1``); ``seconds`` -> (``""``, ``seconds``)."""
     head, sep, tail = key.partition("/")
@@ -391,9 +399,9 @@ def runs_table(study: Study) -> pd.DataFrame:
             "max_epochs": s.get("max_epochs"), "steps": s.get("steps"), "best_epoch": run.best_epoch,
             **{f"params_{k}": params.get(k) for k in ("total", "trainable", "frozen", "tied", "unused",
                                                        "buffers")},
-            "train_tokens": s.get("train_tokens", s.get("train_windows")),
-            "tokens_seen": s.get("tokens_seen", s.get("windows_seen")),
-            "tokens_per_second": s.get("tokens_per_second", s.get("windows_per_second")),
+            "train_tokens": s.get("train_tokens", s.get("train_windows", s.get("train_items"))),
+            "tokens_seen": s.get("tokens_seen", s.get("windows_seen", s.get("items_seen"))),
+            "tokens_per_second": throughput(s),
             "peak_memory_bytes": s.get("peak_memory_bytes"),
             **{k: hashes.get(k) for k in ("data_hash", "split_hash", "eval_hash", "budget_hash",
                                           "pretrained_hash", "config_hash")},

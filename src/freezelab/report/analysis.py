@@ -145,7 +145,7 @@ def resolve_metrics(study: Study) -> list[Metric]:
     shown = SAME_QUANTITY.get(sel, sel)
     if any(n == shown for n, _, _ in heads):
         sel = shown
-    else:
+    elif not any(n == sel for n, _, _ in heads):
         heads.insert(0, (sel, str(study.selection.get("mode", "min")), False))
     names = [n for n, _, _ in heads]
     heads = [h for h in heads if not (h[0] in SAME_QUANTITY and SAME_QUANTITY[h[0]] in names)]

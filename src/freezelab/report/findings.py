@@ -9,7 +9,7 @@ import shlex
 from freezelab.report import document as doc
 from freezelab.report import inference as inf
 from freezelab.report import verdicts as vd
-from freezelab.report.aggregate import epoch_metric_keys, epoch_values, signal_text
+from freezelab.report.aggregate import epoch_metric_keys, epoch_values, signal_text, throughput
 from freezelab.report.analysis import ArmStat, Metric
 from freezelab.report.headline import comparison_cell, rel_change, verdict_phrase
 from freezelab.report.i18n import GLOSSARY
@@ -228,7 +228,7 @@ def runtime_section(ctx: Ctx) -> list[doc.Block]:
         per_epoch = _mean([v for r in runs if "seconds" in r.epochs for v in r.epochs["seconds"].tolist()])
         ran, top = _mean([x.get("epochs_run") for x in sm]), _mean([x.get("max_epochs") for x in sm])
         saved = f" ({ctx.t('saved')} {top - ran:.1f})" if math.isfinite(top - ran) and top > ran else ""
-        thr = _mean([x.get("tokens_per_second", x.get("windows_per_second")) for x in sm])
+        thr = _mean([throughput(x) for x in sm])
         rows.append([arm_label(ctx, arm), str(len(runs)), doc.seconds(_mean([x.get("wall_seconds") for x in sm])),
                      doc.seconds(per_epoch), f"{ran:.1f} / {top:.0f}{saved}" if math.isfinite(ran) else "—",
                      doc.count(_mean([x.get("steps") for x in sm])), doc.num(thr),

@@ -40,6 +40,7 @@ EN: dict[str, str] = {
     "full_diff": "Full resolved diff of `{arm}` (key: base → arm)", "base_value": "Base", "arm_value": "Arm",
     "no_diff": "(identical to base)", "reference_mark": "reference", "seeds": "Seeds", "data": "Data and hashes",
     "hash": "Hash", "equal": "Equal across arms", "yes": "yes", "no": "NO (confound)",
+    "not_applicable": "not applicable (no pretrained weights)", "per_arm": "per arm",
     "params": "Trainable parameters", "total": "Total", "trainable": "Trainable", "frozen": "Frozen",
     "tied": "Tied", "unused": "Unused", "share": "Trainable share", "tok_per_param": "Train tokens (windows) / trainable param",  # noqa: E501
     "chinchilla": "Chinchilla-style check: about 20 training tokens per trainable parameter is compute-optimal; below 1 the trainable set is far larger than the data (the seed report's argument for freezing).",  # noqa: E501
@@ -192,6 +193,7 @@ JA: dict[str, str] = {
     "full_diff": "`{arm}` の差分（項目: ベース → アーム）", "base_value": "ベース", "arm_value": "アーム",
     "no_diff": "（ベースと同一）", "reference_mark": "基準", "seeds": "シード", "data": "データとハッシュ",
     "hash": "ハッシュ", "equal": "アーム間で一致", "yes": "一致", "no": "不一致（交絡）",
+    "not_applicable": "該当なし（事前学習重みなし）", "per_arm": "アームごと",
     "params": "学習パラメータ数の比較", "total": "全パラメータ", "trainable": "学習パラメータ", "frozen": "凍結",
     "tied": "共有（tied）", "unused": "未使用", "share": "割合",
     "tok_per_param": "訓練トークン（ウィンドウ）/ 学習パラメータ",
@@ -365,7 +367,9 @@ _CONTEXT = {
                ("LM initialisation wins and the gap does not close with more training: the evidence is contested.",
                 "LM 初期化が優位で、学習を続けても差は縮まらない。証拠は割れている。")),
 }
-CONTEXT_BY_TASK = {"lm": ("welch", "ulmfit", "lpft"), "timeseries": ("tan", "gpt4ts", "riachi")}
+CONTEXT_BY_TASK = {"lm": ("welch", "ulmfit", "lpft"), "timeseries": ("tan", "gpt4ts", "riachi"),
+                   "classify": ("ulmfit", "lpft")}
+TRANSFER_CONTEXT = ("ulmfit", "lpft")  # your own task: the general transfer-learning results
 
 
 def check_lang(lang: str) -> str:
@@ -392,7 +396,8 @@ def t(lang: str, key: str, **params: object) -> str:
 
 
 def context_rows(task: str, lang: str) -> list[tuple[str, str, str]]:
-    """(work, setting, result) rows of the §8 context box for a task; both studies' rows if unknown."""
-    keys = CONTEXT_BY_TASK.get(task) or tuple(_CONTEXT)
+    """(work, setting, result) rows of the §8 context box for a task; the general transfer results (ULMFiT,
+    LP-FT) for a task of your own; both studies' rows when the task is unknown."""
+    keys = CONTEXT_BY_TASK.get(task) or (TRANSFER_CONTEXT if ":" in task else tuple(_CONTEXT))
     i = LANGS.index(lang)
     return [(_CONTEXT[k][0], _CONTEXT[k][1][i], _CONTEXT[k][2][i]) for k in keys]

@@ -206,22 +206,34 @@ def _pair(v: Any) -> tuple[Any, Any]:
     return "—", v
 
 
+def _short_hash(value: str, n: int) -> str:
+    """A hash cut to n hex digits, keeping a ``name sha256:`` prefix (a task's pretrained identity)."""
+    head, sep, tail = value.rpartition(":")
+    return f"{head}:{tail[:n]}" if sep else value[:n]
+
+
 def _hash_rows(ctx: Ctx) -> list[list[str]]:
     s = ctx.study
     rows = []
     for name in ALL_HASHES:
         by_arm = {arm: {str((r.summary.get("hashes") or {}).get(name)) for r in s.arm_runs(arm) if r.summary}
                   for arm in s.arms}
-        values = set().union(*by_arm.values()) - {"None"}
+        absent = {"None"} | ({v for vals in by_arm.values() for v in vals if v.startswith("none")}
+                             if name == "pretrained_hash" else set())  # random init: nothing to compare
+        without = [arm for arm, vals in by_arm.items() if vals and not vals - absent]
+        values = set().union(*by_arm.values()) - absent
         if not values:
+            if without and name == "pretrained_hash":
+                rows.append([name, "—", ctx.t("not_applicable")])
             continue
+        na = f"; {ctx.t('not_applicable')}: {', '.join(without)}" if without and name == "pretrained_hash" else ""
         if len(values) == 1:
-            rows.append([name, f"`{next(iter(values))[:16]}`", ctx.t("yes")])
+            rows.append([name, f"`{_short_hash(next(iter(values)), 16)}`", ctx.t("yes") + na])
             continue
-        text = "; ".join(f"{arm}: {', '.join(v[:12] for v in sorted(vals - {'None'}))}"
-                         for arm, vals in by_arm.items() if vals - {"None"})
-        same = ctx.t("no") if name in COMPARED_HASHES else "per arm"
-        rows.append([name, doc.short(text, 300), same])
+        text = "; ".join(f"{arm}: {', '.join(_short_hash(v, 12) for v in sorted(vals - absent))}"
+                         for arm, vals in by_arm.items() if vals - absent)
+        same = ctx.t("no") if name in COMPARED_HASHES else ctx.t("per_arm")
+        rows.append([name, doc.short(text, 300), same + na])
     return rows
 
 

@@ -1,4 +1,5 @@
-"""What a task provides to the experiment engine, and what the engine gives a run."""
+"""What a task provides to the experiment engine, and what the engine gives a run (tasks/registry.py finds the
+task; a plugin's own API is freezelab.Task, engine/task.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ class RunContext:
 
 
 class Task(Protocol):
-    """A study type (``lm``, ``timeseries``)."""
+    """What the engine runs for a study type: a built-in task (``lm``, ``timeseries``) or a plugin wrapped by
+    ``engine.runner.PluginRunner``; ``tasks/registry.py`` finds it by the study's ``task``."""
 
     def inspect(self, config: dict[str, Any]) -> dict[str, Any]:
         """Parameter accounting of one resolved config without training (meta device)."""
@@ -38,16 +40,3 @@ class Task(Protocol):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         """Train and evaluate one run; returns summary fields (docs/run-folder.md)."""
         ...
-
-
-def get_task(name: str) -> Task:
-    """The task implementation for a study's ``task`` key."""
-    if name == "lm":
-        from freezelab.tasks.lm.task import LMTask
-
-        return LMTask()
-    if name == "timeseries":
-        from freezelab.tasks.timeseries.task import TSTask
-
-        return TSTask()
-    raise ValueError(f"unknown task {name!r}")

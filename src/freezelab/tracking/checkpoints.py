@@ -29,6 +29,8 @@ from freezelab.errors import RunFileError
 from freezelab.tracking.files import (
     METRICS_FILE,
     RESTART_FIX,
+    WEIGHTS_FORMAT,
+    WEIGHTS_META_KEY,
     atomic_write_text,
     clean_temp_files,
     file_record,
@@ -48,7 +50,6 @@ BEST = "best.safetensors"
 PHASE1 = "phase1.safetensors"
 LEGACY = "last.pt"
 FORMAT = "freezelab-state/1"
-WEIGHTS_FORMAT, WEIGHTS_META_KEY = "freezelab-weights/1", "freezelab"  # the header of every weight file
 STAGED = ".next"
 
 

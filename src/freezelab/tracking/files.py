@@ -25,6 +25,7 @@ from freezelab.errors import DiskFullError, RunFileError, RunFileMissing
 from freezelab.tracking.faults import fault_point
 
 Status = Literal["pending", "running", "succeeded", "failed"]
+WEIGHTS_FORMAT, WEIGHTS_META_KEY = "freezelab-weights/1", "freezelab"  # the header of every weight file
 STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"

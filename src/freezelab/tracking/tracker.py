@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from freezelab.tracking.files import METRICS_FILE, append_jsonl
+from freezelab.tracking.files import METRICS_FILE, append_jsonl, read_jsonl
 from freezelab.tracking.progress import PROGRESS_FILE, LiveProgress
 
 PER_STEP_PREFIXES = ("lr/", "grad_norm/")
@@ -79,6 +79,26 @@ class Tracker:
             return
         for tag, value in scalars(record, per_step=self.every_steps > 0).items():
             self._tb.add_scalar(tag, value, step)
+
+    def resumed(self) -> None:
+        """A resume has cut metrics.jsonl back to its checkpoint: TensorBoard is rebuilt from what is left, so
+        the steps an interrupted attempt logged after that checkpoint (and logs again now) appear once.
+        The HParams file of ``publish`` is kept."""
+        if self._tb is None:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        folder = Path(self._tb.log_dir)
+        self._tb.close()
+        for old in folder.glob("events.out.tfevents.*"):
+            if not old.name.endswith(".hparams"):
+                old.unlink()
+        self._tb = SummaryWriter(log_dir=str(folder))
+        for record in read_jsonl(self.path) if self.path.exists() else []:
+            step = record.get("iteration") if record.get("kind") == "iteration" else record.get("step")
+            if isinstance(step, int):
+                for tag, value in scalars(record, per_step=self.every_steps > 0).items():
+                    self._tb.add_scalar(tag, value, step)
 
     def close(self) -> None:
         """Flush and close TensorBoard; the progress file gets its last state."""

@@ -21,8 +21,7 @@ from safetensors.torch import save
 from torch import nn
 
 from freezelab.errors import RunFileError
-from freezelab.tracking.checkpoints import WEIGHTS_FORMAT, WEIGHTS_META_KEY
-from freezelab.tracking.files import RESTART_FIX, verify_file, write_atomically
+from freezelab.tracking.files import RESTART_FIX, WEIGHTS_FORMAT, WEIGHTS_META_KEY, verify_file, write_atomically
 from freezelab.utils.hashing import hash_tensor
 
 FORMAT, META_KEY = WEIGHTS_FORMAT, WEIGHTS_META_KEY

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from freezelab.config.schema import LMConfig, hash_view
+from freezelab.config.fields import hash_view
 from freezelab.errors import RunFileError
 from freezelab.pretrained.hf import LoadedEmbedding
 from freezelab.tasks.lm.baselines import score_baselines
+from freezelab.tasks.lm.config import LMConfig
 from freezelab.tasks.lm.data import LMData, TokenDocs, build_lm_data, load_texts, token_byte_lengths
 from freezelab.tracking.files import atomic_write_text, clean_temp_files, file_record, verify_file, write_atomically
 from freezelab.utils.hashing import hash_json
@@ -87,7 +88,7 @@ def load_lm_data(cfg: LMConfig, emb: LoadedEmbedding, cache_dir: Path | None, *,
     Returns:
         (data, baselines) where baselines is None when ``cfg.baselines`` is off.
     """
-    data_keys = hash_view("lm", {"data": cfg.data.model_dump()})["data"]  # a new key at its default: same cache
+    data_keys = hash_view(LMConfig, {"data": cfg.data.model_dump()})["data"]  # a new key at its default: same cache
     key = hash_json({"data": data_keys, "tokenizer": _tokenizer_id(cfg, emb),
                      "vocab": len(emb.tokenizer), "baselines": cfg.baselines, "version": 2})[:16]
 

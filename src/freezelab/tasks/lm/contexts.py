@@ -15,8 +15,8 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from freezelab.config.schema import LMConfig
 from freezelab.tasks.lm import phase1 as p1
+from freezelab.tasks.lm.config import LMConfig
 from freezelab.tasks.lm.model import CVFPModel
 from freezelab.tasks.lm.needs import context_needs
 from freezelab.tracking.tracker import Tracker

@@ -29,48 +29,13 @@ from typing import Any, Literal
 import numpy as np
 
 from freezelab.errors import ConfigError, DataError, DataNotFoundError
+from freezelab.tasks.lm.docs import TokenDocs
+from freezelab.tasks.lm.token_split import token_fraction_split
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("wiki_excerpt", "text_files", "hf_dataset")
 WIKI_EXCERPT = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-
-
-@dataclass(frozen=True)
-class TokenDocs:
-    """All documents of one split as one flat token array plus document offsets."""
-
-    ids: np.ndarray  # (N,) int64, every document's tokens concatenated
-    offsets: np.ndarray  # (n_docs + 1,) int64, document d is ids[offsets[d]:offsets[d + 1]]
-    doc_names: tuple[str, ...]  # (n_docs,)
-
-    def __post_init__(self) -> None:
-        assert self.offsets.ndim == 1 and self.offsets[0] == 0 and self.offsets[-1] == len(self.ids)
-        assert len(self.doc_names) == len(self.offsets) - 1
-
-    @property
-    def n_docs(self) -> int:
-        return len(self.doc_names)
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.ids)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)  # (n_docs,)
-
-    @property
-    def n_targets(self) -> int:
-        """Next-token positions inside documents: sum over documents of (length - 1)."""
-        return int(np.maximum(self.lengths - 1, 0).sum())
-
-    def target_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(inputs, targets), both (n_targets,): ids[:-1] and ids[1:] of every document, concatenated."""
-        is_last = np.zeros(self.n_tokens, dtype=bool)
-        is_last[self.offsets[1:][self.lengths > 0] - 1] = True  # a document's last token has no target
-        pos = np.flatnonzero(~is_last)  # (n_targets,)
-        return self.ids[pos], self.ids[pos + 1]
 
 
 @dataclass(frozen=True)
@@ -380,7 +345,6 @@ def build_lm_data(
                             "min_tokens_per_doc.")
         splits[split] = _to_token_docs(kept)
     if split_mode == "token_fraction":
-        from freezelab.tasks.lm.token_split import token_fraction_split
 
         splits["train"], splits["val"] = token_fraction_split(splits["train"], splits["val"])
     if dropped:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from freezelab.config.schema import LMConfig
+from freezelab.tasks.lm.config import LMConfig
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from freezelab.config.schema import LMConfig
 from freezelab.errors import NumericFailure
-from freezelab.freeze.invariants import PhaseSnapshots, check_finite, frozen_unchanged
+from freezelab.freeze.invariants import PhaseSnapshots, frozen_unchanged
 from freezelab.freeze.param_groups import FreezeController
+from freezelab.tasks.lm.config import LMConfig
 from freezelab.tasks.lm.contexts import (  # noqa: F401  (compute_contexts ... are re-exported for callers)
     Splits,
     compute_contexts,
@@ -291,13 +291,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             sched.step()
             step += 1
             facts["step"] = step
-            check_finite([p for _, p in phase.trainable])                            # I7
-            if step == 1:
-                phase.check_frozen(model, "after step 1", step=step)                  # I1
-            if phase.check_dead:                                                      # I2, once per phase
-                dead = phase.check_first_step(epoch)
-                if dead:
-                    log(f"warning: tensors unchanged after the first step of epoch {epoch} (dead): {dead}")
+            dead = phase.after_step(model, step, epoch)                               # I7, I1, I2
+            if dead:
+                log(f"warning: tensors unchanged after the first step of epoch {epoch} (dead): {dead}")
             step_loss = float(loss.detach())
             if per_step:
                 tracker.log({"kind": "step", "phase": "phase2", "epoch": epoch, "step": step,

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from freezelab.config.schema import LMConfig
 from freezelab.freeze.invariants import check_expected_counts, count_parameters
 from freezelab.freeze.param_groups import FreezeController, ParamGroup
 from freezelab.pretrained.hf import LoadedEmbedding, load_embedding, resolve_source
 from freezelab.tasks.base import RunContext
 from freezelab.tasks.lm.cache import load_lm_data
+from freezelab.tasks.lm.config import LMConfig
 from freezelab.tasks.lm.model import CVFPModel
 from freezelab.tasks.lm.needs import context_needs
 from freezelab.tracking.checkpoints import PHASE1, Checkpoints
@@ -238,6 +238,8 @@ class LMTask:
         ckpt = Checkpoints(ctx.run_dir, minutes=cfg.runtime.checkpoint_minutes)
         ckpt.set_base(model)          # as every attempt rebuilds it: pretrained table + seeded init
         resume = ckpt.load()
+        if resume is not None:
+            ctx.tracker.resumed()  # metrics.jsonl was cut back to the checkpoint: TensorBoard follows
         if is_reference(cfg):  # no ContextBlock: nothing to train or compute before Phase 2
             contexts = {k: torch.empty(v.shape[0], 0, device=device) for k, v in ids.items()}
             context_seconds = 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from freezelab.errors import DataError
-from freezelab.tasks.lm.data import TokenDocs
+from freezelab.tasks.lm.docs import TokenDocs
 
 
 def token_fraction_split(train: TokenDocs, val: TokenDocs) -> tuple[TokenDocs, TokenDocs]:

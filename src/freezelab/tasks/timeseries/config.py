@@ -13,7 +13,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from freezelab.config.schema import Strict, checkpoint_minutes_field, trust_remote_code_field
+from freezelab.config.fields import Strict, checkpoint_minutes_field, trust_remote_code_field
 from freezelab.tasks.timeseries.sessions import timezone_problem
 
 TF = Literal["m1", "m5", "m15", "m30", "h1", "h4", "d"]

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from freezelab.errors import ConfigError, NumericFailure
-from freezelab.freeze.invariants import PhaseSnapshots, check_finite, frozen_unchanged
+from freezelab.freeze.invariants import PhaseSnapshots, frozen_unchanged
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
@@ -164,6 +164,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
 
     resume = ckpt.load()
     if resume is not None:  # an interrupted attempt: continue where its last commit stopped, bit for bit
+        tracker.resumed()  # metrics.jsonl was cut back to the checkpoint: TensorBoard follows
         restore_training_state(ckpt, resume, model, opt, sched, controller, best, scaler=prec.scaler)
         c, at, mid = resume["counters"], resume["position"], resume["epoch_acc"]
         step, seen, skipped_total, nonfinite_run = c["step"], c["seen"], c["skipped_total"], c["nonfinite_run"]
@@ -244,14 +245,10 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
             step += 1
             facts["step"] = step
             if finite:
-                check_finite([p for _, p in phase.trainable])                         # I7
-                if step == 1:
-                    phase.check_frozen(model, "after step 1", step=step)                        # I1
-                if phase.check_dead:                                                   # I2
-                    dead = phase.check_first_step(epoch)
-                    if dead:
-                        notes.append(f"epoch {epoch}: tensors unchanged after the first step: {dead[:5]}")
-                        log(f"warning: {notes[-1]}")
+                dead = phase.after_step(model, step, epoch)                           # I7, I1, I2
+                if dead:
+                    notes.append(f"epoch {epoch}: tensors unchanged after the first step: {dead[:5]}")
+                    log(f"warning: {notes[-1]}")
                 loss_sum += float(loss.detach())
                 for fn, v in per_tf.items():
                     tf_loss[fn] = tf_loss.get(fn, 0.0) + v
