@@ -47,6 +47,19 @@ def best_weights(run: Path) -> dict[str, torch.Tensor]:
     return full_state(run / "checkpoints" / "best.safetensors", None, model.state_dict())
 
 
+def test_inspect_counts_each_arm_s_trainable_parameters(tiny_encoder):
+    """Parameter accounting on the meta device (the encoder itself loads on the CPU first)."""
+    res = CliRunner().invoke(app, ["inspect", str(STUDY), "--json", "--set", f"options.encoder={tiny_encoder}"])
+    assert res.exit_code == 0, res.output
+    params = {arm: r["params"] for arm, r in json.loads(res.output)["arms"].items()}
+    head = 16 * 2 + 2
+    block = sum(v.numel() for k, v in load_file(tiny_encoder / "model.safetensors").items()
+                if k.startswith("encoder.layer.2."))
+    assert params["linear_probe"]["trainable"] == params["lp_ft"]["trainable"] == head
+    assert params["top2"]["trainable"] == head + 2 * block
+    assert params["finetune"]["trainable"] == params["finetune"]["total"] == params["random_init"]["trainable"]
+
+
 def test_the_classify_study_runs_every_arm_with_its_freeze_policy(tmp_path, tiny_encoder):
     out, study = tmp_path / "out", tmp_path / "classify.yaml"
     # LP-FT unfreezes after 1 epoch here (not 4), so its best epoch is an unfrozen one

@@ -146,3 +146,46 @@ def test_a_diverging_time_series_run_says_the_step_the_norms_and_the_fix(tmp_pat
     for part in ("3 consecutive non-finite", "epoch 1, step 3", "gradient norms by group: none: the loss itself",
                  "Lower optim.lr (now 0.001) or optim.grad_clip", "runtime.max_nonfinite_steps (now 3)"):
         assert part in text, (part, text)
+
+
+def test_an_lm_step_with_a_non_finite_loss_is_skipped_counted_and_warned(write_study, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: the LM task skips a non-finite step as the time-series task does (no update, counted as
+    train/skipped_steps and in summary.numerics, warned in the report) and fails past
+    runtime.max_nonfinite_steps in a row."""
+    import json
+    import math
+
+    import freezelab.tasks.lm.phases as phases
+
+    real, calls = phases.head_loss, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        loss, pred = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * math.nan if calls["n"] == 2 else loss), pred  # the second training step only
+
+    monkeypatch.setattr(phases, "head_loss", flaky)
+    path = write_study({"frozen": {"reference": True}})
+    out = tmp_path / "out"
+    assert _run(path, out) == {"frozen/0": "succeeded"}
+    run_dir = _run_dir(out, "frozen")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["numerics"]["nonfinite_steps"] == 1
+    epochs = [r for r in files.read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert epochs[0]["train/skipped_steps"] == 1 and math.isfinite(epochs[0]["train/loss"])
+    assert all(r["train/skipped_steps"] == 0 for r in epochs[1:])
+    assert "step 2 skipped: the training loss is nan" in (run_dir / "logs" / "run.log").read_text()
+    from freezelab.report.aggregate import load_study as read_folders
+    from freezelab.report.warnings import full_analysis
+
+    found = [f for f in full_analysis(read_folders(out)).warnings if f.code == "skipped_steps"]
+    assert found and found[0].params["count"] == 1
+
+    calls["n"] = 0
+    strict = tmp_path / "strict"
+    path = write_study({"frozen": {"reference": True, "overrides": {"runtime.max_nonfinite_steps": 1}}},
+                       name="strict")
+    assert _run(path, strict) == {"frozen/0": "failed"}
+    status = json.loads((_run_dir(strict, "frozen") / "status.json").read_text())
+    assert status["error"]["code"] == "non_finite" and "the training loss is nan" in status["error"]["message"]

@@ -95,6 +95,25 @@ def test_resolution_order_profile_arm_cli(tmp_path: Path) -> None:
         load_study(path, profile="full")
 
 
+def test_an_override_that_replaces_a_mapping_names_the_keys_it_would_drop(tmp_path: Path) -> None:
+    """Issue 20: `phase2: {lr: 0.2}` in an arm used to replace the base's whole phase2 section, silently
+    putting its max_epochs and batch_size back to their defaults. Refused, naming them; dotted keys and a
+    mapping that keeps every key set before are accepted."""
+    study = _study(phase2={"lr": 0.1, "max_epochs": 3, "batch_size": 64})
+    study["arms"]["b"] = {"overrides": {"phase2": {"lr": 0.2}}}
+    with pytest.raises(ConfigError) as info:
+        load_study(_write(tmp_path, study))
+    (line,) = [p for p in _problems(info) if "arms.b" in p]
+    assert re.search(r"would drop (phase2\.max_epochs|phase2\.batch_size), (phase2\.max_epochs|phase2\.batch_size);",
+                     line) and "phase2.lr: …" in line, line
+    study["arms"]["b"] = {"overrides": {"phase2.lr": 0.2}}
+    study["arms"]["c"] = {"overrides": {"phase2": {"lr": 0.3, "max_epochs": 3, "batch_size": 64}}}
+    s = load_study(_write(tmp_path, study))
+    assert s.arms["b"].config["phase2"]["max_epochs"] == 3 and s.arms["c"].config["phase2"]["lr"] == 0.3
+    with pytest.raises(ConfigError, match=r"--set phase2: replaces the whole mapping .*would drop phase2\.lr"):
+        load_study(_write(tmp_path, study), overrides=["phase2={max_epochs: 3, batch_size: 64}"])
+
+
 def test_a_profile_may_run_a_subset_of_the_arms(tmp_path: Path) -> None:
     study = _study()
     study["arms"].update(b={"overrides": {"phase2.lr": 0.2}}, c={})

@@ -89,6 +89,18 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _dropped_keys(tree: dict[str, Any], key: str, value: Any) -> list[str]:
+    """Keys (relative to ``key``) that setting ``key`` to the mapping ``value`` would silently remove from the
+    mapping already there (issue 20: an arm's section override used to drop the base's other keys)."""
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if not (isinstance(node, dict) and node and isinstance(value, dict)):
+        return []
+    kept = set(flatten(value))
+    return [k for k in flatten(node) if k not in kept and not any(k.startswith(f"{p}.") for p in kept)]
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists and scalars are leaves."""
     if not isinstance(tree, dict):
@@ -128,6 +140,14 @@ class _Layer:
             return []
         out = []
         for key, value in self.values.items():
+            dropped = _dropped_keys(tree, key, value)
+            if dropped:
+                shown = ", ".join(f"{key}.{k}" for k in dropped[:6]) + (" …" if len(dropped) > 6 else "")
+                out.append(Problem(self.where, key, "", f"replaces the whole mapping set before it (base or an "
+                                   f"earlier layer) and would drop {shown}; set only the keys that change, as "
+                                   f"dotted keys ({key}.{next(iter(flatten(value)), 'KEY')}: …), or repeat the "
+                                   "dropped ones"))
+                continue
             try:
                 set_dotted(tree, key, copy.deepcopy(value))
             except ConfigError as err:

@@ -39,26 +39,29 @@ def resolve_source(source: str) -> str:
     return source
 
 
-def _explain(source: str, err: Exception, section: str = "embedding") -> PretrainedUnavailableError:
-    """The error for a model that did not load; ``section`` is the config section naming it (for the fix)."""
+def _explain(source: str, err: Exception, section: str = "embedding", *, source_key: str | None = None,
+             trust_key: str | None = None) -> PretrainedUnavailableError:
+    """The error for a model that did not load; ``section`` is the config section naming it (for the fix):
+    its keys ``source`` and ``trust_remote_code`` unless ``source_key`` / ``trust_key`` name others."""
+    source_key, trust_key = source_key or f"{section}.source", trust_key or f"{section}.trust_remote_code"
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     local = Path(source).exists()
     if "custom code" in str(err) or "trust_remote_code" in str(err):
         return PretrainedUnavailableError(
             f"Pretrained model '{source}' ships its own Python code (config.json auto_map → modeling_*.py / "
             f"tokenization_*.py), which freezelab does not run by default: code in a model folder can do anything "
-            f"your account can. Read that code, then set {section}.trust_remote_code: true in the study's base to "
+            f"your account can. Read that code, then set {trust_key}: true in the study's base to "
             "allow it (the report then warns that remote code ran), or use a model transformers supports natively.")
     if local:
         hint = "The folder exists but is not a complete Hugging Face model directory (config.json, weights, tokenizer)."
     elif source.startswith(("/", ".", "~")) or source.count("/") > 1:  # a path, not a hub id (ns/name)
-        hint = (f"There is no folder {source}. Fix {section}.source: a local model folder, a hub id such as gpt2, "
+        hint = (f"There is no folder {source}. Fix {source_key}: a local model folder, a hub id such as gpt2, "
                 "or minilm (bundled, offline).")
     elif offline:
         hint = f"'{source}' is not cached and HF_HUB_OFFLINE=1. Download it once while online."
     else:
         hint = (f"'{source}' is neither a local folder nor reachable on the Hugging Face Hub. Check the id, "
-                f"your network, or download it once while online; offline, use {section}.source: minilm "
+                f"your network, or download it once while online; offline, use {source_key}: minilm "
                 "or a local directory.")
     return PretrainedUnavailableError(f"Pretrained model '{source}' could not be loaded: "
                                       f"{type(err).__name__}: {str(err).splitlines()[0][:300]}. {hint}")
@@ -151,7 +154,7 @@ class LoadedEncoder:
 
 
 def load_encoder(source: str, *, revision: str | None = None, trust_remote_code: bool = False,
-                 section: str = "options") -> LoadedEncoder:
+                 source_key: str = "source", trust_key: str = "trust_remote_code") -> LoadedEncoder:
     """Load a pretrained Hugging Face encoder (``AutoModel``) with its tokenizer, for a task to build from.
 
     The weights come back as a state dict rather than a module, so a task builds the same architecture with
@@ -163,7 +166,8 @@ def load_encoder(source: str, *, revision: str | None = None, trust_remote_code:
         source: ``minilm`` (bundled, offline), a local model folder, or a hub id.
         revision: hub revision for a hub id.
         trust_remote_code: allow code shipped with the model.
-        section: the study key naming the model, for the fix in error messages (``options``).
+        source_key, trust_key: the study keys naming the model and allowing its code (for the fix in error
+            messages), e.g. ``options.encoder`` and ``options.trust_remote_code``.
 
     Raises:
         PretrainedUnavailableError: the model or tokenizer cannot be loaded, is incomplete, or needs untrusted
@@ -176,15 +180,16 @@ def load_encoder(source: str, *, revision: str | None = None, trust_remote_code:
     path = resolve_source(source)
     tok = load_tokenizer(source, revision=revision, trust_remote_code=trust_remote_code)
     try:
-        model, info = AutoModel.from_pretrained(path, revision=revision, dtype=torch.float32,
-                                                output_loading_info=True, trust_remote_code=trust_remote_code)
+        with torch.device("cpu"):  # real weights, also when called while freezelab counts on the meta device
+            model, info = AutoModel.from_pretrained(path, revision=revision, dtype=torch.float32,
+                                                    output_loading_info=True, trust_remote_code=trust_remote_code)
     except Exception as err:
-        raise _explain(source, err, section) from err
+        raise _explain(source, err, source_key=source_key, trust_key=trust_key) from err
     missing = sorted(k for k in info.get("missing_keys") or () if not k.startswith("pooler."))
     if missing:
         raise PretrainedUnavailableError(
             f"Pretrained model {source!r}: {len(missing)} encoder tensor(s) are missing from the checkpoint and "
-            f"would be random, e.g. {missing[:3]}. Point {section} at a complete model.")
+            f"would be random, e.g. {missing[:3]}. Point {source_key} at a complete model.")
     state = {k: v.detach().clone().float() for k, v in model.state_dict().items() if not k.startswith("pooler.")}
     digest = hash_json({k: hash_tensor(v) for k, v in state.items()})
     return LoadedEncoder(source, path, model.config, state, tok, digest)

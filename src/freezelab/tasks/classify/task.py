@@ -61,7 +61,8 @@ class ClassifyOptions(BaseModel):
 
 @functools.lru_cache(maxsize=2)
 def _encoder(source: str, revision: str | None, trust: bool) -> Any:
-    return load_encoder(source, revision=revision, trust_remote_code=trust, section="options.encoder")
+    return load_encoder(source, revision=revision, trust_remote_code=trust, source_key="options.encoder",
+                        trust_key="options.trust_remote_code")
 
 
 def data_file(options: ClassifyOptions) -> tuple[Path, str]:

@@ -191,6 +191,10 @@ class RuntimeConfig(Strict):
     log_every_steps: int = Field(10, ge=0, description="Per-step scalars (train/step_loss, lr/<group>, "
                                  "grad_norm/<group>) to metrics.jsonl, TensorBoard and MLflow every this many "
                                  "optimizer steps; 0: epoch records only.")
+    max_nonfinite_steps: int = Field(3, ge=1, json_schema_extra=HASH_NEUTRAL, description="Phase 2: a step "
+                                     "whose loss or gradient norm is not finite is skipped (no update; counted "
+                                     "as train/skipped_steps, warned in the report); this many in a row fail "
+                                     "the run (1: fail at the first).")
 
 
 class LMConfig(Strict):

@@ -177,7 +177,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
 
     Raises:
         InvariantViolation: a frozen tensor changed, an lr was overridden, all trainable tensors are dead.
-        NumericFailure: a non-finite loss or gradient norm (with the step, the group norms and the fix).
+        NumericFailure: runtime.max_nonfinite_steps non-finite losses or gradient norms in a row (with the step,
+            the group norms and the fix); fewer are skipped and counted (train/skipped_steps).
     """
     c2 = cfg.phase2
     eval_batch = 1 if c2.loop == "per_token" else c2.eval_batch_size  # per token: one position, one sync
@@ -194,7 +195,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     facts["invariants"] = {"frozen_unchanged": False, "frozen_checks": frozen_checks}  # a failed run shows it
     phase = PhaseSnapshots.take(model, controller, record=frozen_checks, phase="phase 2 start")
     best = EarlyStopping("val/loss", "min", c2.patience)
-    step, tokens_seen, train_seconds = 0, 0, 0.0
+    step, tokens_seen, train_seconds, skipped_total, nonfinite_run = 0, 0, 0.0, 0, 0
     dead: list[str] = []
     epoch, first, stopped = 0, 1, False
     acc: dict[str, Any] | None = None  # running sums of a partly trained epoch
@@ -204,7 +205,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         state.update(position=position, epoch_acc=acc,
                      facts={"phase1": facts.get("phase1"), "phases": facts.get("phases")},
                      counters={"step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-                               "dead": dead, "check_dead": phase.check_dead, "frozen_checks": frozen_checks})
+                               "dead": dead, "check_dead": phase.check_dead, "frozen_checks": frozen_checks,
+                               "skipped_total": skipped_total, "nonfinite_run": nonfinite_run})
         dirty = position["batch"] is None and best.epoch == position["epoch"]
         tensors.update({f"ctx/{k}": v for k, v in epoch_sources.items()})  # this epoch's context sources
         ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
@@ -215,6 +217,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         controller.check_layout(opt, when="after resuming")                           # I4, on resume
         c, at = resume["counters"], resume["position"]
         step, tokens_seen, train_seconds, dead = c["step"], c["tokens_seen"], c["train_seconds"], c["dead"]
+        skipped_total, nonfinite_run = c.get("skipped_total", 0), c.get("nonfinite_run", 0)  # older: none
         phase = PhaseSnapshots.resume(model, controller, frozen_checks, c.get("frozen_checks"))
         phase.check_dead = c["check_dead"]
         epoch, stopped, acc = at["epoch"], at["stopped"], resume["epoch_acc"]
@@ -245,7 +248,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 if c2.unfreeze.reset_patience:
                     best.reset_patience()
                 log(f"epoch {epoch}: unfroze {c2.unfreeze.groups} (lr scale {c2.unfreeze.lr_scale})")
-            acc = {"batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            acc = {"batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "skipped": 0}
             if per_epoch:
                 epoch_sources, before = moving_sources(model), contexts["train"]
                 if epoch > 1:  # epoch 1's are Phase 1's, computed from these same tensors
@@ -272,20 +275,32 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                     h = model.token_block(contexts["train"][pos].float(), x)       # (B, d_e)
                     loss, pred = head_loss(model, h, targets, fused=CE_FUSED, chunk_rows=CE_CHUNK_ROWS)
                 hits = None
+            problem, per_step = None, {}
             if not torch.isfinite(loss):
-                raise _non_finite(f"the training loss is {float(loss.detach())}", epoch, step + 1, controller, cfg,
-                                  "last step's")
-            if hits is None:  # batched: the last step's gradients stay readable until here (error message)
-                opt.zero_grad(set_to_none=True)
-                fabric.backward(loss)
-            controller.check_no_frozen_grads()
-            per_step = tracker.due(step + 1) and {  # the lr this step uses, the gradient before clipping
-                **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
-                **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()}}
-            norm = fabric.clip_gradients(model, opt, max_norm=c2.grad_clip, error_if_nonfinite=False)
-            if not torch.isfinite(norm):
-                raise _non_finite(f"the gradient norm is {float(norm)}", epoch, step + 1, controller, cfg,
-                                  "this step's")
+                problem = (f"the training loss is {float(loss.detach())}", "last step's")
+            else:
+                if hits is None:  # batched: the last step's gradients stay readable until here (error message)
+                    opt.zero_grad(set_to_none=True)
+                    fabric.backward(loss)
+                controller.check_no_frozen_grads()
+                per_step = tracker.due(step + 1) and {  # the lr this step uses, the gradient before clipping
+                    **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
+                    **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()}}
+                norm = fabric.clip_gradients(model, opt, max_norm=c2.grad_clip, error_if_nonfinite=False)
+                if not torch.isfinite(norm):
+                    problem = (f"the gradient norm is {float(norm)}", "this step's")
+            if problem is not None:  # skipped (no update) and counted; too many in a row fail the run
+                nonfinite_run, acc["skipped"] = nonfinite_run + 1, acc.get("skipped", 0) + 1
+                if nonfinite_run >= cfg.runtime.max_nonfinite_steps:
+                    raise _non_finite(problem[0] + (f" ({nonfinite_run} steps in a row)" if nonfinite_run > 1
+                                                    else ""), epoch, step + 1, controller, cfg, problem[1])
+                log(f"warning: epoch {epoch}, step {step + 1} skipped: {problem[0]}")
+                sched.step()  # no update; the gradients stay for the message (every step zeroes them first)
+                step += 1
+                facts["step"] = step
+                acc["batch"] = b + 1
+                continue
+            nonfinite_run = 0
             controller.check_lrs(opt, c2.lr)
             opt.step()
             sched.step()
@@ -306,7 +321,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             if ckpt.due() and b + 1 < n_batches:                                      # protocol §4: every M minutes
                 acc["seconds"] = time.time() - t_epoch
                 commit({"phase": "phase2", "epoch": epoch, "batch": b + 1, "stopped": False, "stop_reason": None})
-        loss_sum, correct, seen = acc["loss_sum"], acc["correct"], acc["seen"]
+        loss_sum, correct, seen, skipped = acc["loss_sum"], acc["correct"], acc["seen"], acc.get("skipped", 0)
+        skipped_total += skipped
         drift = {"contexts/drift_rms": acc["drift"]} if "drift" in acc else {}  # per_epoch: vs the previous epoch
         acc = None
         train_seconds += time.time() - t_epoch
@@ -317,9 +333,10 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             refresh_contexts(model, cfg, ids, offs, contexts, ("val",))
         val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=eval_batch,
                        autocast=fabric.autocast, token_bytes=token_bytes, stream=stream)
-        train_loss = loss_sum / seen
+        train_loss = loss_sum / seen if seen else math.nan  # nan: every step of the epoch was skipped
         record = {"kind": "epoch", "phase": "phase2", "epoch": epoch, "step": step, "train/loss": train_loss,
-                  "train/ppl": math.exp(train_loss), "train/acc": correct / seen,
+                  "train/ppl": math.exp(train_loss), "train/acc": correct / seen if seen else math.nan,
+                  "train/skipped_steps": skipped,
                   **{f"val/{k}": v for k, v in val.items()},
                   **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
                   **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()}, **drift,
@@ -349,6 +366,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     return {"best": {"epoch": best.epoch, "metrics": best.metrics},
             "test": {f"test/{k}": v for k, v in test.items()}, "epochs_run": epoch, "steps": step,
             "tokens_seen": tokens_seen, "train_seconds": train_seconds,
+            "numerics": {"nonfinite_steps": skipped_total},
             "invariants": {"frozen_unchanged": frozen_unchanged(frozen_checks), "frozen_checks": frozen_checks,
                            "dead_tensors": dead, "warnings": []}}
 
