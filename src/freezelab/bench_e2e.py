@@ -141,7 +141,7 @@ def per_token_reference(device: torch.device, *, vocab: int, dim: int, layers: i
         model.train()
         opt.zero_grad(set_to_none=True)
         if per_token:
-            train_batch_per_token(model, ids, offsets, contexts, pos, autocast=autocast,
+            train_batch_per_token(model, ids, offsets, contexts[pos], pos, autocast=autocast,
                                   backward=lambda loss: loss.backward())
         else:
             with autocast():

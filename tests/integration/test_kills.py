@@ -121,15 +121,20 @@ def test_lm_study_killed_at_every_kind_of_write_resumes_to_the_same_result(lm_st
         _clean(out)
 
 
+@pytest.mark.parametrize("cache", ["per_epoch", "online"])
 def test_lm_per_epoch_contexts_killed_inside_an_epoch_resume_to_the_same_result(
-        tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """context.cache=per_epoch with a training embed_norm: a run killed inside epoch 2 rebuilds that epoch's
-    contexts from the tensors of its start (not the moved ones) and ends exactly as the uninterrupted run."""
+        cache: str, tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Contexts that move with a training embed_norm: a run killed inside epoch 1 or 2 ends exactly as the
+    uninterrupted run. per_epoch rebuilds that epoch's contexts from the tensors of its start (not the moved
+    ones); online continues the stream from the last context computed before the kill (a context reset to 0,
+    or recomputed from the moved weights, would change the rest of the epoch)."""
     base = tiny_base(tiny_model_dir, tiny_corpus)
     base["phase2"].update(max_epochs=3, patience=3, lr=0.05, batch_size=128)
     base["runtime"]["checkpoint_minutes"] = 0
     base["model"]["embed_norm"] = "trainable_shared"
-    base["context"] = {"cache": "per_epoch"}
+    base["context"] = {"cache": cache}
+    if cache == "online":
+        base["phase2"]["order"] = "contiguous"
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({"name": "kill", "task": "lm", "seeds": [0], "base": base,
                                     "arms": {"drift": {"reference": True}}}), encoding="utf-8")

@@ -151,3 +151,24 @@ def test_large_vocab_is_fast():
     scores = score_baselines(train, held, held, V)
     assert time.perf_counter() - start < 5.0
     assert all(np.isfinite(v) for m in scores.values() for v in m.values())
+
+
+def test_stream_mode_baselines_score_and_fit_the_cross_document_targets_as_the_model_does():
+    """context.reset=stream: the model predicts a document's first token from the last one of the document
+    before; the baselines score those targets too (counted in the input token's document) and count those
+    pairs in train. Hand-made: docs [5 6 7] [8 9] -> stream pairs (5,6) (6,7) (7,8) (8,9)."""
+    from freezelab.tasks.lm.baselines import document_scores
+
+    V = 12
+    docs = _docs([5, 6, 7], [8, 9])
+    inside = document_scores(fit_unigram(_docs([1, 2], [3, 4]), V), docs)
+    stream = document_scores(fit_unigram(_docs([1, 2], [3, 4]), V, stream=True), docs, stream=True)
+    assert inside["tokens"].tolist() == [2, 1] and stream["tokens"].tolist() == [3, 1]
+    kn_in = fit_kn_bigram(docs, V)
+    kn_stream = fit_kn_bigram(docs, V, stream=True)
+    assert kn_in.context_counts[7] == 0 and kn_stream.context_counts[7] == 1    # the pair (7, 8)
+    assert kn_stream.top1[7] == 8
+    s_in, s_stream = kn_stream.score(docs), kn_stream.score(docs, stream=True)
+    assert (s_in.n_targets, s_stream.n_targets) == (3, 4)
+    by_hand = -np.mean(np.log([kn_stream.next_token_probs(a)[b] for a, b in ((5, 6), (6, 7), (7, 8), (8, 9))]))
+    assert s_stream.loss == pytest.approx(by_hand, rel=1e-12)

@@ -33,7 +33,7 @@ from freezelab.report.sections import Ctx
 
 # (dotted key, values that are the original's behaviour): the seed protocol's faithful options
 FAITHFUL_LM: tuple[tuple[str, tuple[Any, ...]], ...] = (
-    ("context.reset", ("stream",)), ("context.wraparound", (True,)), ("context.cache", ("per_epoch",)),
+    ("context.reset", ("stream",)), ("context.wraparound", (True,)), ("context.cache", ("online", "per_epoch")),
     ("data.split", ("token_fraction",)), ("model.embed_norm", ("trainable_shared",)),
     ("phase2.order", ("contiguous",)), ("phase1.er", ("legacy",)))
 SEED_TIED, SEED_UNTIED = 334.31, 1189.15  # the seed's N = 500 val PPLs (cvfp-lm.md §7)

@@ -10,7 +10,10 @@
       P(w | v)  = P_low(w)                                                           (c(v) = 0)
       P_low(w)  = max(N1+(. w) - d, 0) / N1+(. .)  +  d * |{w : N1+(. w) > 0}| / N1+(. .) / V
 
-Targets are next tokens inside a document: for each document, inputs ids[:-1] and targets ids[1:].
+Targets are the model's: next tokens inside a document (for each document, inputs ids[:-1] and targets
+ids[1:]), or with ``stream`` (``context.reset: stream``, the original's one stream) every next token of the
+split, the cross-document ones included, counted in the document of their input token; in stream mode the
+baselines are also fitted on the train stream's pairs, as the model trains on them.
 Everything is vectorised with numpy: bigram counts live in a sorted array of keys prev * V + next, so
 V = 50,257 and a million tokens take well under a second.
 """
@@ -73,14 +76,14 @@ class UnigramModel:
         """log P(w) for every token, shape (V,)."""
         return np.log(self.counts + self.k) - np.log(self.counts.sum() + self.k * self.vocab_size)
 
-    def score(self, docs: TokenDocs, token_bytes: np.ndarray | None = None) -> BaselineScore:
+    def score(self, docs: TokenDocs, token_bytes: np.ndarray | None = None, *, stream: bool = False) -> BaselineScore:
         """CE, PPL and top-1 (always the most frequent train token) on docs' next-token targets."""
-        _, targets = docs.target_pairs()  # (n,)
+        _, targets = docs.target_pairs(stream)  # (n,)
         return _score(self.log_probs()[targets], targets == int(np.argmax(self.counts)), targets, token_bytes)
 
 
-def _target_counts(docs: TokenDocs, vocab_size: int) -> np.ndarray:
-    _, targets = docs.target_pairs()
+def _target_counts(docs: TokenDocs, vocab_size: int, stream: bool = False) -> np.ndarray:
+    _, targets = docs.target_pairs(stream)
     return np.bincount(targets, minlength=vocab_size).astype(np.int64)  # (V,)
 
 
@@ -93,7 +96,7 @@ def _subset(docs: TokenDocs, keep: np.ndarray) -> TokenDocs:
 
 
 def fit_unigram(train: TokenDocs, vocab_size: int, *, k_grid: tuple[float, ...] = DEFAULT_K_GRID,
-                seed: int = 0) -> UnigramModel:
+                seed: int = 0, stream: bool = False) -> UnigramModel:
     """Fit an add-k unigram; k minimises CE on a held-out 10 % of train documents, then refit on all.
 
     Args:
@@ -101,6 +104,7 @@ def fit_unigram(train: TokenDocs, vocab_size: int, *, k_grid: tuple[float, ...] 
         vocab_size: V, the number of outcomes smoothed over.
         k_grid: candidate k > 0; ties go to the first.
         seed: seed of the held-out document draw.
+        stream: count the train stream's targets (module docstring).
 
     Returns:
         The model refit on all of train with the chosen k; ``k_losses`` holds every candidate's CE.
@@ -114,14 +118,14 @@ def fit_unigram(train: TokenDocs, vocab_size: int, *, k_grid: tuple[float, ...] 
         raise ValueError(f"k_grid must hold positive values, got {k_grid}")
     perm = np.random.default_rng(seed).permutation(train.n_docs)
     n_held = max(1, round(0.1 * train.n_docs))
-    fit_counts = _target_counts(_subset(train, np.sort(perm[n_held:])), vocab_size)  # (V,)
-    held_counts = _target_counts(_subset(train, np.sort(perm[:n_held])), vocab_size)  # (V,)
+    fit_counts = _target_counts(_subset(train, np.sort(perm[n_held:])), vocab_size, stream)  # (V,)
+    held_counts = _target_counts(_subset(train, np.sort(perm[:n_held])), vocab_size, stream)  # (V,)
     k_losses = {}
     for k in k_grid:
         log_p = UnigramModel(counts=fit_counts, k=k).log_probs()  # (V,)
         k_losses[k] = float(-(held_counts * log_p).sum() / max(held_counts.sum(), 1))
     best_k = min(k_grid, key=lambda k: k_losses[k])
-    return UnigramModel(counts=_target_counts(train, vocab_size), k=best_k, k_losses=k_losses)
+    return UnigramModel(counts=_target_counts(train, vocab_size, stream), k=best_k, k_losses=k_losses)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,17 +163,17 @@ class KNBigramModel:
         nxt = np.arange(self.vocab_size)
         return np.exp(self.log_probs(np.full(self.vocab_size, prev), nxt))
 
-    def score(self, docs: TokenDocs, token_bytes: np.ndarray | None = None) -> BaselineScore:
+    def score(self, docs: TokenDocs, token_bytes: np.ndarray | None = None, *, stream: bool = False) -> BaselineScore:
         """CE, PPL and top-1 (argmax of P(. | prev)) on docs' next-token targets."""
-        prev, targets = docs.target_pairs()  # (n,), (n,)
+        prev, targets = docs.target_pairs(stream)  # (n,), (n,)
         return _score(self.log_probs(prev, targets), self.top1[prev] == targets, targets, token_bytes)
 
 
-def fit_kn_bigram(train: TokenDocs, vocab_size: int, discount: float = 0.75) -> KNBigramModel:
-    """Count train bigrams inside documents and build the interpolated Kneser-Ney model.
+def fit_kn_bigram(train: TokenDocs, vocab_size: int, discount: float = 0.75, *, stream: bool = False) -> KNBigramModel:
+    """Count train bigrams and build the interpolated Kneser-Ney model.
 
     Args:
-        train: train documents (bigrams never cross a document boundary).
+        train: train documents (bigrams never cross a document boundary, unless ``stream``).
         vocab_size: V; every token of V gets non-zero probability.
         discount: absolute discount d in (0, 1].
 
@@ -182,7 +186,7 @@ def fit_kn_bigram(train: TokenDocs, vocab_size: int, discount: float = 0.75) -> 
     if not 0 < discount <= 1:
         raise ValueError(f"discount must be in (0, 1], got {discount}")
     V, d = vocab_size, discount
-    prev, nxt = train.target_pairs()  # (n,), (n,)
+    prev, nxt = train.target_pairs(stream)  # (n,), (n,)
     if len(prev) == 0:
         raise DataError("The KN bigram baseline has no train bigrams: every train document is shorter than "
                         "2 tokens. Use longer documents.")
@@ -212,44 +216,50 @@ def fit_kn_bigram(train: TokenDocs, vocab_size: int, discount: float = 0.75) -> 
 
 
 def score_baselines(train: TokenDocs, val: TokenDocs, test: TokenDocs, vocab_size: int, *,
-                    token_bytes: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+                    token_bytes: np.ndarray | None = None, stream: bool = False) -> dict[str, dict[str, float]]:
     """Fit both baselines on train and score val and test.
 
     Args:
         train, val, test: the study's splits.
         vocab_size: V.
         token_bytes: (V,) UTF-8 bytes per token; when given, ``val/bpb`` and ``test/bpb`` are added.
+        stream: the model's one-stream targets, cross-document ones included (module docstring).
 
     Returns:
         {"unigram": {"val/loss", "val/ppl", "val/acc", "test/loss", ...}, "kn_bigram": {...}}.
     """
-    models = {"unigram": fit_unigram(train, vocab_size), "kn_bigram": fit_kn_bigram(train, vocab_size)}
+    models = _fit(train, vocab_size, stream)
     out: dict[str, dict[str, float]] = {}
     for name, model in models.items():
         out[name] = {}
         for split, docs in (("val", val), ("test", test)):
-            s = model.score(docs, token_bytes)
+            s = model.score(docs, token_bytes, stream=stream)
             out[name].update({f"{split}/loss": s.loss, f"{split}/ppl": s.ppl, f"{split}/acc": s.acc})
             if s.bpb is not None:
                 out[name][f"{split}/bpb"] = s.bpb
     return out
 
 
+def _fit(train: TokenDocs, vocab_size: int, stream: bool) -> dict[str, UnigramModel | KNBigramModel]:
+    return {"unigram": fit_unigram(train, vocab_size, stream=stream),
+            "kn_bigram": fit_kn_bigram(train, vocab_size, stream=stream)}
+
+
 def document_scores(model: UnigramModel | KNBigramModel, docs: TokenDocs,
-                    token_bytes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                    token_bytes: np.ndarray | None = None, *, stream: bool = False) -> dict[str, np.ndarray]:
     """Per-document sums of a baseline on docs' next-token targets (the columns of items/<name>.npz).
 
     Returns:
         {"id", "loss_sum", "tokens", "correct", "bytes"}, each (n_docs with a target,), ``id`` the
         document index in the split.
     """
-    prev, targets = docs.target_pairs()  # (n,), (n,)
+    prev, targets = docs.target_pairs(stream)  # (n,), (n,)
     if isinstance(model, UnigramModel):
         log_p, hit = model.log_probs()[targets], targets == int(np.argmax(model.counts))
     else:
         log_p, hit = model.log_probs(prev, targets), model.top1[prev] == targets
-    n_targets = np.maximum(docs.lengths - 1, 0)  # (n_docs,)
-    doc = np.repeat(np.arange(docs.n_docs), n_targets)  # (n,) document of each target
+    doc = docs.target_documents(stream)  # (n,) document of each target's input token
+    n_targets = np.bincount(doc, minlength=docs.n_docs)  # (n_docs,)
     nb = token_bytes[targets] if token_bytes is not None else np.zeros(len(targets))
     cols = {"loss_sum": np.bincount(doc, -log_p, docs.n_docs), "tokens": n_targets.astype(np.float64),
             "correct": np.bincount(doc, hit.astype(np.float64), docs.n_docs),
@@ -259,12 +269,14 @@ def document_scores(model: UnigramModel | KNBigramModel, docs: TokenDocs,
 
 
 def baseline_items(train: TokenDocs, val: TokenDocs, test: TokenDocs, vocab_size: int, *,
-                   token_bytes: np.ndarray | None = None) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+                   token_bytes: np.ndarray | None = None,
+                   stream: bool = False) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """Both baselines fitted on train as in ``score_baselines``, scored per document on val and test.
 
     Returns:
         {"unigram": {"val": columns, "test": columns}, "kn_bigram": {...}} (see ``document_scores``).
     """
-    models = {"unigram": fit_unigram(train, vocab_size), "kn_bigram": fit_kn_bigram(train, vocab_size)}
-    return {name: {split: document_scores(model, docs, token_bytes) for split, docs in (("val", val), ("test", test))}
+    models = _fit(train, vocab_size, stream)
+    return {name: {split: document_scores(model, docs, token_bytes, stream=stream)
+                   for split, docs in (("val", val), ("test", test))}
             for name, model in models.items()}

@@ -89,15 +89,16 @@ def load_lm_data(cfg: LMConfig, emb: LoadedEmbedding, cache_dir: Path | None, *,
         (data, baselines) where baselines is None when ``cfg.baselines`` is off.
     """
     data_keys = hash_view(LMConfig, {"data": cfg.data.model_dump()})["data"]  # a new key at its default: same cache
-    key = hash_json({"data": data_keys, "tokenizer": _tokenizer_id(cfg, emb),
-                     "vocab": len(emb.tokenizer), "baselines": cfg.baselines, "version": 2})[:16]
+    stream = cfg.context.reset == "stream"  # baselines on the model's targets (a new key only when it applies)
+    key = hash_json({"data": data_keys, "tokenizer": _tokenizer_id(cfg, emb), "vocab": len(emb.tokenizer),
+                     "baselines": cfg.baselines, "version": 2, **({"stream_targets": True} if stream else {})})[:16]
 
     def compute() -> tuple[LMData, dict[str, Any] | None]:
         data = build(cfg, emb)
         if data.token_bytes is None:
             data = LMData(**{**data.__dict__, "token_bytes": token_byte_lengths(emb.tokenizer)})
         baselines = (score_baselines(data.train, data.val, data.test, emb.vocab_size,
-                                     token_bytes=data.token_bytes) if cfg.baselines else None)
+                                     token_bytes=data.token_bytes, stream=stream) if cfg.baselines else None)
         return data, baselines
 
     if cache_dir is None:

@@ -111,11 +111,14 @@ class ContextConfig(Strict):
         "continuous stream over all documents (the original).")
     wraparound: bool = Field(False, description="stream only: Phase-1 input at token 0 is the last context.")
     cache_dtype: Literal["float32", "bfloat16"] = Field("float32", description="Context cache dtype.")
-    cache: Literal["once", "per_epoch"] = Field(
+    cache: Literal["once", "per_epoch", "online"] = Field(
         "once", json_schema_extra=HASH_NEUTRAL, description="once (freezelab): contexts computed after Phase 1 "
-        "with its final parameters and cached for all of Phase 2. per_epoch (faithful, cvfp-lm.md §5, §9 flaw 2): "
+        "with its final parameters and cached for all of Phase 2. per_epoch (cvfp-lm.md §5, §9 flaw 2): "
         "recomputed from the current wte / embed_norm at every Phase-2 epoch start, so a trained embedding or "
-        "model.embed_norm=trainable_shared makes the 'frozen' contexts drift, as in the original.")
+        "model.embed_norm=trainable_shared makes the 'frozen' contexts drift. online (faithful): each training "
+        "token's context computed inside the loop from the previous token's with the weights of that step, "
+        "as the original does (needs phase2.order=contiguous; a per-token ContextBlock call per training token "
+        "per epoch, no cache); val and test as per_epoch.")
 
 
 class Phase1Config(Strict):
@@ -240,9 +243,13 @@ class LMConfig(Strict):
                                  "position table); set it, e.g. 512")
         if self.context.wraparound and self.context.reset != "stream":
             raise ValueError("context.wraparound=true needs context.reset=stream")
-        if self.context.cache == "per_epoch" and not self.model.use_context:
-            raise ValueError("context.cache=per_epoch with model.use_context=false: the contexts are 0 and "
-                             "nothing is recomputed; drop context.cache or set model.use_context=true")
+        if self.context.cache != "once" and not self.model.use_context:
+            raise ValueError(f"context.cache={self.context.cache} with model.use_context=false: the contexts are 0 "
+                             "and nothing is recomputed; drop context.cache or set model.use_context=true")
+        if self.context.cache == "online" and self.phase2.order != "contiguous":
+            raise ValueError("context.cache=online computes each token's context from the one before it, in stream "
+                             "order, as the original does; it needs phase2.order=contiguous (now "
+                             f"{self.phase2.order}). Set phase2.order: contiguous, or use context.cache=per_epoch")
         u = self.phase2.unfreeze
         if u is not None:
             if "embed" in u.groups and not self.embedding.freeze:

@@ -3,7 +3,8 @@
 Phase 1 trains the ContextBlock alone by fixed-point iterations (``phase1.train_phase1``) and logs, per
 iteration, the token-weighted losses and the effective rank of train and val contexts. The contexts of
 every split are then computed with the current parameters, exact and noise-free: once after Phase 1
-(``context.cache: once``), or again at every Phase-2 epoch start (``per_epoch``, the original's drift).
+(``context.cache: once``), or again at every Phase-2 epoch start (``per_epoch``), or token by token inside
+the Phase-2 loop with the weights of that step (``online``, the original's in-stream contexts).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from freezelab.tasks.lm import phase1 as p1
 from freezelab.tasks.lm.config import LMConfig
 from freezelab.tasks.lm.model import CVFPModel
 from freezelab.tasks.lm.needs import context_needs
+from freezelab.tasks.lm.recurrence import contexts_continued
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import torch_generator
 
@@ -235,3 +237,39 @@ def refresh_contexts(model: CVFPModel, cfg: LMConfig, ids: Splits, offs: Splits,
     finally:
         if saved:
             model.load_state_dict(saved, strict=False)
+
+
+# ----------------------------------------------------------------------------- context.cache: online
+class OnlineContexts:
+    """``context.cache: online``: the original's in-stream contexts (cvfp-lm.md §5 "Original loop").
+
+    The original computes each training token's context inside the Phase-2 loop, from the previous token's
+    context and the weights of that moment (no_grad), carrying it across the whole epoch from c = 0. Batches
+    step in stream order (``phase2.order: contiguous``), so a batch's contexts are the recurrence continued
+    from the last context of the batch before, with the weights after its update: exactly the original's
+    numbers, at the cost of a per-token ContextBlock call for every training token of every epoch (no cache).
+
+    ``frontier`` (next token to compute) and ``carry`` (1, d_c) are all a run resumed inside an epoch needs.
+    """
+
+    def __init__(self, model: CVFPModel, cfg: LMConfig, ids: torch.Tensor, offsets: torch.Tensor, *,
+                 frontier: int = 0, carry: torch.Tensor | None = None) -> None:
+        self.model, self.ids, self.offsets = model, ids, offsets
+        self.windows = window_offsets(cfg, offsets)
+        self.reset_at = None if is_stream(cfg) else offsets[:-1]
+        self.frontier = frontier
+        self.carry = carry if carry is not None else torch.zeros(1, model.context_dim, device=ids.device)
+
+    @torch.no_grad()
+    def take(self, pos: torch.Tensor) -> torch.Tensor:
+        """The contexts (B, L, d_c) of ``pos`` (increasing, none before the frontier), computed now."""
+        a, b = self.frontier, int(pos[-1]) + 1
+        if int(pos[0]) < a or b <= a:
+            raise RuntimeError(f"context.cache=online: positions {int(pos[0])}..{b - 1} are not after the "
+                               f"last computed token {a - 1}; the batches must run in stream order")
+        span = torch.arange(a, b, device=self.ids.device)
+        x = self.model.token_inputs(self.ids, self.windows, span)                   # (R, n*d_e), current weights
+        starts = None if self.reset_at is None else torch.isin(span, self.reset_at)
+        c = contexts_continued(self.model.context_block, x, self.carry, starts)   # (R, L, d_c)
+        self.frontier, self.carry = b, c[-1:, -1].clone()
+        return c[pos - a]

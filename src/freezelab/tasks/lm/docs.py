@@ -36,9 +36,21 @@ class TokenDocs:
         """Next-token positions inside documents: sum over documents of (length - 1)."""
         return int(np.maximum(self.lengths - 1, 0).sum())
 
-    def target_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(inputs, targets), both (n_targets,): ids[:-1] and ids[1:] of every document, concatenated."""
+    def target_positions(self, stream: bool = False) -> np.ndarray:
+        """Positions t whose next token ids[t + 1] is a target: inside documents, or with ``stream`` (one
+        stream over all documents, ``context.reset: stream``) every t < N - 1, as the model scores them."""
+        if stream:
+            return np.arange(max(self.n_tokens - 1, 0))
         is_last = np.zeros(self.n_tokens, dtype=bool)
         is_last[self.offsets[1:][self.lengths > 0] - 1] = True  # a document's last token has no target
-        pos = np.flatnonzero(~is_last)  # (n_targets,)
+        return np.flatnonzero(~is_last)  # (n_targets,)
+
+    def target_pairs(self, stream: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets), both (n,): ids[:-1] and ids[1:] of every document, concatenated (``stream``:
+        of the whole split, so a document's last token predicts the next document's first)."""
+        pos = self.target_positions(stream)
         return self.ids[pos], self.ids[pos + 1]
+
+    def target_documents(self, stream: bool = False) -> np.ndarray:
+        """The document of each target's input token, (n,) (a cross-document target counts in the first)."""
+        return np.searchsorted(self.offsets, self.target_positions(stream), side="right") - 1

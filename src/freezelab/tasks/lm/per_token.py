@@ -25,14 +25,16 @@ def train_batch_per_token(model: CVFPModel, ids: torch.Tensor, offsets: torch.Te
                           pos: torch.Tensor, *, autocast: Callable, backward: Callable) -> tuple[float, int]:
     """Forward and backward every position of ``pos`` alone; gradients accumulate (caller zeroed them).
 
+    ``contexts`` (B, L, d_c) are the batch's, row i for ``pos[i]``.
+
     Returns:
         (mean loss over the batch, number of correct top-1 predictions).
     """
     loss_sum, correct, n = 0.0, 0, len(pos)
-    for p in pos.tolist():
+    for i, p in enumerate(pos.tolist()):
         one = torch.tensor([p], device=pos.device)
         with autocast():
-            logits = model(contexts[one].float(), model.token_inputs(ids, offsets, one))   # (1, V)
+            logits = model(contexts[i : i + 1].float(), model.token_inputs(ids, offsets, one))   # (1, V)
             loss = F.cross_entropy(logits.float(), ids[one + 1])
         backward(loss / n)
         loss_sum += loss.item()                                                       # the per-token sync

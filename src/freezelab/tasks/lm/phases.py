@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from freezelab.errors import NumericFailure
+from freezelab.errors import NumericFailure, RunFileError
 from freezelab.freeze.invariants import PhaseSnapshots, frozen_unchanged
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.lm.config import LMConfig
 from freezelab.tasks.lm.contexts import (  # noqa: F401  (compute_contexts ... are re-exported for callers)
+    OnlineContexts,
     Splits,
     compute_contexts,
     context_diagnostics,
@@ -34,7 +35,7 @@ from freezelab.tasks.lm.contexts import (  # noqa: F401  (compute_contexts ... a
 from freezelab.tasks.lm.loss import head_loss
 from freezelab.tasks.lm.model import CVFPModel
 from freezelab.tasks.lm.per_token import train_batch_per_token
-from freezelab.tracking.checkpoints import BEST, STATE, Checkpoints, restore_training_state, training_state
+from freezelab.tracking.checkpoints import BEST, RESTART_FIX, STATE, Checkpoints, restore_training_state, training_state
 from freezelab.tracking.items import MODEL, metric, write_items
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
@@ -112,11 +113,12 @@ def item_metrics(with_bytes: bool) -> dict[str, dict[str, Any]]:
     return {**out, "bpb": metric("loss_sum", "bytes", 1 / math.log(2))} if with_bytes else out
 
 
-def write_baseline_items(run_dir: Path, data: Any, vocab_size: int) -> None:
-    """items/unigram.npz and items/kn_bigram.npz: the naive baselines per document of val and test."""
+def write_baseline_items(run_dir: Path, data: Any, vocab_size: int, *, stream: bool = False) -> None:
+    """items/unigram.npz and items/kn_bigram.npz: the naive baselines per document of val and test, on the
+    model's targets (``stream``: the cross-document ones too)."""
     from freezelab.tasks.lm.baselines import baseline_items
 
-    found = baseline_items(data.train, data.val, data.test, vocab_size, token_bytes=data.token_bytes)
+    found = baseline_items(data.train, data.val, data.test, vocab_size, token_bytes=data.token_bytes, stream=stream)
     for name, splits in found.items():
         write_items(run_dir, name, splits, task="lm", metrics=item_metrics(data.token_bytes is not None))
 
@@ -186,7 +188,10 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     sched = controller.build_scheduler(opt, c2.lr)
     controller.check_layout(opt, when="at the start of phase 2")                     # I4, at construction
     stream = is_stream(cfg)
-    per_epoch = cfg.context.cache == "per_epoch"  # contexts recomputed from the current parameters (faithful)
+    per_epoch = cfg.context.cache == "per_epoch"  # contexts recomputed from the current parameters
+    online = cfg.context.cache == "online"  # ... token by token inside the loop, as the original (contexts.py)
+    recompute = per_epoch or online  # val and test from the current weights before they are scored
+    stream_ctx: OnlineContexts | None = None  # online: the epoch's in-stream contexts so far
     contexts = dict(contexts)
     epoch_sources: dict[str, torch.Tensor] = {}  # per_epoch: the moving context sources at the epoch start
     train_pos = target_positions(offs["train"], stream=stream)
@@ -209,6 +214,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                                "skipped_total": skipped_total, "nonfinite_run": nonfinite_run})
         dirty = position["batch"] is None and best.epoch == position["epoch"]
         tensors.update({f"ctx/{k}": v for k, v in epoch_sources.items()})  # this epoch's context sources
+        if stream_ctx is not None and position["batch"] is not None:  # online, inside an epoch: the carry
+            tensors["online/carry"] = stream_ctx.carry
+            state["online_frontier"] = stream_ctx.frontier
         ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
                     model=model)
 
@@ -224,12 +232,19 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         if (resume.get("facts") or {}).get("phases"):  # the unfreeze record (summary.phases), kept across resume
             facts["phases"] = resume["facts"]["phases"]
         first = epoch if at["batch"] is not None else epoch + 1
-        if per_epoch and at["batch"] is not None:  # inside an epoch: its contexts come from its start's tensors
+        if recompute and at["batch"] is not None:  # inside an epoch: its contexts as they were
             from freezelab.tracking.weights import read_weights
 
             stored, _ = read_weights(ckpt.dir / STATE, ckpt.files[STATE])
-            epoch_sources = {k[4:]: v for k, v in stored.items() if k.startswith("ctx/")}
-            refresh_contexts(model, cfg, ids, offs, contexts, ("train",), sources=epoch_sources)
+            if per_epoch:  # from the epoch start's tensors
+                epoch_sources = {k[4:]: v for k, v in stored.items() if k.startswith("ctx/")}
+                refresh_contexts(model, cfg, ids, offs, contexts, ("train",), sources=epoch_sources)
+            else:  # online: continued from the last context computed before the kill
+                carry, frontier = stored.get("online/carry"), resume.get("online_frontier")
+                if carry is None or not isinstance(frontier, int) or carry.shape != (1, model.context_dim):
+                    raise RunFileError(f"{ckpt.dir / STATE} has no valid in-stream context "
+                                       f"(context.cache=online) to resume epoch {epoch} from. {RESTART_FIX}")
+                stream_ctx = OnlineContexts(model, cfg, ids["train"], offs["train"], frontier=frontier, carry=carry)
         log((f"resumed in epoch {epoch} after batch {at['batch']}" if at["batch"] is not None else
              f"resumed after epoch {epoch}") + f" (step {step})" + (", training had stopped" if stopped else ""))
     tracker.live.phase("phase2", total=c2.max_epochs * n_batches, epochs=c2.max_epochs, steps_per_epoch=n_batches,
@@ -255,6 +270,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                     refresh_contexts(model, cfg, ids, offs, contexts, ("train",))
                 acc["drift"] = float((contexts["train"].float() - before.float()).pow(2).mean().sqrt())
                 log(f"epoch {epoch}: contexts recomputed (context.cache=per_epoch), RMS change {acc['drift']:.4g}")
+            if online:  # c = 0 at the epoch start, as the original's train_epoch
+                stream_ctx = OnlineContexts(model, cfg, ids["train"], offs["train"])
         model.train()
         batches = epoch_batches(model, train_pos, offs["train"], cfg, seed=seed, epoch=epoch)
         t_epoch = time.time() - acc["seconds"]
@@ -263,16 +280,17 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         for b in bar:
             pos = batches[b]                                                       # (B,)
             targets = ids["train"][pos + 1]
+            ctx = stream_ctx.take(pos) if stream_ctx is not None else contexts["train"][pos]   # (B, L, d_c)
             if c2.loop == "per_token":  # the original's loop: forward + backward per position, .item() each
                 opt.zero_grad(set_to_none=True)
                 step_loss, hits = train_batch_per_token(model, ids["train"], window_offsets(cfg, offs["train"]),
-                                                        contexts["train"], pos,
+                                                        ctx, pos,
                                                         autocast=fabric.autocast, backward=fabric.backward)
                 loss = torch.tensor(step_loss)
             else:
                 with fabric.autocast():
                     x = model.token_inputs(ids["train"], window_offsets(cfg, offs["train"]), pos)  # (B, n*d_e)
-                    h = model.token_block(contexts["train"][pos].float(), x)       # (B, d_e)
+                    h = model.token_block(ctx.float(), x)                            # (B, d_e)
                     loss, pred = head_loss(model, h, targets, fused=CE_FUSED, chunk_rows=CE_CHUNK_ROWS)
                 hits = None
             problem, per_step = None, {}
@@ -328,8 +346,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         train_seconds += time.time() - t_epoch
         tokens_seen += seen
         phase.check_frozen(model, f"at the end of epoch {epoch}", step=step)
+        stream_ctx = None
         tracker.live.note("evaluating val")
-        if per_epoch:
+        if recompute:
             refresh_contexts(model, cfg, ids, offs, contexts, ("val",))
         val = evaluate(model, ids["val"], offs["val"], contexts["val"], batch_size=eval_batch,
                        autocast=fabric.autocast, token_bytes=token_bytes, stream=stream)
@@ -353,7 +372,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             break
     best.restore(model)
     phase.check_frozen(model, "at the end of the run", step=step)
-    if per_epoch:  # the best epoch's own contexts
+    if recompute:  # the best epoch's own contexts
         refresh_contexts(model, cfg, ids, offs, contexts, ("val", "test"))
     tracker.live.note("evaluating val and test at the best epoch")
     items: dict[str, dict[str, Any]] = {"val": {}, "test": {}}

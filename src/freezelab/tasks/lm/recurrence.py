@@ -13,6 +13,8 @@ except the reference one:
   Sweep k is exact for t < k; because a random or CVFP-trained ContextBlock forgets its state
   within a few tokens, it converges after a few dozen sweeps instead of N.
 - ``contexts_stream_sequential``: the per-token reference loop (tests and ``loop: per_token``).
+- ``contexts_continued``: the per-token loop from a carried context over the next R tokens, for
+  ``context.cache: online`` (the original's in-stream contexts while the weights they read train).
 
 Documents arrive as a flat id array plus ``offsets`` (n_docs + 1,), offsets[0] = 0 and
 offsets[-1] = N, as in the task's ``TokenDocs``. Outputs are float32 (N, L, d_c).
@@ -171,6 +173,31 @@ def contexts_stream_sequential(block: ContextBlock, x: Tensor, *, all_layers: bo
     for t in range(x.shape[0]):
         y = block(c, x[t : t + 1])  # (1, L, d_c)
         out[t] = y[0] if all_layers else y[0, -1]
+        c = y[:, -1]
+    return out
+
+
+@torch.no_grad()
+def contexts_continued(block: ContextBlock, x: Tensor, c_prev: Tensor, starts: Tensor | None = None) -> Tensor:
+    """The recurrence continued one token at a time from a carried context (``context.cache: online``).
+
+    Args:
+        block: the ContextBlock.
+        x: (R, n*d_e) token inputs of R consecutive tokens.
+        c_prev: (1, d_c) the final-layer context of the token before the first (zeros at a start).
+        starts: (R,) bool, True where a document starts (c resets to 0 there); None: one stream.
+
+    Returns:
+        (R, L, d_c) float32 contexts; ``[-1:, -1]`` is the context to carry on.
+    """
+    out = torch.empty(_out_shape(block, x.shape[0], True), device=x.device)
+    c = c_prev
+    reset = starts.tolist() if starts is not None else [False] * x.shape[0]
+    for t in range(x.shape[0]):
+        if reset[t]:
+            c = torch.zeros_like(c)
+        y = block(c, x[t : t + 1])  # (1, L, d_c)
+        out[t] = y[0]
         c = y[:, -1]
     return out
 

@@ -215,7 +215,7 @@ class LMTask:
         if baselines is not None:  # per-document baseline scores on the same items as the model's
             from freezelab.tasks.lm.phases import write_baseline_items
 
-            write_baseline_items(ctx.run_dir, data, emb.vocab_size)
+            write_baseline_items(ctx.run_dir, data, emb.vocab_size, stream=cfg.context.reset == "stream")
         d = facts["data"]
         sizes = " | ".join(f"{s} {d[s + '_docs']:,} docs, {d[s + '_tokens']:,} tokens"
                            for s in ("train", "val", "test"))
