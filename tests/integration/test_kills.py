@@ -249,8 +249,11 @@ def test_real_cli_killed_at_a_random_moment_resumes_to_the_same_result(lm_study:
             if status is not None and '"running"' in status.read_text():
                 break
             time.sleep(0.05)
-        time.sleep(random.Random(os.getpid()).uniform(0.0, 2.0))
-        os.killpg(proc.pid, signal.SIGKILL)                  # the whole study: runner and run process
+        time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)              # the whole study: runner and run process
+        except ProcessLookupError:                           # it ended first (a fast machine): nothing to resume
+            pass
         proc.wait()
     assert _rerun(lm_study, out) in ("succeeded", "skipped")
     assert kill_helpers.result(out) == whole

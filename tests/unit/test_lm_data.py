@@ -324,3 +324,24 @@ def test_the_document_split_never_cuts_a_document(tokenizer, wiki):
         data = _build(texts, tokenizer, **kw)
         sources = [{_source(n) for n in getattr(data, s).doc_names} for s in ("train", "val", "test")]
         assert not (sources[0] & sources[1]) and not (sources[0] & sources[2]) and not (sources[1] & sources[2])
+
+
+def test_hf_row_offset_starts_at_that_row_and_names_documents_by_row_index(tmp_path):
+    """data.hf_row_offset: rows offset.. in dataset order, named by their row; past the end is a clear error;
+    the key is refused for another source."""
+    from freezelab.tasks.lm.config import LMDataConfig
+
+    rows = [{"messages": [{"role": "user", "content": f"question {i}"}]} for i in range(10)]
+    file = tmp_path / "chat.jsonl"
+    file.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    kw = dict(path=None, hf_name="json", hf_split="train", hf_config=None, doc_mode="file", hf_data_files=str(file))
+    docs = load_texts("hf_dataset", max_docs=3, hf_row_offset=4, **kw)
+    assert docs == [(f"hf:json/train#{i}", f"question {i}") for i in (4, 5, 6)]
+    assert load_texts("hf_dataset", max_docs=None, hf_row_offset=8, **kw) == [
+        (f"hf:json/train#{i}", f"question {i}") for i in (8, 9)]
+    with pytest.raises(DataError, match=r"no rows from data.hf_row_offset=10 on.*Lower data.hf_row_offset"):
+        load_texts("hf_dataset", max_docs=3, hf_row_offset=10, **kw)
+    with pytest.raises(ValueError, match=r"data.hf_row_offset only apply to data.source=hf_dataset"):
+        LMDataConfig.model_validate({"source": "wiki_excerpt", "hf_row_offset": 5})
+    assert LMDataConfig.model_validate({"source": "hf_dataset", "hf_name": "json", "hf_data_files": str(file),
+                                        "hf_row_offset": 5}).hf_row_offset == 5

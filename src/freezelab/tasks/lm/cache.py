@@ -41,7 +41,8 @@ def build(cfg: LMConfig, emb: LoadedEmbedding) -> LMData:
     streamed = d.source == "hf_dataset"
     texts = load_texts(d.source, path=d.path, hf_name=d.hf_name, hf_split=d.hf_split, hf_config=d.hf_config,
                        max_docs=(reserve + d.max_train_docs) if streamed and d.max_train_docs else None,
-                       doc_mode=d.doc_mode, text=d.text)
+                       doc_mode=d.doc_mode, text=d.text, hf_row_offset=d.hf_row_offset, hf_revision=d.hf_revision,
+                       hf_data_files=d.hf_data_files)
     data = build_lm_data(texts, emb.tokenizer, n_val_docs=d.n_val_docs, n_test_docs=d.n_test_docs,
                          max_train_docs=d.max_train_docs, max_tokens_per_doc=d.max_tokens_per_doc,
                          overflow=d.overflow, data_seed=d.data_seed, add_eos=d.add_eos, shuffle_docs=not streamed,

@@ -3,7 +3,7 @@ that define comparability between its arms."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -20,6 +20,16 @@ class LMDataConfig(Strict):
     hf_name: Optional[str] = Field(None, description="Dataset id, e.g. HuggingFaceH4/ultrachat_200k.")
     hf_config: Optional[str] = Field(None, description="Dataset configuration name, if any.")
     hf_split: str = Field("train", description="Dataset split to stream, e.g. train_sft.")
+    hf_row_offset: int = Field(
+        0, ge=0, json_schema_extra=HASH_NEUTRAL, description="hf_dataset: skip this many rows of the split first; "
+        "the documents are then rows offset, offset+1, ... in dataset order, each named by its row index (so a "
+        "document split is reproducible while the dataset's row order is: pin hf_revision).")
+    hf_revision: Optional[str] = Field(
+        None, json_schema_extra=HASH_NEUTRAL, description="hf_dataset: the dataset revision (a commit sha, tag or "
+        "branch) to read, so its rows and their order stay fixed.")
+    hf_data_files: Optional[Union[str, list[str]]] = Field(
+        None, json_schema_extra=HASH_NEUTRAL, description="hf_dataset with a local builder as hf_name (json, csv, "
+        "parquet, text): the files to read, e.g. data/chat.jsonl (offline).")
     max_train_docs: Optional[int] = Field(None, ge=1, description="Training documents (N); None = all.")
     n_val_docs: int = Field(50, ge=1, description="Validation documents (selection).")
     n_test_docs: int = Field(50, ge=1, description="Test documents (scored once at the best epoch).")
@@ -42,6 +52,15 @@ class LMDataConfig(Strict):
         "train, val or test. token_fraction (faithful, cvfp-lm.md §6, §9 flaw 4): the train and val documents are "
         "concatenated in order and cut at token ⌊T·train_tokens/(train+val tokens)⌋, so one document is split "
         "across train and val, as the original did; test stays document-level. The split_hash records it.")
+
+    @model_validator(mode="after")
+    def _hf_keys_need_hf(self) -> LMDataConfig:
+        used = [k for k, v in (("hf_row_offset", self.hf_row_offset != 0), ("hf_revision", self.hf_revision),
+                               ("hf_data_files", self.hf_data_files)) if v]
+        if used and self.source != "hf_dataset":
+            raise ValueError(f"data.{', data.'.join(used)} only apply to data.source=hf_dataset (now "
+                             f"{self.source}); drop them or set data.source: hf_dataset")
+        return self
 
 
 class EmbeddingConfig(Strict):

@@ -67,6 +67,8 @@ def load_texts(
     doc_mode: str,
     hf_data_files: str | list[str] | None = None,
     text: Literal["full", "first_turn"] = "full",
+    hf_row_offset: int = 0,
+    hf_revision: str | None = None,
 ) -> list[tuple[str, str]]:
     """Load the raw documents of one source, in source order.
 
@@ -81,6 +83,8 @@ def load_texts(
         hf_data_files: for ``hf_dataset`` with a local builder (``json``, ``text``), the files to read.
         text: ``full``, or ``first_turn``: a chat row's first user message, and for every other document its
             first paragraph (``first_paragraph``: wiki articles, text files, rows with a ``text`` field).
+        hf_row_offset: for ``hf_dataset``, rows skipped first (documents are named by their row index).
+        hf_revision: for ``hf_dataset``, the dataset revision to read.
 
     Returns:
         A list of (name, text), e.g. ("wiki:Anarchism", "..."), ("file:a.txt#3", "...").
@@ -104,7 +108,8 @@ def load_texts(
         if not hf_name or not hf_split:
             raise ConfigError("source 'hf_dataset' needs hf_name and hf_split, e.g. "
                               "HuggingFaceH4/ultrachat_200k and train_sft.")
-        return load_hf_rows(hf_name, hf_split, hf_config, max_docs=max_docs, data_files=hf_data_files, text=text)
+        return load_hf_rows(hf_name, hf_split, hf_config, max_docs=max_docs, data_files=hf_data_files, text=text,
+                            row_offset=hf_row_offset, revision=hf_revision)
     if text == "first_turn":
         docs = [(name, first_paragraph(body)) for name, body in docs]
     return docs[:max_docs] if max_docs is not None else docs
@@ -245,20 +250,28 @@ def row_to_text(row: dict[str, Any], *, name: str, text: str = "full") -> str:
 
 
 def load_hf_rows(name: str, split: str, config: str | None, *, max_docs: int | None,
-                 data_files: str | list[str] | None = None, text: str = "full") -> list[tuple[str, str]]:
-    """Stream the first max_docs rows of a Hugging Face dataset, in dataset order."""
+                 data_files: str | list[str] | None = None, text: str = "full", row_offset: int = 0,
+                 revision: str | None = None) -> list[tuple[str, str]]:
+    """Stream max_docs rows of a Hugging Face dataset from row ``row_offset`` on, in dataset order; each
+    document is named by its row index in the split (``hf:<name>/<split>#<row>``)."""
     import datasets  # heavy import, only for this source
 
     label = f"{name}/{split}" if config is None else f"{name}[{config}]/{split}"
+    label_at = label + (f"@{revision}" if revision else "")
     try:
-        ds = datasets.load_dataset(name, config, split=split, streaming=True, data_files=data_files)
-        rows = list(itertools.islice(ds, max_docs))
+        ds = datasets.load_dataset(name, config, split=split, streaming=True, data_files=data_files,
+                                   revision=revision)
+        rows = list(itertools.islice(ds, row_offset, None if max_docs is None else row_offset + max_docs))
     except Exception as e:  # the hub raises ConnectionError, OSError, FileNotFoundError, HfHubHTTPError...
         raise DataNotFoundError(
             f"Dataset {label} could not be loaded ({type(e).__name__}: {str(e)[:200]}). It needs internet "
             "access or a local cache (set HF_HUB_OFFLINE=1 to use the cache); or use source: text_files "
             "with local files.") from e
-    return [(f"hf:{label}#{i}", row_to_text(row, name=f"hf:{label}#{i}", text=text)) for i, row in enumerate(rows)]
+    if not rows and row_offset:
+        raise DataError(f"Dataset {label_at} has no rows from data.hf_row_offset={row_offset} on: the split is "
+                        "shorter. Lower data.hf_row_offset.")
+    names = [f"hf:{label_at}#{row_offset + i}" for i in range(len(rows))]
+    return [(nm, row_to_text(row, name=nm, text=text)) for nm, row in zip(names, rows)]
 
 
 # ---------------------------------------------------------------------------------------------------
