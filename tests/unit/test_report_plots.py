@@ -205,3 +205,45 @@ def test_japanese_labels(tmp_path):
     assert ax.get_xlabel() == "エポック" and "低いほど良い" in ax.get_ylabel()
     assert "負 = 改善" in plots["plot_paired"].figure.axes[0].get_xlabel()  # the sign's meaning, in Japanese
     assert (out / "plots" / f"{plots['plot_first'].stem}.png").exists()
+
+
+def test_japanese_labels_draw_without_missing_glyphs_on_a_machine_without_cjk_fonts(monkeypatch):
+    """A fresh machine has no CJK system font: the bundled IPAexGothic (matplotlib-fontja, a dependency) is
+    registered and draws the ja labels with no missing glyph (tofu); without it the labels stay English and a
+    warning names the fix."""
+    import warnings
+
+    from matplotlib import font_manager as fm
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from freezelab.report import plots
+
+    latin = [f for f in fm.fontManager.ttflist if f.name not in plots.JA_FONTS]
+    monkeypatch.setattr(fm.fontManager, "ttflist", list(latin))
+    monkeypatch.setattr(fm, "findSystemFonts", lambda *a, **k: [])
+    fm.fontManager._findfont_cached.cache_clear()
+    try:
+        font = plots.japanese_font()
+        assert font == "IPAexGothic" and plots.bundled_japanese_font() is not None
+        fig = Figure()
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ax.set_title("検証損失（エポック）", family=[font])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig.canvas.draw()
+        assert not [w for w in caught if "missing from font" in str(w.message)]
+        # the same title in DejaVu Sans alone is tofu: the check above can fail
+        ax.set_title("検証損失（エポック）", family=["DejaVu Sans"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig.canvas.draw()
+        assert [w for w in caught if "missing from font" in str(w.message)]
+
+        monkeypatch.setattr(fm.fontManager, "ttflist", list(latin))
+        monkeypatch.setattr(plots, "bundled_japanese_font", lambda: None)
+        with pytest.warns(RuntimeWarning, match=r"keep English labels.*pip install matplotlib-fontja"):
+            assert plots.japanese_font() is None
+    finally:
+        fm.fontManager._findfont_cached.cache_clear()

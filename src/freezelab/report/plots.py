@@ -49,20 +49,45 @@ class Plot:
     figure: Any = field(default=None, compare=False, repr=False)
 
 
+NO_JA_FONT = ("no font with Japanese glyphs was found (system fonts, or IPAexGothic from the matplotlib-fontja "
+              "package freezelab depends on), so the Japanese report's figures keep English labels. Fix: "
+              "pip install matplotlib-fontja, or install a CJK font (Debian: apt-get install fonts-noto-cjk).")
+
+
+def bundled_japanese_font() -> Path | None:
+    """IPAexGothic shipped in the matplotlib-fontja wheel (found, not imported: importing it changes rcParams)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("matplotlib_fontja")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "fonts" / "ipaexg.ttf"
+    return path if path.is_file() else None
+
+
 def japanese_font() -> str | None:
-    """A font family with Japanese glyphs (registered from the system fonts on first use), or None."""
+    """A font family with Japanese glyphs, registered on first use: a system CJK font, else the bundled
+    IPAexGothic; None (with a RuntimeWarning naming the fix) only when neither exists."""
     have = {f.name for f in fm.fontManager.ttflist}
     for name in JA_FONTS:
         if name in have:
             return name
-    for path in fm.findSystemFonts():
-        if any(k in Path(path).name for k in ("CJK", "IPAex", "IPAG", "NotoSansJP")):
-            try:
-                fm.fontManager.addfont(path)
-            except (OSError, RuntimeError, ValueError):
-                continue
-    have = {f.name for f in fm.fontManager.ttflist}
-    return next((n for n in JA_FONTS if n in have), None)
+    paths = [p for p in fm.findSystemFonts() if any(k in Path(p).name for k in ("CJK", "IPAex", "IPAG", "NotoSansJP"))]
+    for path in [*paths, bundled_japanese_font()]:
+        if path is None:
+            continue
+        try:
+            fm.fontManager.addfont(str(path))
+        except (OSError, RuntimeError, ValueError):
+            continue
+        have = {f.name for f in fm.fontManager.ttflist}
+        found = next((n for n in JA_FONTS if n in have), None)
+        if found:
+            return found
+    import warnings
+
+    warnings.warn(NO_JA_FONT, RuntimeWarning, stacklevel=2)
+    return None
 
 
 @dataclass
