@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -146,6 +146,13 @@ def run(
                                 "sqlite under OUT; needs the mlflow extra)."),
     mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", metavar="TRACKING_URI",
                                              help="MLflow tracking URI (implies --mlflow), e.g. http://host:5000."),
+    until_decided: bool = typer.Option(False, "--until-decided", help="Add seeds until every arm is decided "
+                                       "against the reference by an anytime-valid test (docs/statistics.md), or "
+                                       "--max-seeds is reached."),
+    max_seeds: Optional[int] = typer.Option(None, "--max-seeds", metavar="N", help="With --until-decided: the "
+                                            "most seeds in all."),
+    seed_batch: int = typer.Option(1, "--seed-batch", metavar="K", help="With --until-decided: seeds added per "
+                                   "look (with --executor ray they run in parallel)."),
 ) -> None:
     """Run arms × seeds; finished runs are skipped, failed and interrupted ones rerun.
 
@@ -172,16 +179,33 @@ def run(
         command = "freezelab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         console.print(f"{study.spec.name}: {len(plan)} runs ({len(set(r.arm for r in plan))} arms × "
                       f"{len(set(r.seed for r in plan))} seeds) → {out_dir}")
-        sinks = _mlflow_sink(study, out_dir, command, mlflow_uri) if mlflow or mlflow_uri else []
-        if executor == "ray":
-            from freezelab.experiment.ray_executor import run_plan_ray
+        if until_decided or max_seeds is not None:
+            from freezelab.experiment.until_decided import check_request
 
-            outcomes = run_plan_ray(study, plan, out_dir, address=ray_address, gpus_per_run=gpus_per_run,
+            if not until_decided:
+                raise FreezelabError("--max-seeds applies with --until-decided; add it, or pass --seeds")
+            check_request(study, out_dir, max_seeds, seed_batch)
+        sinks = _mlflow_sink(study, out_dir, command, mlflow_uri) if mlflow or mlflow_uri else []
+
+        def execute(st: Any) -> list:
+            runs = make_plan(st, arms=chosen)
+            if executor == "ray":
+                from freezelab.experiment.ray_executor import run_plan_ray
+
+                return run_plan_ray(st, runs, out_dir, address=ray_address, gpus_per_run=gpus_per_run,
                                     retry_failed=retry_failed, command=command, console=console, sinks=sinks)
+            return run_plan(st, runs, out_dir, isolation=isolation, retry_failed=retry_failed, command=command,
+                            console=console, sinks=sinks, wait=wait or wait_timeout is not None,
+                            wait_timeout=wait_timeout)
+
+        if until_decided:
+            from freezelab.experiment.until_decided import run_until_decided
+
+            assert max_seeds is not None
+            outcomes = run_until_decided(study, out_dir, max_seeds=max_seeds, seed_batch=seed_batch, run=execute,
+                                         say=lambda line: console.print(line, highlight=False))["outcomes"]
         else:
-            outcomes = run_plan(study, plan, out_dir, isolation=isolation, retry_failed=retry_failed,
-                                command=command, console=console, sinks=sinks,
-                                wait=wait or wait_timeout is not None, wait_timeout=wait_timeout)
+            outcomes = execute(study)
     except FreezelabError as err:
         _fail(err)
         return

@@ -319,6 +319,21 @@ def test_token_fraction_cuts_one_document_across_train_and_val_at_the_original_i
     assert cut.split_hash != docs.split_hash and cut.data_hash == docs.data_hash
 
 
+def test_token_fraction_on_the_offline_default_source_cuts_a_document_or_is_refused(tokenizer, wiki):
+    """data.split=token_fraction on wiki_excerpt (offline, shuffled documents) is never a silent no-op: with
+    uncapped articles one is cut across train and val and the split hash says so; with every article at the
+    64-token cap the cut falls on a boundary (30·64 of 32·64 tokens) and the build is refused, saying why."""
+    kw = {"max_train_docs": 30, "max_tokens_per_doc": None}
+    docs, cut = _build(wiki, tokenizer, **kw), _build(wiki, tokenizer, split="token_fraction", **kw)
+    assert len(set(cut.train.doc_names) & set(cut.val.doc_names)) == 1
+    assert cut.train.n_tokens + cut.val.n_tokens == docs.train.n_tokens + docs.val.n_tokens
+    assert cut.val.n_tokens != docs.val.n_tokens and cut.split_hash != docs.split_hash
+    with pytest.raises(DataError, match=r"token_fraction: the cut at token 1,920 of 2,048 .* falls on a document "
+                                        r"boundary: every train and val document has 64 tokens.*no document is "
+                                        r"split.*data.split: document"):
+        _build(wiki, tokenizer, split="token_fraction", max_train_docs=30, max_tokens_per_doc=64)
+
+
 def test_the_document_split_never_cuts_a_document(tokenizer, wiki):
     for texts, kw in ((_texts(12), {}), (wiki, {"max_train_docs": 30, "max_tokens_per_doc": 64})):
         data = _build(texts, tokenizer, **kw)

@@ -75,6 +75,7 @@ def build_document(study: Study, analysis: Analysis, plots: list[Plot], lang: st
                    out=full.out_dir, task=full.task, n_arms=len(full.arms), n_seeds=len(full.seeds),
                    ref=full.reference, missing=missing)),
     ]
+    blocks += findings.sequential_section(ctx)  # run --until-decided: the decisions to cite, first
     if groups and len(groups) >= 2:
         section = lm_replication.lm_replication_section if study.task == "lm" else ts_replication.ts_replication_section
         blocks += section(ctx, groups)

@@ -8,6 +8,7 @@ import shlex
 
 from freezelab.report import document as doc
 from freezelab.report import inference as inf
+from freezelab.report import sequential as seq
 from freezelab.report import verdicts as vd
 from freezelab.report.aggregate import epoch_metric_keys, epoch_values, signal_text, throughput
 from freezelab.report.analysis import ArmStat, Metric
@@ -76,10 +77,72 @@ def comparison_section(ctx: Ctx) -> list[doc.Block]:
     for metric in a.metrics:
         blocks += [doc.Heading(3, _metric_title(ctx, metric)), *_metric_tables(ctx, metric), *failed_note(ctx)]
         if metric.primary:
-            blocks += _best_line(ctx, metric)
+            blocks += _best_line(ctx, metric) + _power_lines(ctx, metric)
     blocks.append(_paired_details(ctx, m))
     blocks += _convergence_table(ctx) + per_timeframe_section(ctx)
     return blocks
+
+
+def _power_lines(ctx: Ctx, m: Metric) -> list[doc.Block]:
+    """For each undecided comparison with the reference: the changes its interval rules out, and about how
+    many seeds would decide an effect of its half-width (``sequential.seeds_to_decide``)."""
+    s, a = ctx.study, ctx.analysis
+    out: list[doc.Block] = []
+    for arm in s.arms:
+        st = a.arm_stat(m, arm)
+        c = st.vs_ref
+        if arm == s.reference or c is None or st.verdict not in ("inconclusive", "no_difference"):
+            continue
+        half = (c.hi - c.lo) / 2
+        if not (math.isfinite(half) and half > 0):
+            continue
+        e = c.estimate
+        k = seq.seeds_to_decide(half, v_item=e.v_item, v_seed=e.v_seed, n=e.n, alpha=c.alpha)
+
+        def show(x: float) -> str:
+            return doc.pct(math.expm1(x) * 100) if m.log_scale else doc.signed(x, m.percent)
+        h = f"{math.expm1(half) * 100:.1f}%" if m.log_scale else doc.num(half)
+        out.append(doc.Para(ctx.t("power_line", arm=arm, ref=s.reference, verdict=ctx.t("v_" + st.verdict),
+                                  n=e.n, lo=show(c.lo), hi=show(c.hi), h=h,
+                                  k=ctx.t("power_seeds", k=int(k)) if math.isfinite(k) else ctx.t("power_never"))))
+    return out
+
+
+def sequential_section(ctx: Ctx) -> list[doc.Block]:
+    """``run --until-decided``: the anytime-valid decisions (report/sequential.py), when the study made them."""
+    rec, problem = seq.read_record(ctx.study.out_dir)
+    if problem:
+        return [doc.Heading(2, ctx.t("seq_title")), doc.Para(ctx.t("seq_bad", problem=problem))]
+    if rec is None:
+        return []
+    last = rec["looks"][-1]["decisions"]
+    undecided = sum(d["verdict"] == "undecided" for d in last)
+    why = {"decided": ctx.t("seq_decided"), "failed": ctx.t("seq_failed"),
+           "max_seeds": ctx.t("seq_max_seeds", max=rec.get("max_seeds"), k=undecided)}.get(
+        rec["stopped"], ctx.t("seq_running"))
+    thr = float(last[0]["threshold"]) if last else math.nan
+    alpha = float(rec.get("alpha", seq.ALPHA))
+    log_scale = bool(rec.get("log_scale"))
+    first: dict[str, int] = {}
+    for look in rec["looks"]:
+        for d in look["decisions"]:
+            if d["verdict"] != "undecided":
+                first.setdefault(d["arm"], int(d["n"]))
+    rows = [[arm_label(ctx, d["arm"]), str(d["n"]),
+             doc.pct(math.expm1(float(d["mean_diff"])) * 100) if log_scale else doc.signed(float(d["mean_diff"])),
+             doc.num(float(d["evalue"])), doc.num(float(d["threshold"])), ctx.t("seq_v_" + d["verdict"]),
+             str(first.get(d["arm"], "—"))] for d in last]
+    header = [ctx.t("arm"), ctx.t("seq_h_seeds"), ctx.t("seq_h_delta"), ctx.t("seq_h_e"), ctx.t("seq_h_need"),
+              ctx.t("seq_h_decision"), ctx.t("seq_h_first")]
+    arms = [d["arm"] for d in last]
+    looks = [[str(len(look["seeds"])), *[doc.num(float(next((d["evalue"] for d in look["decisions"]
+                                                           if d["arm"] == arm), math.nan))) for arm in arms]]
+             for look in rec["looks"]]
+    return [doc.Heading(2, ctx.t("seq_title")),
+            doc.Para(ctx.t("seq_note", ref=rec.get("reference", ctx.study.reference), metric=rec.get("metric", ""),
+                           m=len(last), thr=thr, alpha=alpha, n=len(rec["seeds"]), why=why)),
+            doc.Table(header, rows),
+            doc.Details(ctx.t("seq_looks"), [doc.Table([ctx.t("seq_h_seeds"), *[f"`{a}`" for a in arms]], looks)])]
 
 
 def _best_line(ctx: Ctx, m: Metric) -> list[doc.Block]:
