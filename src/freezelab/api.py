@@ -146,16 +146,23 @@ def run_study(study: Study | str | Path, *, out: str | Path | None = None, arms:
     from freezelab.experiment.plan import make_plan
     from freezelab.experiment.preflight import preflight
     from freezelab.experiment.runner import run_plan
+    from freezelab.experiment.tuning import run_tuning
     from freezelab.report import write_report
 
     if not isinstance(study, Study):
         study = load_study(study, profile=profile, overrides=overrides, seeds=seeds)
-    plan = make_plan(study, arms=list(arms) if arms else _profile_arms(study),
-                     seeds=list(seeds) if seeds else None)
+    chosen = list(arms) if arms else _profile_arms(study)
+    make_plan(study, arms=chosen, seeds=list(seeds) if seeds else None)  # unknown arms: ConfigError, nothing run
     preflight(study)
     out_dir = Path(out) if out is not None else Path(os.path.normpath(study.path.parent / study.spec.output_dir))
-    outcomes = run_plan(study, plan, out_dir, isolation=isolation, retry_failed=retry_failed, progress=progress,
-                        command=f"freezelab.run_study({str(study.path)!r})", console=Console(quiet=not progress))
+    console, command = Console(quiet=not progress), f"freezelab.run_study({str(study.path)!r})"
+
+    def run(st: Study, runs: list, folder: Path) -> list:
+        return run_plan(st, runs, folder, isolation=isolation, retry_failed=retry_failed, progress=progress,
+                        command=command, console=console)
+
+    study, _ = run_tuning(study, out_dir, arms=chosen, run=run, say=console.print)  # tune: each arm's lr on val
+    outcomes = run(study, make_plan(study, arms=chosen, seeds=list(seeds) if seeds else None), out_dir)
     paths = write_report(out_dir, lang=lang) if report else {}
     found = results(out_dir)
     found.outcomes, found.paths = outcomes, paths

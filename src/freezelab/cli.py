@@ -187,17 +187,23 @@ def run(
             check_request(study, out_dir, max_seeds, seed_batch)
         sinks = _mlflow_sink(study, out_dir, command, mlflow_uri) if mlflow or mlflow_uri else []
 
-        def execute(st: Any) -> list:
-            runs = make_plan(st, arms=chosen)
+        def run_runs(st: Any, runs: list, folder: Path) -> list:
             if executor == "ray":
                 from freezelab.experiment.ray_executor import run_plan_ray
 
-                return run_plan_ray(st, runs, out_dir, address=ray_address, gpus_per_run=gpus_per_run,
+                return run_plan_ray(st, runs, folder, address=ray_address, gpus_per_run=gpus_per_run,
                                     retry_failed=retry_failed, command=command, console=console, sinks=sinks)
-            return run_plan(st, runs, out_dir, isolation=isolation, retry_failed=retry_failed, command=command,
+            return run_plan(st, runs, folder, isolation=isolation, retry_failed=retry_failed, command=command,
                             console=console, sinks=sinks, wait=wait or wait_timeout is not None,
                             wait_timeout=wait_timeout)
 
+        def execute(st: Any) -> list:
+            return run_runs(st, make_plan(st, arms=chosen), out_dir)
+
+        from freezelab.experiment.tuning import run_tuning
+
+        study, trials = run_tuning(study, out_dir, arms=chosen, run=run_runs,  # tune: each arm's lr on val first
+                                   say=lambda line: console.print(line, highlight=False))
         if until_decided:
             from freezelab.experiment.until_decided import run_until_decided
 

@@ -53,6 +53,7 @@ class Study:
     seeds: list[int]
     base: dict[str, Any]                        # resolved base (defaults + base + profile + CLI)
     arms: dict[str, ResolvedArm] = field(default_factory=dict)
+    tune: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> its LR search (experiment/tuning.py)
 
     @property
     def reference(self) -> str:
@@ -309,9 +310,38 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
             problems.append(Problem(where, spec.reference_arm, "", "the reference arm must be in the profile's arms"))
         if not all_arms:
             arms = {name: arm for name, arm in arms.items() if name in chosen}
+    run_seeds = seeds if seeds is not None else (
+        spec.profiles[profile].seeds if profile and spec.profiles[profile].seeds else spec.seeds) if spec else []
+    tune, errs = _tuning(spec, arms, list(run_seeds), str(path)) if spec is not None else ({}, [])
+    problems += errs
     lines = list(dict.fromkeys(str(p) for p in problems))  # each problem once, in file order
     if lines or spec is None or base is None:
         raise ConfigError(f"{len(lines)} problem(s) in the study:\n  " + "\n  ".join(lines))
-    run_seeds = seeds if seeds is not None else (
-        spec.profiles[profile].seeds if profile and spec.profiles[profile].seeds else spec.seeds)
-    return Study(path=path, spec=spec, profile=profile, seeds=list(run_seeds), base=base, arms=arms)
+    return Study(path=path, spec=spec, profile=profile, seeds=list(run_seeds), base=base, arms=arms, tune=tune)
+
+
+def _tuning(spec: StudyConfig, arms: dict[str, ResolvedArm], seeds: list[int],
+            where: str) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+    """Each arm's learning-rate search (its own ``tune`` or the study's): grid, epoch budget, trial seeds."""
+    from freezelab.tasks.registry import tuning_keys
+
+    lr_key, epochs_key = tuning_keys(spec.task)
+    out, problems = {}, []
+    for name, arm in arms.items():
+        own = spec.arms[name].tune
+        cfg = own if own is not None else spec.tune
+        if cfg is None:
+            continue
+        section = f"{where}: arms.{name}.tune" if own is not None else f"{where}: tune"
+        flat = flatten(arm.config)
+        max_epochs = flat.get(epochs_key)
+        budget = cfg.budget if cfg.budget is not None else max_epochs
+        if isinstance(max_epochs, int) and budget > max_epochs:
+            problems.append(Problem(section, "budget", str(budget), f"a trial budget of {budget} epochs is more than "
+                                    f"{epochs_key}={max_epochs} of arm {name}: the trials would train longer than "
+                                    f"the comparison. Use budget <= {max_epochs}"))
+        if lr_key not in flat:
+            problems.append(Problem(section, "lr", "", f"task {spec.task} has no {lr_key} to tune"))
+        out[name] = {"grid": cfg.grid(), "budget": budget, "seeds": list(cfg.seeds or seeds[:1]),
+                     "lr_key": lr_key, "epochs_key": epochs_key}
+    return out, problems

@@ -25,12 +25,55 @@ class ExpectedParams(Strict):
     trainable: Optional[int] = Field(None, ge=0, description="Trainable parameters at the start of Phase 2.")
 
 
+class LogRange(Strict):
+    log_range: tuple[float, float] = Field(..., description="[lo, hi] learning rates, both > 0, lo < hi.")
+    n: int = Field(..., ge=2, description="Values, evenly spaced in log between lo and hi (both included).")
+
+    @field_validator("log_range")
+    @classmethod
+    def _ordered(cls, r: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < r[0] < r[1]):
+            raise ValueError(f"tune.lr.log_range must be [lo, hi] with 0 < lo < hi, got {list(r)}")
+        return r
+
+    def values(self) -> list[float]:
+        lo, hi = self.log_range
+        return [float(lo * (hi / lo) ** (i / (self.n - 1))) for i in range(self.n)]
+
+
+class TuneConfig(Strict):
+    """``tune:``: each arm's learning rate chosen on validation before the comparison (issue 19)."""
+
+    lr: list[float] | LogRange = Field(..., description="The learning rates to try: a list, or "
+                                       "{log_range: [lo, hi], n: k}.")
+    budget: Optional[int] = Field(None, ge=1, description="Epochs per trial (default: the arm's max_epochs); at "
+                                  "most max_epochs.")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="Seeds of the trials, the same for every "
+                                       "arm (default: the study's first seed).")
+
+    @field_validator("lr")
+    @classmethod
+    def _grid(cls, lr: list[float] | LogRange) -> list[float] | LogRange:
+        if isinstance(lr, list):
+            if not lr:
+                raise ValueError("tune.lr is an empty grid: list the learning rates to try, e.g. [1e-4, 1e-3, "
+                                 "1e-2], or give {log_range: [1e-5, 1e-2], n: 7}")
+            if any(not (v > 0) for v in lr):
+                raise ValueError(f"tune.lr values must be > 0, got {lr}")
+        return lr
+
+    def grid(self) -> list[float]:
+        return sorted(set(self.lr.values() if isinstance(self.lr, LogRange) else self.lr))
+
+
 class ArmConfig(Strict):
     description: str = Field("", description="What this arm tests, shown in the report.")
     description_ja: str = Field("", description="The same in Japanese, shown in the Japanese report.")
     reference: bool = Field(False, description="The arm every other arm is compared with.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted key → value.")
     allow_confound: list[str] = Field(default_factory=list, description="Protected keys this arm may change.")
+    tune: Optional[TuneConfig] = Field(None, description="This arm's learning-rate search (replaces the "
+                                       "study's tune for this arm).")
     expected_params: Optional[ExpectedParams] = Field(
         None, description="Declared counts (protocol I3); a mismatch fails the run.")
 
@@ -58,6 +101,8 @@ class StudyConfig(Strict):
     base: dict[str, Any] = Field(default_factory=dict, description="The config every arm shares (task keys).")
     arms: dict[str, ArmConfig] = Field(..., min_length=1)
     profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
+    tune: Optional[TuneConfig] = Field(None, description="Every arm's learning rate chosen on validation before "
+                                       "the comparison (an arm's own tune replaces it).")
 
     @field_validator("arms")
     @classmethod

@@ -102,9 +102,9 @@ def _power_lines(ctx: Ctx, m: Metric) -> list[doc.Block]:
         def show(x: float) -> str:
             return doc.pct(math.expm1(x) * 100) if m.log_scale else doc.signed(x, m.percent)
         h = f"{math.expm1(half) * 100:.1f}%" if m.log_scale else doc.num(half)
+        advice = ctx.t("power_seeds", h=h, k=int(k)) if math.isfinite(k) else ctx.t("power_never", h=h)
         out.append(doc.Para(ctx.t("power_line", arm=arm, ref=s.reference, verdict=ctx.t("v_" + st.verdict),
-                                  n=e.n, lo=show(c.lo), hi=show(c.hi), h=h,
-                                  k=ctx.t("power_seeds", k=int(k)) if math.isfinite(k) else ctx.t("power_never"))))
+                                  n=e.n, lo=show(c.lo), hi=show(c.hi), advice=advice)))
     return out
 
 

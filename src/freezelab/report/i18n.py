@@ -70,6 +70,15 @@ EN: dict[str, str] = {
     "invariants": "Invariants", "frozen_ok": "Frozen unchanged", "dead": "Dead tensors", "inv_warn": "Invariant warnings",  # noqa: E501
     "conclusion": "Conclusion", "caveats": "Read with the {n} warnings at the top of the report.",
     "warnings_above": "The {n} warnings are listed once, next to the arm they concern, at the top of the report.",
+    "tune_title": "Learning rate chosen on validation",
+    "tune_note": "Each arm was compared at its own {lr_key}, chosen before the comparison: one trial per learning rate (seeds {seeds}, the same for every arm; {budget} epochs each), the one with the best {metric} (validation; the test split was not read) wins (*). The comparison above ran every seed at that learning rate.",  # noqa: E501
+    "tune_h_chosen": "Chosen lr", "tune_h_curve": "{metric} per lr (mean over trial seeds)", "tune_h_edge": "Edge of the grid",  # noqa: E501
+    "tune_failed": "failed", "tune_edge_low": "lowest value: widen tune.lr downwards", "tune_edge_high": "highest value: widen tune.lr upwards",  # noqa: E501
+    "tune_edge_None": "at the edge",
+    "w_lr_at_edge": "`{arm}`: the learning rate chosen on validation ({lr}) is the {side} value of its grid ({lo}–{hi}); a better one may lie outside it: widen tune.lr.",  # noqa: E501
+    "w_side_low": "lowest", "w_side_high": "highest",
+    "plot_lr": "Learning rate chosen on validation: each arm's best {metric} per trial learning rate (mean over trial seeds; ○ = chosen). The comparison ran every seed at the chosen one.",  # noqa: E501
+    "pl_lr": "learning rate",
     "seq_title": "Seeds until decided",
     "seq_note": "This study added seeds until every arm was decided against `{ref}` by an anytime-valid test: a safe t-test on the per-seed differences of {metric} (an e-value of at least {m}/α = {thr:g} decides; its error rate α = {alpha:g} holds however often it was looked at and whenever the seeds stopped, docs/statistics.md). It stopped after {n} seeds: {why}. The intervals in the rest of this report are fixed-n ones and only descriptive after such stopping; these decisions are the ones to cite.",  # noqa: E501
     "seq_decided": "every arm decided", "seq_max_seeds": "--max-seeds {max} reached with {k} arm(s) not decided",
@@ -79,8 +88,8 @@ EN: dict[str, str] = {
     "seq_v_better": "better", "seq_v_worse": "worse", "seq_v_undecided": "not decided",
     "seq_looks": "Every look: e-value of each arm after each seed count",
     "seq_bad": "{problem}",
-    "power_line": "**Power** (`{arm}` vs `{ref}`, {verdict}): with {n} seeds the interval rules out changes beyond {lo} and {hi}; an effect of ±{h} would be decided (80 % power) with about {k}.",  # noqa: E501
-    "power_seeds": "{k} seeds", "power_never": "no number of seeds: the evaluation set's item noise alone is too large (more evaluation items are needed)",  # noqa: E501
+    "power_line": "**Power** (`{arm}` vs `{ref}`, {verdict}): with {n} seeds the interval rules out changes beyond {lo} and {hi}; {advice}.",  # noqa: E501
+    "power_seeds": "an effect of ±{h} would be decided (80 % power) with about {k} seeds", "power_never": "no number of seeds would decide an effect of ±{h}: the evaluation set's item noise alone is too large (more evaluation items are needed)",  # noqa: E501
     "best_line": "**Best arm vs runner-up** on {metric}: `{best}` vs `{second}`: {cell} [Holm] → {verdict}. \"Best\" is claimed only when this interval excludes 0.",  # noqa: E501
     "reproduction": "Reproduction", "repro_note": "Commands recorded in run.json, then the report:",
     "config_hash": "Config hash", "glossary": "Glossary", "failed_cell": "FAILED",
@@ -235,6 +244,15 @@ JA: dict[str, str] = {
     "invariants": "不変条件", "frozen_ok": "凍結テンソル不変", "dead": "更新されないテンソル", "inv_warn": "不変条件の警告",  # noqa: E501
     "conclusion": "結論", "caveats": "レポート冒頭の警告（{n} 件）に留意。",
     "warnings_above": "{n} 件の警告は、レポート冒頭で該当するアームの横に 1 回ずつ示した。",
+    "tune_title": "検証で選んだ学習率",
+    "tune_note": "各アームは比較の前に選んだ自分の {lr_key} で比較した: 学習率ごとに 1 試行（シード {seeds}、全アーム共通。各 {budget} エポック）、{metric}（検証。テスト分割は読まない）が最良のものを採用（*）。上の比較は全シードをその学習率で実行した。",  # noqa: E501
+    "tune_h_chosen": "選んだ lr", "tune_h_curve": "lr ごとの {metric}（試行シードの平均）", "tune_h_edge": "グリッドの端",  # noqa: E501
+    "tune_failed": "失敗", "tune_edge_low": "最小値: tune.lr を下に広げる", "tune_edge_high": "最大値: tune.lr を上に広げる",  # noqa: E501
+    "tune_edge_None": "端",
+    "w_lr_at_edge": "`{arm}`: 検証で選んだ学習率（{lr}）がグリッド（{lo}–{hi}）の{side}値である。より良い値が外にあるかもしれない: tune.lr を広げる。",  # noqa: E501
+    "w_side_low": "最小", "w_side_high": "最大",
+    "plot_lr": "検証で選んだ学習率: 各アームの試行学習率ごとの最良 {metric}（試行シードの平均。○ = 採用）。比較は全シードを採用した学習率で実行した。",  # noqa: E501
+    "pl_lr": "学習率",
     "seq_title": "判定までシードを追加",
     "seq_note": "この研究は、すべてのアームが `{ref}` に対して判定されるまで、いつ止めても有効な検定でシードを追加した: {metric} のシード別の差に対する safe t 検定（e 値が {m}/α = {thr:g} 以上で判定; 何度見ても、どこでシード追加を止めても誤り率 α = {alpha:g} が保たれる。docs/statistics.md）。{n} シードで停止: {why}。本レポートの他の区間は固定 n のもので、このような停止の後では記述的にすぎない。引用すべきはこの判定である。",  # noqa: E501
     "seq_decided": "全アームが判定済み", "seq_max_seeds": "--max-seeds {max} に到達、{k} アームが未判定",
@@ -244,8 +262,8 @@ JA: dict[str, str] = {
     "seq_v_better": "良い", "seq_v_worse": "悪い", "seq_v_undecided": "未判定",
     "seq_looks": "各時点: シード数ごとの各アームの e 値",
     "seq_bad": "{problem}",
-    "power_line": "**検出力**（`{arm}` 対 `{ref}`、{verdict}）: {n} シードの区間は {lo} と {hi} を超える変化を除外する。±{h} の効果を（検出力 80 % で）判定するには約 {k} が必要。",  # noqa: E501
-    "power_seeds": "{k} シード", "power_never": "何シードでも足りない: 評価集合の項目ノイズだけで大きすぎる（評価項目を増やす必要がある）",  # noqa: E501
+    "power_line": "**検出力**（`{arm}` 対 `{ref}`、{verdict}）: {n} シードの区間は {lo} と {hi} を超える変化を除外する。{advice}。",  # noqa: E501
+    "power_seeds": "±{h} の効果を（検出力 80 % で）判定するには約 {k} シードが必要", "power_never": "±{h} の効果は何シードでも判定できない: 評価集合の項目ノイズだけで大きすぎる（評価項目を増やす必要がある）",  # noqa: E501
     "best_line": "**最良アーム 対 次点**（{metric}）: `{best}` 対 `{second}`: {cell} [Holm] → {verdict}。区間が 0 を含まないときだけ「最良」と言う。",  # noqa: E501
     "reproduction": "再現方法", "repro_note": "run.json に記録されたコマンドと、レポート生成コマンド:",
     "config_hash": "設定ハッシュ", "glossary": "用語集", "failed_cell": "FAILED",

@@ -559,6 +559,36 @@ def phase1(study: Study, plots_dir: Path, style: Style) -> Plot | None:
     return Plot(stem, "plot_phase1", {}, fig)
 
 
+def lr_curves(study: Study, plots_dir: Path, style: Style) -> Plot | None:
+    """tune: each arm's best validation value per trial learning rate (log x), the chosen one circled."""
+    from freezelab.report.tuning import curve, read_tuning
+
+    rec, _ = read_tuning(study.out_dir)
+    arms = {a: r for a, r in (rec or {}).get("arms", {}).items() if a in study.arms}
+    if not arms:
+        return None
+    colors = arm_colors(study)
+    fig = style.figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    metric = next(iter(arms.values())).get("metric", "val/loss")
+    for arm, r in arms.items():
+        pts = [(lr, v) for lr, v, _ in curve(r) if math.isfinite(v)]
+        if not pts:
+            continue
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colors[arm], marker=".", label=arm)
+        chosen = [(lr, v) for lr, v in pts if math.isclose(lr, float(r["chosen"]))]
+        if chosen:
+            ax.plot(*chosen[0], marker="o", ms=10, mfc="none", color=colors[arm])
+    ax.set_xscale("log")
+    ax.set_xlabel(style.t("pl_lr"), fontsize=FONT)
+    ax.set_ylabel(metric, fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    ax.legend(fontsize=FONT)
+    stem = f"lr_tuning{style.suffix()}"
+    _save(fig, plots_dir, stem)
+    return Plot(stem, "plot_lr", {"metric": metric}, fig)
+
+
 def make_plots(study: Study, analysis: Analysis, plots_dir: Path, lang: str = "en") -> list[Plot]:
     """Write every figure the data support into ``plots_dir``, labelled in ``lang``.
 
@@ -576,7 +606,7 @@ def make_plots(study: Study, analysis: Analysis, plots_dir: Path, lang: str = "e
         rc["font.family"] = [font, "DejaVu Sans"]
     with matplotlib.rc_context(rc):
         out: list[Plot | None] = [first_screen(study, analysis, plots_dir, style),
-                                  overlay(study, analysis, plots_dir, style)]
+                                  overlay(study, analysis, plots_dir, style), lr_curves(study, plots_dir, style)]
         bases = ["loss"] + [_base(m.key) for m in analysis.metrics]
         logs = {_base(m.key): m.log_scale for m in analysis.metrics}
         for base in dict.fromkeys(bases):

@@ -71,6 +71,8 @@ def warning_text(ctx: Ctx, f: Finding) -> str:
         p["gap"] = f"{p['gap']:.1f}%"
     if f.code == "capacity":
         p.update(ratio=f"{p['ratio']:.1f}", hi_n=doc.count(p["hi_n"]), lo_n=doc.count(p["lo_n"]))
+    if f.code == "lr_at_edge":
+        p.update(lr=f"{p['lr']:.3g}", lo=f"{p['lo']:.3g}", hi=f"{p['hi']:.3g}", side=ctx.t(f"w_side_{p['side']}"))
     if "value" in p:
         p["value"] = doc.value(p["value"], p.pop("percent", False))
     return ctx.t(f"w_{f.code}", **p)

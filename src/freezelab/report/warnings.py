@@ -75,7 +75,24 @@ def collect(study: Study, result: Analysis) -> list[Finding]:
     for text in study.problems:
         found.append(Finding("problem", {"text": text}))
     found += masking_findings(study)  # time-series masks: leaks, fractions out of band
+    found += _tuning_warnings(study)
     return found
+
+
+def _tuning_warnings(study: Study) -> list[Finding]:
+    """A learning rate chosen at the edge of its grid (tune:): the best one may lie outside it."""
+    from freezelab.report.tuning import read_tuning
+
+    rec, problem = read_tuning(study.out_dir)
+    if problem:
+        return [Finding("problem", {"text": problem})]
+    out = []
+    for arm, a in (rec or {}).get("arms", {}).items():
+        if a["at_edge"] and arm in study.arms:
+            grid = [float(x) for x in a["grid"]]
+            out.append(Finding("lr_at_edge", {"arm": arm, "lr": float(a["chosen"]), "lo": min(grid), "hi": max(grid),
+                                              "side": a.get("edge") or "high"}))
+    return out
 
 
 def profiles(study: Study) -> dict[str, list[Run]]:

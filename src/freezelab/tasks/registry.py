@@ -60,6 +60,12 @@ def protected_keys(task: str, where: Path | None = None) -> tuple[str, ...]:
     return engine_keys
 
 
+def tuning_keys(task: str) -> tuple[str, str]:
+    """(learning-rate key, epoch-budget key) a study's ``tune:`` sets in each trial: the LM's Phase 2 is the
+    trained phase; the time-series task and every plugin train under ``train``."""
+    return ("phase2.lr", "phase2.max_epochs") if task == "lm" else ("train.lr", "train.max_epochs")
+
+
 def hash_view(task: str, config: dict[str, Any], where: Path | None = None) -> dict[str, Any]:
     """The resolved config as the config hash sees it (``config.fields.hash_view`` of the task's model)."""
     return _hash_view(task_config(task, where), config)

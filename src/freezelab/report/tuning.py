@@ -1,0 +1,74 @@
+"""The learning rate each arm was compared at, chosen on validation (``tune:``; experiment/tuning.py).
+
+``OUT/tune.json`` holds, per tuned arm, the grid, every trial's best validation value (per trial seed), the
+chosen learning rate and whether it lies at the edge of the grid. The report shows a table, the validation
+curve over learning rates (plots.lr_curves) and, for an edge, a warning next to the arm.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+RECORD = "tune.json"
+
+
+def read_tuning(out_dir: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None); (None, None) when the study did not tune; (None, problem) for an invalid file (an
+    untrusted input: the report says so and goes on without it)."""
+    from freezelab.errors import RunFileError
+    from freezelab.tracking.files import read_json
+
+    path = Path(out_dir) / RECORD
+    if not path.exists():
+        return None, None
+    try:
+        rec = read_json(path)
+        arms = rec["arms"]
+        assert isinstance(arms, dict)
+        for a in arms.values():
+            grid = [float(x) for x in a["grid"]]
+            assert grid and float(a["chosen"]) in grid and isinstance(a["at_edge"], bool)
+            assert all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
+                       for v in a["values"].values())
+    except (RunFileError, OSError, KeyError, TypeError, ValueError, AssertionError) as err:
+        return None, (f"{path} is not a valid learning-rate record ({type(err).__name__}); the tuning is left out "
+                      "of the report. Run the same freezelab run command again to rewrite it.")
+    return rec, None
+
+
+def curve(rec: dict[str, Any]) -> list[tuple[float, float, int]]:
+    """(lr, mean over the trial seeds of the best validation value, failed trials) in grid order."""
+    out = []
+    for lr in rec["grid"]:
+        vals = next((v for k, v in rec["values"].items() if math.isclose(float(k), float(lr), rel_tol=1e-5)), [])
+        finite = [float(x) for x in vals if math.isfinite(float(x))]
+        out.append((float(lr), sum(finite) / len(finite) if finite else math.nan, len(vals) - len(finite)))
+    return out
+
+
+def tuning_section(ctx: Any) -> list[Any]:
+    """The table of chosen learning rates (and the problem line for an invalid record)."""
+    from freezelab.report import document as doc
+    from freezelab.report.sections import arm_label
+
+    rec, problem = read_tuning(ctx.study.out_dir)
+    if problem:
+        return [doc.Heading(2, ctx.t("tune_title")), doc.Para(problem)]
+    if rec is None:
+        return []
+    rows = []
+    for arm, a in rec["arms"].items():
+        points = curve(a)
+        shown = ", ".join(f"{lr:.3g}: " + (doc.num(v) if math.isfinite(v) else ctx.t("tune_failed"))
+                          + ("*" if math.isclose(lr, float(a["chosen"])) else "") for lr, v, _ in points)
+        edge = ctx.t("tune_edge_" + str(a.get("edge"))) if a["at_edge"] else "—"
+        rows.append([arm_label(ctx, arm), f"{float(a['chosen']):.3g}", shown, edge])
+    first = next(iter(rec["arms"].values()))
+    header = [ctx.t("arm"), ctx.t("tune_h_chosen"), ctx.t("tune_h_curve", metric=first.get("metric", "val/loss")),
+              ctx.t("tune_h_edge")]
+    return [doc.Heading(2, ctx.t("tune_title")),
+            doc.Para(ctx.t("tune_note", lr_key=rec.get("lr_key", "lr"), metric=first.get("metric", "val/loss"),
+                           budget=first.get("budget"), seeds=", ".join(map(str, first.get("seeds", []))))),
+            doc.Table(header, rows)]
