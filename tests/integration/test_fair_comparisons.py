@@ -214,3 +214,18 @@ def test_tune_sets_each_tasks_own_lr_and_budget_keys(tmp_path, tiny_model_dir, t
     assert got == [("a", 3, pytest.approx(1e-4), 2), ("a", 3, pytest.approx(1e-3), 2), ("a", 3, pytest.approx(1e-2), 2),
                    ("b", 4, 0.5, 3)]
     assert len({s.run_id for s in plan}) == len(plan)
+
+
+def test_tune_on_the_time_series_task_sets_optim_lr_and_train_max_epochs(tmp_path):
+    from freezelab.config.load import flatten, load_study
+    from freezelab.experiment.tuning import trial_plan
+    from tests.ts_fixtures import tiny_ts_base
+
+    base = tiny_ts_base(tmp_path / "no-backbone-needed-to-plan")
+    path = tmp_path / "ts.yaml"
+    path.write_text(yaml.safe_dump({"name": "ts", "task": "timeseries", "seeds": [0], "base": base,
+                                    "tune": {"lr": [1e-4, 1e-3], "budget": 1}, "arms": {"a": {"reference": True}}}),
+                    encoding="utf-8")
+    got = sorted((flatten(s.config)["optim.lr"], flatten(s.config)["train.max_epochs"])
+                 for s in trial_plan(load_study(path)))
+    assert got == [(1e-4, 1), (1e-3, 1)]

@@ -62,8 +62,10 @@ def protected_keys(task: str, where: Path | None = None) -> tuple[str, ...]:
 
 def tuning_keys(task: str) -> tuple[str, str]:
     """(learning-rate key, epoch-budget key) a study's ``tune:`` sets in each trial: the LM's Phase 2 is the
-    trained phase; the time-series task and every plugin train under ``train``."""
-    return ("phase2.lr", "phase2.max_epochs") if task == "lm" else ("train.lr", "train.max_epochs")
+    trained phase; the time-series task's base lr is ``optim.lr``; every plugin trains under ``train``."""
+    if task == "lm":
+        return "phase2.lr", "phase2.max_epochs"
+    return ("optim.lr" if task == "timeseries" else "train.lr"), "train.max_epochs"
 
 
 def hash_view(task: str, config: dict[str, Any], where: Path | None = None) -> dict[str, Any]:
