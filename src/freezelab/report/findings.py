@@ -130,14 +130,15 @@ def sequential_section(ctx: Ctx) -> list[doc.Block]:
                 first.setdefault(d["arm"], int(d["n"]))
     rows = [[arm_label(ctx, d["arm"]), str(d["n"]),
              doc.pct(math.expm1(float(d["mean_diff"])) * 100) if log_scale else doc.signed(float(d["mean_diff"])),
-             doc.num(float(d["evalue"])), doc.num(float(d["threshold"])), ctx.t("seq_v_" + d["verdict"]),
+             f"{float(d['evalue']):.3g}", f"{float(d['threshold']):.3g}", ctx.t("seq_v_" + d["verdict"]),
              str(first.get(d["arm"], "—"))] for d in last]
     header = [ctx.t("arm"), ctx.t("seq_h_seeds"), ctx.t("seq_h_delta"), ctx.t("seq_h_e"), ctx.t("seq_h_need"),
               ctx.t("seq_h_decision"), ctx.t("seq_h_first")]
     arms = [d["arm"] for d in last]
-    looks = [[str(len(look["seeds"])), *[doc.num(float(next((d["evalue"] for d in look["decisions"]
-                                                           if d["arm"] == arm), math.nan))) for arm in arms]]
-             for look in rec["looks"]]
+
+    def e_at(look: dict, arm: str) -> str:
+        return f"{float(next((d['evalue'] for d in look['decisions'] if d['arm'] == arm), math.nan)):.3g}"
+    looks = [[str(len(look["seeds"])), *[e_at(look, arm) for arm in arms]] for look in rec["looks"]]
     return [doc.Heading(2, ctx.t("seq_title")),
             doc.Para(ctx.t("seq_note", ref=rec.get("reference", ctx.study.reference), metric=rec.get("metric", ""),
                            m=len(last), thr=thr, alpha=alpha, n=len(rec["seeds"]), why=why)),
