@@ -310,8 +310,9 @@ def load_study(path: str | Path, *, profile: str | None = None, overrides: list[
             problems.append(Problem(where, spec.reference_arm, "", "the reference arm must be in the profile's arms"))
         if not all_arms:
             arms = {name: arm for name, arm in arms.items() if name in chosen}
+    chosen_profile = spec.profiles.get(profile) if spec is not None and profile else None
     run_seeds = seeds if seeds is not None else (
-        spec.profiles[profile].seeds if profile and spec.profiles[profile].seeds else spec.seeds) if spec else []
+        chosen_profile.seeds if chosen_profile and chosen_profile.seeds else spec.seeds) if spec else []
     tune, errs = _tuning(spec, arms, list(run_seeds), str(path)) if spec is not None else ({}, [])
     problems += errs
     lines = list(dict.fromkeys(str(p) for p in problems))  # each problem once, in file order

@@ -34,7 +34,6 @@ from freezelab.report import (
     masking,
     sections,
     ts_replication,
-    tuning,
 )
 from freezelab.report.aggregate import Study, load_study, results_table, runs_table
 from freezelab.report.analysis import Analysis
@@ -86,7 +85,7 @@ def build_document(study: Study, analysis: Analysis, plots: list[Plot], lang: st
                    ref=full.reference, missing=missing)),
     ]
     blocks += findings.sequential_section(ctx)  # run --until-decided: the decisions to cite, first
-    blocks += tuning.tuning_section(ctx)  # tune: the learning rate each arm was compared at
+    blocks += findings.tuning_section(ctx)  # tune: the learning rate each arm was compared at
     if groups and len(groups) >= 2:
         section = lm_replication.lm_replication_section if study.task == "lm" else ts_replication.ts_replication_section
         blocks += section(ctx, groups)

@@ -9,6 +9,7 @@ import shlex
 from freezelab.report import document as doc
 from freezelab.report import inference as inf
 from freezelab.report import sequential as seq
+from freezelab.report import tuning
 from freezelab.report import verdicts as vd
 from freezelab.report.aggregate import epoch_metric_keys, epoch_values, signal_text, throughput
 from freezelab.report.analysis import ArmStat, Metric
@@ -144,6 +145,29 @@ def sequential_section(ctx: Ctx) -> list[doc.Block]:
                            m=len(last), thr=thr, alpha=alpha, n=len(rec["seeds"]), why=why)),
             doc.Table(header, rows),
             doc.Details(ctx.t("seq_looks"), [doc.Table([ctx.t("seq_h_seeds"), *[f"`{a}`" for a in arms]], looks)])]
+
+
+def tuning_section(ctx: Ctx) -> list[doc.Block]:
+    """The table of chosen learning rates (and the problem line for an invalid record)."""
+    rec, problem = tuning.read_tuning(ctx.study.out_dir)
+    if problem:
+        return [doc.Heading(2, ctx.t("tune_title")), doc.Para(problem)]
+    if rec is None:
+        return []
+    rows = []
+    for arm, a in rec["arms"].items():
+        points = tuning.curve(a)
+        shown = ", ".join(f"{lr:.3g}: " + (doc.num(v) if math.isfinite(v) else ctx.t("tune_failed"))
+                          + ("*" if math.isclose(lr, float(a["chosen"])) else "") for lr, v, _ in points)
+        edge = ctx.t("tune_edge_" + str(a.get("edge"))) if a["at_edge"] else "—"
+        rows.append([arm_label(ctx, arm), f"{float(a['chosen']):.3g}", shown, edge])
+    first = next(iter(rec["arms"].values()))
+    header = [ctx.t("arm"), ctx.t("tune_h_chosen"), ctx.t("tune_h_curve", metric=first.get("metric", "val/loss")),
+              ctx.t("tune_h_edge")]
+    return [doc.Heading(2, ctx.t("tune_title")),
+            doc.Para(ctx.t("tune_note", lr_key=rec.get("lr_key", "lr"), metric=first.get("metric", "val/loss"),
+                           budget=first.get("budget"), seeds=", ".join(map(str, first.get("seeds", []))))),
+            doc.Table(header, rows)]
 
 
 def _best_line(ctx: Ctx, m: Metric) -> list[doc.Block]:

@@ -1,8 +1,8 @@
 """The learning rate each arm was compared at, chosen on validation (``tune:``; experiment/tuning.py).
 
 ``OUT/tune.json`` holds, per tuned arm, the grid, every trial's best validation value (per trial seed), the
-chosen learning rate and whether it lies at the edge of the grid. The report shows a table, the validation
-curve over learning rates (plots.lr_curves) and, for an edge, a warning next to the arm.
+chosen learning rate and whether it lies at the edge of the grid. The report shows a table (findings.tuning_section),
+the validation curve over learning rates (plots.lr_curves) and, for an edge, a warning next to the arm.
 """
 
 from __future__ import annotations
@@ -46,29 +46,3 @@ def curve(rec: dict[str, Any]) -> list[tuple[float, float, int]]:
         finite = [float(x) for x in vals if math.isfinite(float(x))]
         out.append((float(lr), sum(finite) / len(finite) if finite else math.nan, len(vals) - len(finite)))
     return out
-
-
-def tuning_section(ctx: Any) -> list[Any]:
-    """The table of chosen learning rates (and the problem line for an invalid record)."""
-    from freezelab.report import document as doc
-    from freezelab.report.sections import arm_label
-
-    rec, problem = read_tuning(ctx.study.out_dir)
-    if problem:
-        return [doc.Heading(2, ctx.t("tune_title")), doc.Para(problem)]
-    if rec is None:
-        return []
-    rows = []
-    for arm, a in rec["arms"].items():
-        points = curve(a)
-        shown = ", ".join(f"{lr:.3g}: " + (doc.num(v) if math.isfinite(v) else ctx.t("tune_failed"))
-                          + ("*" if math.isclose(lr, float(a["chosen"])) else "") for lr, v, _ in points)
-        edge = ctx.t("tune_edge_" + str(a.get("edge"))) if a["at_edge"] else "—"
-        rows.append([arm_label(ctx, arm), f"{float(a['chosen']):.3g}", shown, edge])
-    first = next(iter(rec["arms"].values()))
-    header = [ctx.t("arm"), ctx.t("tune_h_chosen"), ctx.t("tune_h_curve", metric=first.get("metric", "val/loss")),
-              ctx.t("tune_h_edge")]
-    return [doc.Heading(2, ctx.t("tune_title")),
-            doc.Para(ctx.t("tune_note", lr_key=rec.get("lr_key", "lr"), metric=first.get("metric", "val/loss"),
-                           budget=first.get("budget"), seeds=", ".join(map(str, first.get("seeds", []))))),
-            doc.Table(header, rows)]
