@@ -202,7 +202,7 @@ def run(
 
         from freezelab.experiment.tuning import run_tuning
 
-        study, trials = run_tuning(study, out_dir, arms=chosen, run=run_runs,  # tune: each arm's lr on val first
+        study, _ = run_tuning(study, out_dir, arms=chosen, run=run_runs,  # tune: each arm's lr on val first
                                    say=lambda line: console.print(line, highlight=False))
         if until_decided:
             from freezelab.experiment.until_decided import run_until_decided

@@ -119,3 +119,19 @@ def test_the_report_gives_power_advice_beside_every_undecided_comparison_only(tm
     assert set(found) == {a for a, v in verdicts.items() if v in ("inconclusive", "no_difference")} != set()
     assert all(int(k) > 2 for k in found.values())
     assert ja.count("**検出力**") == len(found)
+
+
+def test_a_damaged_sequential_or_tuning_record_is_named_in_the_report_which_still_renders(tmp_path):
+    """OUT/sequential.json and OUT/tune.json are untrusted: a wrong shape or broken JSON gives one line naming
+    the file, and the rest of the report is written."""
+    from freezelab.report import write_report
+    from tests.report_fixtures import make_demo_study
+
+    out = make_demo_study(tmp_path)
+    (out / "sequential.json").write_text('{"looks": [], "stopped": "decided", "seeds": []}', encoding="utf-8")
+    (out / "tune.json").write_text("{not json", encoding="utf-8")
+    write_report(out, lang="en")
+    md = " ".join((out / "report.md").read_text(encoding="utf-8").split())
+    assert "sequential.json is not a valid --until-decided record (AssertionError); its sequential decisions" in md
+    assert "tune.json is not a valid learning-rate record (RunFileError); the tuning is left out" in md
+    assert "**Answer:**" in md

@@ -32,6 +32,11 @@ class RunSpec:
         return Path(out_dir) / "runs" / self.run_id
 
 
+def config_hash(study: Study, config: dict[str, Any]) -> str:
+    """The hash a run id carries: the task and the hash-relevant view of its resolved config."""
+    return hash_json({"task": study.spec.task, "config": hash_view(study.spec.task, config, study.path.parent)})
+
+
 def make_plan(study: Study, *, arms: list[str] | None = None, seeds: list[int] | None = None) -> list[RunSpec]:
     """Expand a study into runs, arm-major then seed.
 
@@ -51,8 +56,7 @@ def make_plan(study: Study, *, arms: list[str] | None = None, seeds: list[int] |
     plan = []
     for name in names:
         arm = study.arms[name]
-        chash = hash_json({"task": study.spec.task,
-                           "config": hash_view(study.spec.task, arm.config, study.path.parent)})
+        chash = config_hash(study, arm.config)
         for seed in (seeds if seeds is not None else study.seeds):
             plan.append(RunSpec(
                 study=study.spec.name, arm=name, seed=seed, config=arm.config, config_hash=chash,

@@ -20,10 +20,8 @@ from typing import Any
 
 from freezelab.config.load import Study, config_diff, flatten, set_dotted
 from freezelab.errors import ConfigError, RunFileError
-from freezelab.experiment.plan import RunSpec
-from freezelab.tasks.registry import hash_view
+from freezelab.experiment.plan import RunSpec, config_hash
 from freezelab.tracking import files
-from freezelab.utils.hashing import hash_json
 
 RECORD = "tune.json"
 TRIALS = "tune"  # OUT/tune/runs/<trial>
@@ -47,8 +45,7 @@ def trial_plan(study: Study, arms: list[str] | None = None) -> list[RunSpec]:
         arm = study.arms[name]
         for lr in tune["grid"]:
             config = _with(arm.config, {tune["lr_key"]: lr, tune["epochs_key"]: tune["budget"]})
-            view = hash_view(study.spec.task, config, study.path.parent)
-            chash = hash_json({"task": study.spec.task, "config": view})
+            chash = config_hash(study, config)
             for seed in tune["seeds"]:
                 plan.append(RunSpec(
                     study=study.spec.name, arm=name, seed=seed, config=config, config_hash=chash,

@@ -10,7 +10,6 @@ continues where it stopped. Every look is recorded in ``OUT/sequential.json``, w
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,10 @@ RECORD = "sequential.json"
 
 def seeds_already_run(out_dir: Path, study: Study) -> set[int]:
     """Seeds with a run folder of this study's arms under OUT/runs (finished or not)."""
-    found = set()
-    for path in (Path(out_dir) / "runs").glob("*__s*__*"):
-        m = re.fullmatch(r"(.+)__s(-?\d+)__[0-9a-f]+", path.name)
-        if m and m.group(1) in study.arms:
-            found.add(int(m.group(2)))
-    return found
+    from freezelab.experiment.runner import scan_runs
+
+    rows = scan_runs(out_dir)
+    return {int(r["seed"]) for r in rows if r["arm"] in study.arms and str(r["seed"]).lstrip("-").isdigit()}
 
 
 def check_request(study: Study, out_dir: Path, max_seeds: int | None, seed_batch: int) -> None:
@@ -80,7 +77,7 @@ def run_until_decided(study: Study, out_dir: Path, *, max_seeds: int, seed_batch
         metric, diffs = study_diffs(loaded, seeds=seeds)
         decisions = decide(diffs, reference=study.reference, metric=metric.key, mode=metric.mode)
         looks.append({"seeds": list(seeds), "decisions": [d.as_dict() for d in decisions]})
-        failed = [o for o in batch if getattr(o, "status", "") in ("failed", "locked")]
+        failed = [o for o in batch if o.status in ("failed", "locked")]
         stopped = ("failed" if failed else "decided" if all(d.decided for d in decisions)
                    else "max_seeds" if len(seeds) >= max_seeds else None)
         record = {"alpha": ALPHA, "prior_g": PRIOR_G, "max_seeds": max_seeds, "seed_batch": seed_batch,

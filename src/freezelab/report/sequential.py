@@ -159,14 +159,9 @@ def read_record(out_dir: Any) -> tuple[dict[str, Any] | None, str | None]:
     (None, problem) when it is not a valid record (an untrusted file: the report says so and goes on)."""
     from pathlib import Path
 
-    from freezelab.errors import RunFileError
-    from freezelab.tracking.files import read_json
+    from freezelab.tracking.files import read_checked_json
 
-    path = Path(out_dir) / "sequential.json"
-    if not path.exists():
-        return None, None
-    try:
-        rec = read_json(path)
+    def check(rec: Any) -> None:
         looks = rec["looks"]
         assert isinstance(looks, list) and looks and all(isinstance(x["decisions"], list) for x in looks)
         for d in looks[-1]["decisions"]:
@@ -174,7 +169,7 @@ def read_record(out_dir: Any) -> tuple[dict[str, Any] | None, str | None]:
                 "better", "worse", "undecided")
             float(d["evalue"]), float(d["threshold"]), float(d["mean_diff"])
         assert rec["stopped"] in ("decided", "max_seeds", "failed", None) and isinstance(rec["seeds"], list)
-    except (RunFileError, OSError, KeyError, TypeError, ValueError, AssertionError) as err:
-        return None, (f"{path} is not a valid --until-decided record ({type(err).__name__}); its sequential "
-                      "decisions are left out. Run the same freezelab run --until-decided command again to rewrite it.")
-    return rec, None
+
+    return read_checked_json(Path(out_dir) / "sequential.json", check, what="--until-decided record",
+                             consequence="its sequential decisions are left out. Run the same freezelab run "
+                             "--until-decided command again to rewrite it.")

@@ -17,14 +17,9 @@ RECORD = "tune.json"
 def read_tuning(out_dir: Any) -> tuple[dict[str, Any] | None, str | None]:
     """(record, None); (None, None) when the study did not tune; (None, problem) for an invalid file (an
     untrusted input: the report says so and goes on without it)."""
-    from freezelab.errors import RunFileError
-    from freezelab.tracking.files import read_json
+    from freezelab.tracking.files import read_checked_json
 
-    path = Path(out_dir) / RECORD
-    if not path.exists():
-        return None, None
-    try:
-        rec = read_json(path)
+    def check(rec: Any) -> None:
         arms = rec["arms"]
         assert isinstance(arms, dict)
         for a in arms.values():
@@ -32,10 +27,10 @@ def read_tuning(out_dir: Any) -> tuple[dict[str, Any] | None, str | None]:
             assert grid and float(a["chosen"]) in grid and isinstance(a["at_edge"], bool)
             assert all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
                        for v in a["values"].values())
-    except (RunFileError, OSError, KeyError, TypeError, ValueError, AssertionError) as err:
-        return None, (f"{path} is not a valid learning-rate record ({type(err).__name__}); the tuning is left out "
-                      "of the report. Run the same freezelab run command again to rewrite it.")
-    return rec, None
+
+    return read_checked_json(Path(out_dir) / RECORD, check, what="learning-rate record",
+                             consequence="the tuning is left out of the report. Run the same freezelab run command "
+                             "again to rewrite it.")
 
 
 def curve(rec: dict[str, Any]) -> list[tuple[float, float, int]]:

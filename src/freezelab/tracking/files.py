@@ -155,6 +155,22 @@ def read_json(path: Path, *, fix: str = DAMAGED_FIX) -> Any:
         raise RunFileError(f"{path} is damaged ({type(err).__name__}: {err}). {fix}") from err
 
 
+def read_checked_json(path: Path, check: Callable[[Any], None], *, what: str,
+                      consequence: str) -> tuple[Any, str | None]:
+    """An optional study-level record a report reads (an untrusted file): (record, None); (None, None) when it is
+    absent; (None, problem) when it is unreadable or ``check`` raises (KeyError, TypeError, ValueError,
+    AssertionError), the problem naming the file, ``what`` it should be and ``consequence``."""
+    path = Path(path)
+    if not path.exists():
+        return None, None
+    try:
+        rec = read_json(path)
+        check(rec)
+    except (RunFileError, OSError, KeyError, TypeError, ValueError, AssertionError) as err:
+        return None, f"{path} is not a valid {what} ({type(err).__name__}); {consequence}"
+    return rec, None
+
+
 def write_yaml(path: Path, data: Any) -> None:
     """Atomically write ``data`` as YAML (keys in insertion order)."""
     atomic_write_text(path, yaml.safe_dump(_jsonable(data), sort_keys=False, allow_unicode=True))
