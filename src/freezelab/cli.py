@@ -135,6 +135,9 @@ def run(
         "local", help="local: runs one after another here; ray: each run a Ray task."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local instance)."),
     gpus_per_run: float = typer.Option(0.0, help="GPUs each Ray task reserves (fractions share a GPU)."),
+    storage: Optional[str] = typer.Option(None, "--storage", metavar="URI", help="With --executor ray: keep the "
+                                          "run folders at this URI (a path, file://, s3://bucket/prefix, ...) so "
+                                          "that nodes need no shared filesystem; OUT gets a copy of each."),
     retry_failed: bool = typer.Option(True, "--retry-failed/--skip-failed", help="Rerun runs that failed before."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the comparison report at the end."),
     wait: bool = typer.Option(False, "--wait", help="Wait for runs another process holds instead of skipping "
@@ -166,6 +169,9 @@ def run(
     try:
         if gpus_per_run < 0:
             raise FreezelabError(f"--gpus-per-run must be >= 0 (a fraction shares a GPU), got {gpus_per_run}")
+        if storage is not None and executor != "ray":
+            raise FreezelabError("--storage applies with --executor ray (runs on other nodes); a local run writes "
+                                 "to --out directly")
         if wait_timeout is not None and wait_timeout < 0:
             raise FreezelabError(f"--wait-timeout must be >= 0 seconds, got {wait_timeout:g}")
         chosen = _csv(arms, str, "--arms")
@@ -192,7 +198,8 @@ def run(
                 from freezelab.experiment.ray_executor import run_plan_ray
 
                 return run_plan_ray(st, runs, folder, address=ray_address, gpus_per_run=gpus_per_run,
-                                    retry_failed=retry_failed, command=command, console=console, sinks=sinks)
+                                    retry_failed=retry_failed, command=command, console=console, sinks=sinks,
+                                    storage=storage)
             return run_plan(st, runs, folder, isolation=isolation, retry_failed=retry_failed, command=command,
                             console=console, sinks=sinks, wait=wait or wait_timeout is not None,
                             wait_timeout=wait_timeout)
