@@ -423,13 +423,14 @@ def fields(task: str = typer.Argument("lm", help="lm, timeseries, classify, your
 @app.command()
 def bench(
     device: Literal["auto", "cpu", "cuda"] = typer.Option("auto", help="Where to measure."),
-    mode: Literal["all", "step", "e2e"] = typer.Option(
+    mode: Literal["all", "step", "e2e", "run"] = typer.Option(
         "all", help="step: matmul peak, Phase-2 steps and the recurrence in isolation; e2e: one real run at the "
-        "seed's shapes per stage, with the per-token reference loop and a seed-study estimate; all: both."),
+        "seed's shapes per stage, with the per-token reference loop and a seed-study estimate; run: Phase-2 MFU "
+        "inside a real run and the share of each overhead (checks, hashing, logging, checkpoints); all: every one."),
     quick: bool = typer.Option(False, "--quick", help="Smaller sizes (CI: about a minute per mode on a CPU)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Measure matmul peak, Phase-2 MFU, recurrence and end-to-end speed (ratios, see benchmarks/README.md)."""
+    """Measure matmul peak, Phase-2 MFU, recurrence, end-to-end and in-run speed (ratios, benchmarks/README.md)."""
     result: dict = {}
     if mode in ("all", "step"):
         from freezelab.bench import run_benchmarks
@@ -439,6 +440,10 @@ def bench(
         from freezelab.bench_e2e import run_e2e
 
         result["e2e"] = run_e2e(device, quick=quick)
+    if mode in ("all", "run"):
+        from freezelab.bench_run import run_inrun
+
+        result["run"] = run_inrun(device, quick=quick)
     if as_json:
         print(json.dumps(result if mode == "all" else result[mode], indent=2))
         return
@@ -458,6 +463,10 @@ def bench(
         from freezelab.bench_e2e import print_e2e
 
         print_e2e(result["e2e"], echo=lambda line: console.print(line, highlight=False))
+    if "run" in result:
+        from freezelab.bench_run import print_inrun
+
+        print_inrun(result["run"], echo=lambda line: console.print(line, highlight=False))
 
 if __name__ == "__main__":
     app()

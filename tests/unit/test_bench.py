@@ -57,3 +57,61 @@ def test_e2e_bench_runs_a_real_study_and_the_reference(tmp_path) -> None:
     lines: list[str] = []
     print_e2e(r, echo=lines.append)
     assert any("per-token reference" in ln for ln in lines)
+
+
+def test_in_run_figures_split_training_time_into_its_shares() -> None:
+    """Figures worked by hand: 9 s of steps (0.5 s of them checks) + 1 s of epoch-end checkpoints over 2 epochs;
+    1,000 positions of 1 GFLOP each on a 1 TFLOP/s peak."""
+    from freezelab.bench_run import in_run_figures
+
+    summary = {"train_seconds": 9.0, "tokens_seen": 1000, "flops_per_token": 1e9, "epochs_run": 2, "steps": 10,
+               "overhead_seconds": {"in_steps": {"checks": 0.5}, "epoch_end": {"checkpoint": 1.0}}}
+    r = in_run_figures(summary, peak=1e12)
+    assert r["training_seconds"] == 10.0 and r["positions_per_second"] == 100.0
+    assert abs(r["in_run_mfu"] - 0.1) < 1e-12 and abs(r["compute_mfu"] - 1000 * 1e9 / 8.5 / 1e12) < 1e-12
+    assert r["overhead_shares"] == {"checks": 0.05, "frozen_hash": 0.0, "logging": 0.0, "checkpoint": 0.1}
+    assert r["epoch_end_seconds_per_epoch"]["checkpoint"] == 0.5
+    # a seed-study epoch: 251,208 positions at 100/s = 2,512.08 s of steps (5 % checks), + 0.5 s of checkpoint
+    seed = r["seed_epoch_overhead_shares"]
+    assert abs(seed["checkpoint"] - 0.5 / (2512.08 + 0.5)) < 1e-9
+    assert abs(seed["checks"] - 0.05 * 2512.08 / (2512.08 + 0.5)) < 1e-9
+
+
+def test_a_slow_check_shows_in_the_checks_share_of_a_real_run(write_study, tmp_path, monkeypatch) -> None:
+    """Each overhead is timed where it happens: 20 ms added to the per-step lr check (I5) appears in the run's
+    ``checks`` share, and nowhere else."""
+    import time
+
+    from freezelab.config.load import load_study
+    from freezelab.experiment.plan import make_plan
+    from freezelab.experiment.runner import run_plan
+    from freezelab.freeze.param_groups import FreezeController
+    from freezelab.tracking.files import read_json
+
+    def timed(tmp, slow: bool) -> dict:
+        if slow:
+            real = FreezeController.check_lrs
+            monkeypatch.setattr(FreezeController, "check_lrs",
+                                lambda self, *a, **k: (time.sleep(0.02), real(self, *a, **k))[1])
+        study = load_study(write_study({"a": {"reference": True}}))
+        run_plan(study, make_plan(study), tmp, isolation="inline", progress=False, tensorboard=False)
+        (run_dir,) = (tmp / "runs").glob("a__s0__*")
+        return read_json(run_dir / "summary.json")
+
+    fast, slow = timed(tmp_path / "fast", False), timed(tmp_path / "slow", True)
+    assert set(fast["overhead_seconds"]["in_steps"]) == {"checks", "frozen_hash", "logging"}
+    assert set(fast["overhead_seconds"]["epoch_end"]) == {"frozen_hash", "checkpoint"}
+    added = slow["overhead_seconds"]["in_steps"]["checks"] - fast["overhead_seconds"]["in_steps"]["checks"]
+    assert added >= 0.02 * slow["steps"] * 0.9
+    assert slow["overhead_seconds"]["in_steps"]["logging"] < 0.02 * slow["steps"] / 2
+    assert sum(slow["overhead_seconds"]["in_steps"].values()) <= slow["train_seconds"]
+
+
+def test_in_run_bench_runs_a_real_study(tmp_path) -> None:
+    from freezelab.bench_run import print_inrun, run_inrun
+
+    r = run_inrun("cpu", train_docs=2, epochs=2, vocab=30522, dim=8, layers=1, step_repeats=2)
+    assert r["run"]["steps"] > 0 and r["step_mfu"] > 0 and set(r["run"]["overhead_shares"]) >= {"checks"}
+    lines: list[str] = []
+    print_inrun(r, echo=lines.append)
+    assert any("in-run Phase 2" in line for line in lines)

@@ -21,7 +21,7 @@ def hash_arrays(*arrays: np.ndarray) -> str:
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
+        h.update(_raw(a))
     return h.hexdigest()
 
 
@@ -36,5 +36,11 @@ def hash_tensor(t: Any) -> str:
     if t.dtype == torch.bfloat16:
         t = t.view(torch.int16)
     h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.numpy().tobytes())
+    h.update(_raw(t.numpy()))
     return h.hexdigest()
+
+
+def _raw(a: np.ndarray) -> np.ndarray:
+    """The bytes of a C-contiguous array as a uint8 view: hashed in place, without the copy ``tobytes`` makes
+    (half the time of a frozen-tensor check, I1)."""
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)

@@ -40,6 +40,7 @@ from freezelab.tracking.items import MODEL, metric, write_items
 from freezelab.tracking.selection import EarlyStopping
 from freezelab.tracking.tracker import Tracker
 from freezelab.utils.seeding import torch_generator
+from freezelab.utils.timing import Stopwatch
 
 CE_FUSED = True      # the batched loop's CE: fused (loss.py), or F.cross_entropy on full logits (reference)
 CE_CHUNK_ROWS = 512  # rows of (rows, V) logits at a time in the fused CE with a frozen head
@@ -204,6 +205,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     dead: list[str] = []
     epoch, first, stopped = 0, 1, False
     acc: dict[str, Any] | None = None  # running sums of a partly trained epoch
+    # this attempt's overheads by share (checks, frozen_hash, logging, checkpoint): inside train_seconds, and
+    # after each epoch's steps (its frozen-tensor check and commit, outside train_seconds)
+    watch, epoch_end = Stopwatch(), Stopwatch()
 
     def commit(position: dict[str, Any]) -> None:
         state, tensors = training_state(model, opt, sched, controller, best)
@@ -300,10 +304,12 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 if hits is None:  # batched: the last step's gradients stay readable until here (error message)
                     opt.zero_grad(set_to_none=True)
                     fabric.backward(loss)
-                controller.check_no_frozen_grads()
-                per_step = tracker.due(step + 1) and {  # the lr this step uses, the gradient before clipping
-                    **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
-                    **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()}}
+                with watch("checks"):
+                    controller.check_no_frozen_grads()
+                with watch("logging"):
+                    per_step = tracker.due(step + 1) and {  # the lr this step uses, the gradient before clipping
+                        **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
+                        **{f"grad_norm/{k}": v for k, v in controller.grad_norms().items()}}
                 norm = fabric.clip_gradients(model, opt, max_norm=c2.grad_clip, error_if_nonfinite=False)
                 if not torch.isfinite(norm):
                     problem = (f"the gradient norm is {float(norm)}", "this step's")
@@ -319,33 +325,39 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 acc["batch"] = b + 1
                 continue
             nonfinite_run = 0
-            controller.check_lrs(opt, c2.lr)
+            with watch("checks"):
+                controller.check_lrs(opt, c2.lr)
             opt.step()
             sched.step()
             step += 1
             facts["step"] = step
-            dead = phase.after_step(model, step, epoch)                               # I7, I1, I2
+            with watch("frozen_hash" if step == 1 else "checks"):  # step 1 hashes the frozen tensors (I1)
+                dead = phase.after_step(model, step, epoch)                           # I7, I1, I2
             if dead:
                 log(f"warning: tensors unchanged after the first step of epoch {epoch} (dead): {dead}")
             step_loss = float(loss.detach())
-            if per_step:
-                tracker.log({"kind": "step", "phase": "phase2", "epoch": epoch, "step": step,
-                             "train/step_loss": step_loss, **per_step}, step=step)
-            tracker.live.step(done=step, items=len(pos), loss=step_loss, epoch=epoch, step_in_epoch=b + 1)
+            with watch("logging"):
+                if per_step:
+                    tracker.log({"kind": "step", "phase": "phase2", "epoch": epoch, "step": step,
+                                 "train/step_loss": step_loss, **per_step}, step=step)
+                tracker.live.step(done=step, items=len(pos), loss=step_loss, epoch=epoch, step_in_epoch=b + 1)
             acc["loss_sum"] += step_loss * len(pos)
             acc["correct"] += hits if hits is not None else int((pred == targets).sum())
             acc["seen"] += len(pos)
             acc["batch"] = b + 1
             if ckpt.due() and b + 1 < n_batches:                                      # protocol §4: every M minutes
                 acc["seconds"] = time.time() - t_epoch
-                commit({"phase": "phase2", "epoch": epoch, "batch": b + 1, "stopped": False, "stop_reason": None})
+                with watch("checkpoint"):
+                    commit({"phase": "phase2", "epoch": epoch, "batch": b + 1, "stopped": False,
+                            "stop_reason": None})
         loss_sum, correct, seen, skipped = acc["loss_sum"], acc["correct"], acc["seen"], acc.get("skipped", 0)
         skipped_total += skipped
         drift = {"contexts/drift_rms": acc["drift"]} if "drift" in acc else {}  # per_epoch: vs the previous epoch
         acc = None
         train_seconds += time.time() - t_epoch
         tokens_seen += seen
-        phase.check_frozen(model, f"at the end of epoch {epoch}", step=step)
+        with epoch_end("frozen_hash"):
+            phase.check_frozen(model, f"at the end of epoch {epoch}", step=step)
         stream_ctx = None
         tracker.live.note("evaluating val")
         if recompute:
@@ -365,8 +377,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             f"acc {val['acc']:.2%}")
         stop = best.update(epoch, val["loss"], {f"val/{k}": v for k, v in val.items()}, model)
         stopped = stop or epoch == c2.max_epochs
-        commit({"phase": "phase2", "epoch": epoch, "batch": None, "stopped": stopped,
-                "stop_reason": "early_stop" if stop else "budget" if stopped else None})
+        with epoch_end("checkpoint"):
+            commit({"phase": "phase2", "epoch": epoch, "batch": None, "stopped": stopped,
+                    "stop_reason": "early_stop" if stop else "budget" if stopped else None})
         if stop:
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
@@ -385,6 +398,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     return {"best": {"epoch": best.epoch, "metrics": best.metrics},
             "test": {f"test/{k}": v for k, v in test.items()}, "epochs_run": epoch, "steps": step,
             "tokens_seen": tokens_seen, "train_seconds": train_seconds,
+            "overhead_seconds": {"in_steps": watch.seconds, "epoch_end": epoch_end.seconds},  # bench --mode run
             "numerics": {"nonfinite_steps": skipped_total},
             "invariants": {"frozen_unchanged": frozen_unchanged(frozen_checks), "frozen_checks": frozen_checks,
                            "dead_tensors": dead, "warnings": []}}
