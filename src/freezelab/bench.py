@@ -51,10 +51,12 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, *, size: int | None = 
 
 
 def bench_phase2(device: torch.device, *, vocab: int, dim: int, layers: int, batch: int, steps: int,
-                 precision: str, head_trainable: bool, fused_ce: bool = True) -> dict[str, float]:
+                 precision: str, head_trainable: bool, fused_ce: bool = True,
+                 compile: bool = False) -> dict[str, float]:
     """Time Phase-2 training steps on cached contexts; return tokens/s and achieved FLOP/s.
 
     ``fused_ce``: the study's fused cross-entropy (tasks/lm/loss.py), or the reference F.cross_entropy.
+    ``compile``: torch.compile the TokenBlock, as ``runtime.compile: true`` does (compiled in the warm-up step).
     """
     from freezelab.freeze.param_groups import FreezeController
     from freezelab.tasks.lm.config import LMConfig
@@ -65,6 +67,8 @@ def bench_phase2(device: torch.device, *, vocab: int, dim: int, layers: int, bat
     # the study's own model and group layout: tied head, trained with wte or frozen with it
     cfg = LMConfig.model_validate({"embedding": {"freeze": not head_trainable}, "model": {"num_layers": layers}})
     model = build_model(cfg, vocab, dim, seed=0).to(device)
+    if compile:
+        model.token_block.compile()
     ctl = FreezeController(model, phase2_groups(model, cfg))
     g = torch.Generator().manual_seed(0)
     opt = ctl.build_optimizer(2e-3, fused=True)  # as run_phase2
@@ -117,8 +121,9 @@ def bench_recurrence(device: torch.device, *, dim: int, layers: int, docs: int, 
             "speedup": loop / batched}
 
 
-def run_benchmarks(device_name: str = "auto", *, quick: bool = False) -> dict[str, Any]:
-    """The step benchmarks on one device at the seed's shapes (V 50,257, d 768, batch 512; quick: MiniLM's)."""
+def run_benchmarks(device_name: str = "auto", *, quick: bool = False, compile: bool = False) -> dict[str, Any]:
+    """The step benchmarks on one device at the seed's shapes (V 50,257, d 768, batch 512; quick: MiniLM's);
+    ``compile``: the Phase-2 steps with a compiled TokenBlock."""
     device = torch.device("cuda" if device_name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"
     precision = "bf16" if gpu else "fp32"
@@ -127,10 +132,11 @@ def run_benchmarks(device_name: str = "auto", *, quick: bool = False) -> dict[st
     vocab, dim = (50257, 768) if not quick else (30522, 384)   # the seed's shapes (quick: MiniLM's)
     batch, steps = (512, 20) if gpu else (512, 3 if quick else 5)
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(0) if gpu else "cpu",
-                           "threads": torch.get_num_threads(), "precision": precision, "load_average": load()}
+                           "threads": torch.get_num_threads(), "precision": precision, "load_average": load(),
+                           "compile": compile}
     for head_trainable in (False, True):
         r = bench_phase2(device, vocab=vocab, dim=dim, layers=6, batch=batch, steps=steps, precision=precision,
-                         head_trainable=head_trainable)
+                         head_trainable=head_trainable, compile=compile)
         key = "phase2_trainable_head" if head_trainable else "phase2_frozen_head"
         out[key] = {**r, "vocab": vocab, "dim": dim, "batch": batch}
     peak = max(peak, matmul_peak(device, dtype, repeats=10))  # before and after: the less disturbed one

@@ -66,9 +66,10 @@ def in_run_figures(summary: dict[str, Any], *, peak: float) -> dict[str, Any]:
 
 def run_inrun(device_name: str = "auto", *, quick: bool = False, train_docs: int | None = None,
               epochs: int | None = None, vocab: int = 50257, dim: int = 768, layers: int = 6,
-              step_repeats: int = 5) -> dict[str, Any]:
+              step_repeats: int = 5, compile: bool = False) -> dict[str, Any]:
     """The in-run benchmark. ``quick`` (CI, well under a minute on a CPU): MiniLM's shapes (V 30,522, d 384),
-    4 documents of ≤ 128 tokens, 2 epochs."""
+    4 documents of ≤ 128 tokens, 2 epochs. ``compile``: the run with ``runtime.compile: true`` and the steps
+    alone with a compiled TokenBlock."""
     if quick:
         vocab, dim = 30522, 384
     device = torch.device("cuda" if device_name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
@@ -81,18 +82,20 @@ def run_inrun(device_name: str = "auto", *, quick: bool = False, train_docs: int
     base = e2e_base(vocab=vocab, dim=dim, layers=layers, train_docs=train_docs, eval_docs=2, iterations=1,
                     epochs=epochs, device=device.type, precision=precision, doc_tokens=128 if quick else 512)
     base["runtime"].pop("checkpoint_minutes")  # the run's defaults: every overhead a user's run has
+    base["runtime"]["compile"] = compile
     with tempfile.TemporaryDirectory(prefix="freezelab-bench-run-") as tmp:
         from freezelab.tracking.files import read_json
 
         summary = read_json(run_study(base, Path(tmp)) / "summary.json")
     step = bench_phase2(device, vocab=vocab, dim=dim, layers=layers, batch=512, steps=step_repeats,
-                        precision=precision, head_trainable=False)
+                        precision=precision, head_trainable=False, compile=compile)
     peak = max(peak_before, matmul_peak(device, dtype, repeats=10))
     figures = in_run_figures(summary, peak=peak)
     step_mfu = step["flops_per_second"] / peak
     return {
         "mode": "run", "device": torch.cuda.get_device_name(0) if gpu else "cpu", "load_average": load(),
-        "threads": torch.get_num_threads(), "precision": precision, "matmul_peak_tflops": peak / 1e12,
+        "threads": torch.get_num_threads(), "precision": precision, "compile": compile,
+        "matmul_peak_tflops": peak / 1e12,
         "shapes": {"vocab": vocab, "dim": dim, "layers": layers, "batch": 512, "head": "frozen (tied)"},
         "run": figures, "step_mfu": step_mfu, "in_run_over_step": figures["in_run_mfu"] / step_mfu,
         "targets": TARGETS, "bench_seconds": time.time() - t0,
@@ -108,7 +111,8 @@ def print_inrun(result: dict[str, Any], echo: Any = print) -> None:
     echo(f"in-run Phase 2: {r['positions']:,} positions in {r['steps']} steps, {r['epochs']} epochs, "
          f"{r['training_seconds']:.1f}s: {r['positions_per_second']:,.0f} tok/s, MFU {r['in_run_mfu']:.1%} "
          f"(target >= {result['targets']['in_run_mfu']:.0%}); the same steps alone: MFU {result['step_mfu']:.1%} "
-         f"(in-run / alone {result['in_run_over_step']:.2f})")
+         f"(in-run / alone {result['in_run_over_step']:.2f})" + (" — compiled: compilation counts in the run"
+                                                          if result.get("compile") else ""))
     shares = ", ".join(f"{k} {v:.2%}" for k, v in r["overhead_shares"].items())
     echo(f"overheads, share of training time: {shares}; total {r['overhead_total']:.2%} "
          f"(target <= {result['targets']['overhead_share']:.0%} each)")

@@ -428,14 +428,23 @@ def bench(
         "seed's shapes per stage, with the per-token reference loop and a seed-study estimate; run: Phase-2 MFU "
         "inside a real run and the share of each overhead (checks, hashing, logging, checkpoints); all: every one."),
     quick: bool = typer.Option(False, "--quick", help="Smaller sizes (CI: about a minute per mode on a CPU)."),
+    compile_: bool = typer.Option(False, "--compile", help="step and run modes: torch.compile the TokenBlock "
+                                  "(runtime.compile), as a GPU run would."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Measure matmul peak, Phase-2 MFU, recurrence, end-to-end and in-run speed (ratios, benchmarks/README.md)."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        console.print("[red]error:[/red] --device cuda: torch sees no CUDA device here (torch "
+                      f"{torch.__version__}, built for CUDA {torch.version.cuda or 'none: a CPU build'}). Install "
+                      "the torch build for your CUDA (README), or drop --device to measure this CPU.")
+        raise typer.Exit(2)
     result: dict = {}
     if mode in ("all", "step"):
         from freezelab.bench import run_benchmarks
 
-        result["step"] = run_benchmarks(device, quick=quick)
+        result["step"] = run_benchmarks(device, quick=quick, compile=compile_)
     if mode in ("all", "e2e"):
         from freezelab.bench_e2e import run_e2e
 
@@ -443,7 +452,7 @@ def bench(
     if mode in ("all", "run"):
         from freezelab.bench_run import run_inrun
 
-        result["run"] = run_inrun(device, quick=quick)
+        result["run"] = run_inrun(device, quick=quick, compile=compile_)
     if as_json:
         print(json.dumps(result if mode == "all" else result[mode], indent=2))
         return

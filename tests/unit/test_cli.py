@@ -22,7 +22,7 @@ def _invoke(*args: str):
 
 @pytest.mark.parametrize(("command", "choices"), [
     ("run", ["<process|inline>", "<local|ray>"]), ("report", ["<en|ja>"]),
-    ("bench", ["<auto|cpu|cuda>", "<all|step|e2e>"]),
+    ("bench", ["<auto|cpu|cuda>", "<all|step|e2e|run>"]),
     ("fields", ["lm, timeseries, classify", "file.py:Class"])])
 def test_choice_options_show_their_choices(command: str, choices: list[str]) -> None:
     res = _invoke(command, "--help")
@@ -102,3 +102,22 @@ def test_show_marks_a_run_under_an_older_config_superseded_and_lists_it_last(tmp
     rows = [line for line in res.output.splitlines() if re.match(r"^\W*(tied|untied)", line)]
     assert "superseded" in rows[-1] and rows[-1].split()[1] == "untied"
     assert sum("superseded" in r for r in rows) == 1
+
+
+def test_bench_on_cuda_without_a_cuda_device_says_so_and_exits_2() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    result = _invoke("bench", "--device", "cuda", "--mode", "step")
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "--device cuda: torch sees no CUDA device here" in text and "drop --device" in text
+
+
+def test_storage_applies_with_the_ray_executor_only(tmp_path: Path) -> None:
+    result = _invoke("run", str(ROOT / "examples" / "embedding-freeze.yaml"), "--out", str(tmp_path / "out"),
+                     "--storage", str(tmp_path / "store"))
+    assert result.exit_code == 2
+    assert "--storage applies with --executor ray" in " ".join(result.output.split())
+    assert not (tmp_path / "store").exists() and not (tmp_path / "out").exists()

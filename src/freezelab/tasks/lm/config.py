@@ -208,6 +208,10 @@ class Phase2Config(Strict):
 class RuntimeConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = bf16 autocast in Phase 2.")
+    compile: bool = Field(False, json_schema_extra=HASH_NEUTRAL, description=(
+        "torch.compile the TokenBlock (Phase-2 training and evaluation; the same losses within float rounding, "
+        "tested on CPU). "
+        "For GPUs; on a CPU it needs a C++ compiler and rarely pays."))
     threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads (None = default).")
     checkpoint_minutes: Optional[float] = checkpoint_minutes_field()
     log_every_steps: int = Field(10, ge=0, description="Per-step scalars (train/step_loss, lr/<group>, "
@@ -282,4 +286,4 @@ class LMConfig(Strict):
 # Keys that define comparability (protocol §2); an arm may change them only via allow_confound.
 PROTECTED_KEYS: tuple[str, ...] = (
     "data", "phase2.max_epochs", "phase2.batch_size", "phase2.patience", "phase2.eval_batch_size", "phase2.order",
-    "phase1.max_iterations", "phase1.er_rows", "runtime.precision")
+    "phase1.max_iterations", "phase1.er_rows", "runtime.precision", "runtime.compile")

@@ -290,6 +290,8 @@ class LMTask:
                                           "cvfp_trainable": cvfp, "ratio": counts.trainable / cvfp}
         check_expected_counts(counts, ctx.expected_params, ctx.arm)
         token_bytes = torch.from_numpy(data.token_bytes).to(device) if data.token_bytes is not None else None
+        if cfg.runtime.compile:  # in place: state-dict names (checkpoints, hashes) stay those of the eager module
+            model.token_block.compile()
         result = run_phase2(model, controller, cfg, ids, offs, contexts, seed=ctx.seed, fabric=fabric,
                             tracker=ctx.tracker, log=ctx.log, facts=facts, ckpt=ckpt,
                             token_bytes=token_bytes, progress=ctx.progress,

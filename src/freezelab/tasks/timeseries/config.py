@@ -13,7 +13,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from freezelab.config.fields import Strict, checkpoint_minutes_field, trust_remote_code_field
+from freezelab.config.fields import HASH_NEUTRAL, Strict, checkpoint_minutes_field, trust_remote_code_field
 from freezelab.tasks.timeseries.sessions import timezone_problem
 
 TF = Literal["m1", "m5", "m15", "m30", "h1", "h4", "d"]
@@ -204,6 +204,9 @@ class TSRuntimeConfig(Strict):
         "bf16", description="bf16 autocast (default), fp32, or fp16 autocast with a GradScaler whose collapse "
         "fails the run.")
     threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads (None: default).")
+    compile: bool = Field(False, json_schema_extra=HASH_NEUTRAL, description=(
+        "torch.compile the model (training and evaluation; the same losses within float rounding, tested on CPU). "
+        "For GPUs; on a CPU it needs a C++ compiler and rarely pays."))
     fp16_init_scale: float = Field(2.0**16, gt=0, description="Initial GradScaler scale (fp16).")
     fp16_max_skip_fraction: float = Field(0.05, ge=0, le=1, description="FAILED(fp16_scale_collapse) above this "
                                           "share of overflow-skipped steps in an epoch.")
@@ -271,5 +274,6 @@ class TSConfig(Strict):
 
 # Keys that define comparability (protocol §2): data, windows, masks, the evaluation and the budget
 # (epochs, steps, batch size, eval cadence, early stopping), precision and loader/thread settings.
-PROTECTED_KEYS: tuple[str, ...] = ("data", "windows", "masking", "train", "runtime.precision", "runtime.threads",
+PROTECTED_KEYS: tuple[str, ...] = ("data", "windows", "masking", "train", "runtime.precision", "runtime.compile",
+                                   "runtime.threads",
                                    "runtime.fp16_init_scale", "runtime.fp16_max_skip_fraction")

@@ -142,6 +142,8 @@ class TSTask:
         # --- model, groups, freeze policy ---------------------------------------------------------------
         model, info = build_model(cfg, seed=ctx.seed)
         model.to(device)
+        if cfg.runtime.compile:  # in place: state-dict names (checkpoints, hashes) stay those of the eager module
+            model.compile()
         facts["hashes"]["pretrained_hash"] = info.pretrained_hash
         groups = apply_policy(model.param_groups(train_norms=cfg.backbone.train_norms), cfg)
         controller = FreezeController(model, groups)
