@@ -224,3 +224,23 @@ def test_disk_full_names_the_file_and_leaves_nothing_half_written(tmp_path: Path
     monkeypatch.undo()
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
     assert ck.Checkpoints(tmp_path).load() == {"value": 1.0}
+
+
+def test_known_hashes_spare_the_base_comparison_and_a_changed_tensor_is_still_stored(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """An epoch-end commit reuses the frozen-tensor check's hashes (``known``): an unchanged frozen tensor is
+    referenced without being hashed again; a tensor whose known hash differs from the base is stored."""
+    from freezelab.tracking import weights
+    from freezelab.tracking.weights import read_weights, save_weights
+    from freezelab.utils.hashing import hash_tensor
+
+    frozen, other = torch.arange(6.0), torch.ones(3)
+    base = {"frozen": hash_tensor(frozen), "other": hash_tensor(other)}
+
+    def no_hashing(t):
+        raise AssertionError("hashed again")
+    monkeypatch.setattr(weights, "hash_tensor", no_hashing)
+    record = save_weights(tmp_path / "a.safetensors", {"frozen": frozen, "other": other}, base,
+                          known={"frozen": base["frozen"], "other": "0" * 64})
+    stored, header = read_weights(tmp_path / "a.safetensors", record)
+    assert header["referenced"] == {"frozen": base["frozen"]} and set(stored) == {"other"}

@@ -110,6 +110,12 @@ def frozen_state(model: nn.Module, frozen_ids: set[int]) -> list[tuple[str, torc
     return out
 
 
+def known_hashes(hashes: dict[str, str]) -> dict[str, str]:
+    """``frozen_state`` hashes by state-dict name (``buffer:`` prefix dropped): a checkpoint commit made before
+    the tensors can change again reuses them instead of hashing the frozen tensors a second time."""
+    return {name.removeprefix("buffer:"): h for name, h in hashes.items()}
+
+
 def frozen_changes(before: dict[str, str], named: Sequence[tuple[str, torch.Tensor]]) -> tuple[dict[str, str],
                                                                                            list[str]]:
     """(the tensors' hashes now, names of the frozen tensors whose bytes differ from ``before``)."""
@@ -196,10 +202,10 @@ class PhaseSnapshots:
         out.frozen_before, out.record = record[-1]["hashes"], record
         return out
 
-    def check_frozen(self, model: nn.Module, when: str, *, step: int | None = None) -> None:
+    def check_frozen(self, model: nn.Module, when: str, *, step: int | None = None) -> dict[str, str]:
         """I1: frozen tensors and buffers bit-identical to the phase start; with a record, each check is
         recorded (when, step, a digest of the hashes compared, the outcome and the changed tensors) before a
-        violation is raised."""
+        violation is raised. Returns the hashes just taken, by state-dict name (``known_hashes``)."""
         now, changed = frozen_changes(self.frozen_before, frozen_state(model, self.frozen_ids))
         if self.record is not None:
             from freezelab.utils.hashing import hash_json
@@ -207,6 +213,7 @@ class PhaseSnapshots:
             self.record[-1]["checks"].append({"when": when, "step": step, "digest": hash_json(now),
                                               "unchanged": not changed, "changed": changed})
         _raise_changed(changed, when)
+        return known_hashes(now)
 
     def after_step(self, model: nn.Module, step: int, epoch: int) -> list[str]:
         """The checks after an applied optimizer step: I7 (trainable parameters finite), I1 after the run's

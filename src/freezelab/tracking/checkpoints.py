@@ -175,10 +175,13 @@ class Checkpoints:
         return self.minutes is not None and time.monotonic() - self._last_commit >= self.minutes * 60
 
     def commit(self, state: dict[str, Any], *, tensors: Mapping[str, torch.Tensor] | None = None,
-               weights: Mapping[str, Mapping[str, torch.Tensor]] | None = None, model: nn.Module | None = None) -> None:
+               weights: Mapping[str, Mapping[str, torch.Tensor]] | None = None, model: nn.Module | None = None,
+               known: Mapping[str, str] | None = None) -> None:
         """Write ``weights`` (file name → state dict) and ``tensors`` (state.safetensors), then the manifest.
 
         ``model``: its trainable tensors are stored without first hashing them against the base.
+        ``known``: state-dict name → hash of tensors hashed since they could last change (the frozen-tensor
+        check at this epoch end, ``PhaseSnapshots.check_frozen``): not hashed again.
 
         Raises:
             DiskFullError: no space left; the previous commit stays the valid one.
@@ -189,11 +192,13 @@ class Checkpoints:
         trainable = {n for n, p in model.named_parameters() if p.requires_grad} if model is not None else set()
         staged = list((weights or {}).items())
         for name, sd in staged:
-            self.files[name] = save_weights(self.dir / (name + STAGED), sd, self.base, trainable=trainable)
+            self.files[name] = save_weights(self.dir / (name + STAGED), sd, self.base, trainable=trainable,
+                                            known=known)
         if tensors is not None:
             base = {f"model/{k}": v for k, v in self.base.items()}
             self.files[STATE] = save_weights(self.dir / (STATE + STAGED), tensors, base,
-                                             trainable={f"model/{n}" for n in trainable})
+                                             trainable={f"model/{n}" for n in trainable},
+                                             known={f"model/{k}": v for k, v in (known or {}).items()})
             staged.append((STATE, tensors))
         manifest = {"format": FORMAT, "written_at": now_iso(), "metrics_bytes": file_size(self.run_dir / METRICS_FILE),
                     "files": self.files, "state": state}

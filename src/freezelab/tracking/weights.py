@@ -33,7 +33,8 @@ def state_hashes(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
 
 
 def save_weights(path: Path, state: Mapping[str, torch.Tensor], base: Mapping[str, str] | None = None, *,
-                 trainable: Collection[str] = (), metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                 trainable: Collection[str] = (), metadata: dict[str, Any] | None = None,
+                 known: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Write the tensors of ``state`` whose hash differs from ``base``; reference the others by hash.
 
     Args:
@@ -42,6 +43,8 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], base: Mapping[st
         base: name → SHA-256 of the tensors the loading side will rebuild; None stores everything.
         trainable: names stored without hashing them first (they train, so they have changed).
         metadata: JSON-able facts kept in the file's header (epoch, metric, ...).
+        known: name → SHA-256 of tensors of ``state`` hashed since they last could change (the frozen-tensor
+            check just before an epoch-end commit): compared with ``base`` without hashing them again.
 
     Returns:
         The file's record (``sha256``, ``size``, and the counts stored / referenced).
@@ -51,7 +54,7 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], base: Mapping[st
     storages: set[tuple[int, int]] = set()
     for name, t in state.items():
         if base and name in base and name not in trainable:
-            h = hash_tensor(t)
+            h = (known or {}).get(name) or hash_tensor(t)
             if h == base[name]:
                 referenced[name] = h
                 continue

@@ -209,7 +209,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
     # after each epoch's steps (its frozen-tensor check and commit, outside train_seconds)
     watch, epoch_end = Stopwatch(), Stopwatch()
 
-    def commit(position: dict[str, Any]) -> None:
+    def commit(position: dict[str, Any], known: dict[str, str] | None = None) -> None:
         state, tensors = training_state(model, opt, sched, controller, best)
         state.update(position=position, epoch_acc=acc,
                      facts={"phase1": facts.get("phase1"), "phases": facts.get("phases")},
@@ -222,7 +222,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
             tensors["online/carry"] = stream_ctx.carry
             state["online_frontier"] = stream_ctx.frontier
         ckpt.commit(state, tensors=tensors, weights={BEST: best.state} if dirty and best.state else None,
-                    model=model)
+                    model=model, known=known)
 
     if resume is not None:
         restore_training_state(ckpt, resume, model, opt, sched, controller, best)
@@ -356,8 +356,8 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         acc = None
         train_seconds += time.time() - t_epoch
         tokens_seen += seen
-        with epoch_end("frozen_hash"):
-            phase.check_frozen(model, f"at the end of epoch {epoch}", step=step)
+        with epoch_end("frozen_hash"):  # the hashes serve this epoch's commit too (nothing trains in between)
+            frozen_now = phase.check_frozen(model, f"at the end of epoch {epoch}", step=step)
         stream_ctx = None
         tracker.live.note("evaluating val")
         if recompute:
@@ -379,7 +379,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
         stopped = stop or epoch == c2.max_epochs
         with epoch_end("checkpoint"):
             commit({"phase": "phase2", "epoch": epoch, "batch": None, "stopped": stopped,
-                    "stop_reason": "early_stop" if stop else "budget" if stopped else None})
+                    "stop_reason": "early_stop" if stop else "budget" if stopped else None}, known=frozen_now)
         if stop:
             log(f"early stop at epoch {epoch} (best epoch {best.epoch})")
             break
