@@ -1,6 +1,7 @@
 """``runtime.compile: true`` (torch.compile, the GPU path) trains the same model as eager mode: on CPU, the
 epoch losses of a compiled run equal the eager run's within float rounding (1e-5 relative), for both
-built-in tasks, and the run folder's checkpoints and hashes keep the eager module's names."""
+built-in tasks and a plugin task, and the run folder's checkpoints keep the eager module's names; a plugin's
+``runtime.precision: bf16`` runs its loss under bf16 autocast."""
 
 from __future__ import annotations
 
@@ -69,3 +70,26 @@ def test_a_compiled_timeseries_run_has_the_eager_runs_losses(tmp_path: Path, tin
     on["runtime"]["compile"] = True
     compiled = _epochs(write_ts_study(tmp_path / "compiled.yaml", on, arms), tmp_path / "compiled", compiled=True)
     _close(eager[0], compiled[0])
+
+
+def test_a_compiled_plugin_run_has_the_eager_runs_losses_and_bf16_runs_under_autocast(tmp_path: Path,
+                                                                                      one_thread) -> None:
+    """A freezelab.Task (tests/integration/test_plugins.py's Tiny): runtime.compile gives the eager losses;
+    runtime.precision: bf16 runs the task's loss under bf16 autocast (its losses move by bf16 rounding, not
+    more) and records the precision."""
+    from tests.integration.test_plugins import STUDY, write
+
+    def study(name: str, runtime: dict) -> Path:
+        spec = copy.deepcopy(STUDY)
+        spec["seeds"], spec["arms"] = [0], {"finetune": {"reference": True}}
+        spec["base"]["runtime"] = runtime
+        return write(tmp_path / name, study=spec)
+
+    eager = _epochs(study("eager", {}), tmp_path / "eager" / "out")
+    compiled = _epochs(study("compiled", {"compile": True}), tmp_path / "compiled" / "out", compiled=True)
+    _close(eager[0], compiled[0])
+    bf16 = _epochs(study("bf16", {"precision": "bf16"}), tmp_path / "bf16" / "out")
+    assert bf16[1]["environment"]["precision"] == "bf16" and eager[1]["environment"]["precision"] == "fp32"
+    for x, y in zip(eager[0], bf16[0]):
+        for u, v in zip(x, y):
+            assert u != v and math.isclose(u, v, rel_tol=0.05), (eager[0], bf16[0])  # bf16 really ran

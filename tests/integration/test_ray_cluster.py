@@ -31,6 +31,7 @@ from tests.conftest import tiny_base
 
 pytestmark = pytest.mark.integration
 RAY = Path(sys.executable).with_name("ray")
+CLUSTER_MARK = "FREEZELAB_TEST_CLUSTER"  # in the environment of every process of the test's cluster
 FREEZELAB = Path(sys.executable).with_name("freezelab")
 
 
@@ -88,19 +89,20 @@ class Cluster:
     """``ray start`` head and worker nodes on this machine; every process they start is killed at the end."""
 
     def __init__(self, root: Path, hidden: Path, env: dict[str, str]) -> None:
-        self.root, self.hidden, self.env = root, hidden, env
+        self.root, self.hidden = root, hidden
+        self.env = {**env, CLUSTER_MARK: str(root)}
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.temp_dirs: list[Path] = []
 
-    def _ray_start(self, args: list[str], temp: Path, *, hide: bool) -> None:
+    def _ray_start(self, args: list[str], temp: Path, *, hide: bool, env: dict[str, str] | None = None) -> None:
         self.temp_dirs.append(temp)
         cmd = [str(RAY), "start", *args, "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
                "--disable-usage-stats"]
         if hide:  # the worker's view: a read-only empty filesystem where the head keeps its output folder
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                    'mount -t tmpfs -o ro tmpfs "$0" && exec "$@"', str(self.hidden), *cmd]
-        done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
+        done = subprocess.run(cmd, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     def start_head(self) -> None:
@@ -109,15 +111,17 @@ class Cluster:
 
     def start_worker(self, name: str) -> Path:
         temp = self.root / name
-        self.env = {**self.env, "FREEZELAB_SCRATCH": str(temp / "scratch")}  # the node's own run folders
-        self._ray_start([f"--address={self.address}", "--num-cpus=2"], temp, hide=True)
+        self._ray_start([f"--address={self.address}", "--num-cpus=2"], temp, hide=True,
+                        env={"FREEZELAB_SCRATCH": str(temp / "scratch"), CLUSTER_MARK: f"{self.root}:{name}"})
         return temp
 
     def kill_node(self, temp: Path) -> None:
-        """SIGKILL every process of a node at once, as when its machine dies: the raylet and its helpers name
-        the node's temporary folder on their command line, its Ray workers and the runs they started carry
-        it in their environment (FREEZELAB_SCRATCH)."""
-        mark = str(temp).encode()
+        """SIGKILL every process of a node at once, as when its machine dies: the raylet names the node's
+        temporary folder on its command line, and every process the node starts (helpers and Ray workers
+        rename themselves) carries it in its environment (FREEZELAB_SCRATCH, CLUSTER_MARK)."""
+        self._kill(str(temp).encode())
+
+    def _kill(self, mark: bytes) -> None:
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit() or int(proc.name) == os.getpid():
                 continue
@@ -130,8 +134,7 @@ class Cluster:
                     os.kill(int(proc.name), signal.SIGKILL)
 
     def stop(self) -> None:
-        for temp in reversed(self.temp_dirs):
-            self.kill_node(temp)
+        self._kill(f"{CLUSTER_MARK}={self.root}".encode())  # every process of every node, the head's too
 
 
 @pytest.fixture

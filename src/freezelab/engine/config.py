@@ -12,11 +12,11 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from freezelab.config.fields import Strict, checkpoint_minutes_field
+from freezelab.config.fields import HASH_NEUTRAL, Strict, checkpoint_minutes_field
 
 # Keys that define comparability (protocol §2): an arm may change them only via allow_confound.
 PROTECTED_KEYS = ("data", "train.max_epochs", "train.batch_size", "train.eval_batch_size", "train.patience",
-                  "train.min_delta", "train.steps_per_epoch")
+                  "train.min_delta", "train.steps_per_epoch", "runtime.precision", "runtime.compile")
 
 
 class TrainConfig(Strict):
@@ -68,6 +68,11 @@ class DataConfig(Strict):
 class RuntimeConfig(Strict):
     device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda or cuda:N.")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (null: torch's default).")
+    precision: Literal["fp32", "bf16"] = Field("fp32", json_schema_extra=HASH_NEUTRAL, description=(
+        "bf16: the task's loss and score run under bf16 autocast (parameters and optimizer stay fp32)."))
+    compile: bool = Field(False, json_schema_extra=HASH_NEUTRAL, description=(
+        "torch.compile the task's model in place (the same losses within float rounding, tested on CPU). For "
+        "GPUs; on a CPU it needs a C++ compiler and rarely pays."))
     checkpoint_minutes: Optional[float] = checkpoint_minutes_field()
     log_every_steps: int = Field(10, ge=1, description="Step records (train/step_loss, lr, grad norms) every N "
                                  "steps.")

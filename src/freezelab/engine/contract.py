@@ -132,13 +132,15 @@ def batches(items: Sequence[Any], size: int) -> list[list[Any]]:
 
 
 def score_split(task: Task, model: nn.Module, items: Sequence[Any], batch_size: int,
-                device: torch.device) -> dict[str, np.ndarray]:
-    """The task's score columns over every item of a split, in item order (no gradients, eval mode)."""
+                device: torch.device, *, bf16: bool = False) -> dict[str, np.ndarray]:
+    """The task's score columns over every item of a split, in item order (no gradients, eval mode; ``bf16``:
+    under bf16 autocast, as ``runtime.precision: bf16`` trains)."""
     model.eval()
     cols: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for chunk in batches(items, batch_size):
-            out = task.score(model, to_device(task.collate(chunk), device))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = task.score(model, to_device(task.collate(chunk), device))
             if not isinstance(out, dict) or not out:
                 raise PluginContractError(task, "score", "must return a dict: column name -> (B,) tensor or array")
             for name, values in out.items():

@@ -84,6 +84,7 @@ def _train(task: Task, model: nn.Module, controller: FreezeController, cfg: Plug
         PluginContractError: ``loss`` or ``score`` returned something unusable.
     """
     t, fz, tracker, log, facts = cfg.train, cfg.freeze, ctx.tracker, ctx.log, ctx.facts
+    bf16 = cfg.runtime.precision == "bf16"  # the task's loss and score under bf16 autocast
     torch.manual_seed(derive_seed(seed, "dropout") % 2**63)  # dropout draws from the global generator
     n_steps = len(epoch_order(len(splits.train), t.batch_size, t.steps_per_epoch, seed=seed, epoch=1))
     f = schedule(cfg, t.max_epochs * n_steps)
@@ -143,7 +144,8 @@ def _train(task: Task, model: nn.Module, controller: FreezeController, cfg: Plug
         for i in range(acc["batch"], len(order)):
             rows = order[i]
             batch = to_device(task.collate([splits.train[int(j)] for j in rows]), device)
-            loss = task.loss(model, batch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = task.loss(model, batch)
             if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
                 shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
                 raise PluginContractError(task, "loss", f"returned {shape}; return a scalar tensor computed from "
@@ -186,7 +188,7 @@ def _train(task: Task, model: nn.Module, controller: FreezeController, cfg: Plug
         train_seconds += time.time() - t_epoch
         phase.check_frozen(model, f"at the end of epoch {epoch}", step=step)                 # I1
         tracker.live.note("evaluating val")
-        val = metric_values(task, score_split(task, model, splits.val, t.eval_batch_size, device), "val")
+        val = metric_values(task, score_split(task, model, splits.val, t.eval_batch_size, device, bf16=bf16), "val")
         record = {"kind": "epoch", "phase": "train", "epoch": epoch, "step": step,
                   "train/loss": acc["loss_sum"] / max(1, acc["applied"]), **val,
                   **{f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups},
@@ -207,7 +209,8 @@ def _train(task: Task, model: nn.Module, controller: FreezeController, cfg: Plug
     best.restore(model)
     phase.check_frozen(model, "at the end of the run", step=step)
     tracker.live.note("scoring val and test at the best epoch")
-    columns = {s: score_split(task, model, splits.part(s), t.eval_batch_size, device) for s in ("val", "test")}
+    columns = {s: score_split(task, model, splits.part(s), t.eval_batch_size, device, bf16=bf16)
+               for s in ("val", "test")}
     test = metric_values(task, columns["test"], "test")
     log(f"test at best epoch {best.epoch}: " + " ".join(f"{k} {v:.4g}" for k, v in test.items()))
     return {"best": {"epoch": best.epoch, "metrics": best.metrics}, "test": test, "epochs_run": epoch,

@@ -118,7 +118,7 @@ class PluginRunner:
             raise DataError(f"train.selection={selection!r} is not a metric of {type(task).__name__}; choose one "
                             f"of {sorted(task.metrics)}")
         mode = task.metrics[selection].mode
-        facts.update(environment=environment(str(device), "fp32"), headline=headline(task),
+        facts.update(environment=environment(str(device), cfg.runtime.precision), headline=headline(task),
                      selection={"metric": f"val/{selection}", "mode": mode}, max_epochs=cfg.train.max_epochs,
                      plugin=f"{type(task).__module__}.{type(task).__name__}")
         ctx.tracker.every_steps = cfg.runtime.log_every_steps
@@ -140,6 +140,8 @@ class PluginRunner:
 
         torch.manual_seed(derive_seed(ctx.seed, "init", "model") % 2**63)  # a task that does not seed still pairs
         model = self._model(cfg, ctx.seed).to(device)
+        if cfg.runtime.compile:  # in place: state-dict names (checkpoints, hashes) stay those of the eager module
+            model.compile()
         groups = build_groups(task, model, cfg)
         controller = controller_for(task, model, groups)
         facts["params"], counts = param_facts(model, groups)
