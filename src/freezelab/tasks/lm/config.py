@@ -212,7 +212,12 @@ class RuntimeConfig(Strict):
         "torch.compile the TokenBlock (Phase-2 training and evaluation; the same losses within float rounding, "
         "tested on CPU). "
         "For GPUs; on a CPU it needs a C++ compiler and rarely pays."))
-    threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads (None = default).")
+    threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads (None = default; with "
+                                   "runtime.devices N on a CPU: the cores / N per process).")
+    devices: int = Field(1, ge=1, json_schema_extra=HASH_NEUTRAL, description=(
+        "Data-parallel Phase-2 training in N processes (CPU: gloo; CUDA: one GPU each, NCCL): each step's batch "
+        "is split between them and their gradients summed, the same losses as one process within float rounding "
+        "(engine/parallel.py). Data, Phase 1 and evaluation run in every process."))
     checkpoint_minutes: Optional[float] = checkpoint_minutes_field()
     log_every_steps: int = Field(10, ge=0, description="Per-step scalars (train/step_loss, lr/<group>, "
                                  "grad_norm/<group>) to metrics.jsonl, TensorBoard and MLflow every this many "
@@ -269,6 +274,11 @@ class LMConfig(Strict):
         if self.context.cache != "once" and not self.model.use_context:
             raise ValueError(f"context.cache={self.context.cache} with model.use_context=false: the contexts are 0 "
                              "and nothing is recomputed; drop context.cache or set model.use_context=true")
+        if self.runtime.devices > 1 and (self.context.cache == "online" or self.phase2.loop == "per_token"):
+            raise ValueError(f"runtime.devices={self.runtime.devices} splits each batch between processes; "
+                             + ("context.cache=online computes the batch's contexts one token after another"
+                                if self.context.cache == "online" else "phase2.loop=per_token is the original's "
+                                "one-position-at-a-time loop") + ". Use runtime.devices: 1 with it")
         if self.context.cache == "online" and self.phase2.order != "contiguous":
             raise ValueError("context.cache=online computes each token's context from the one before it, in stream "
                              "order, as the original does; it needs phase2.order=contiguous (now "
@@ -286,4 +296,5 @@ class LMConfig(Strict):
 # Keys that define comparability (protocol §2); an arm may change them only via allow_confound.
 PROTECTED_KEYS: tuple[str, ...] = (
     "data", "phase2.max_epochs", "phase2.batch_size", "phase2.patience", "phase2.eval_batch_size", "phase2.order",
-    "phase1.max_iterations", "phase1.er_rows", "runtime.precision", "runtime.compile")
+    "phase1.max_iterations", "phase1.er_rows", "runtime.precision", "runtime.compile",
+    "runtime.devices")

@@ -165,6 +165,7 @@ def evaluate(model: CVFPModel, ids: torch.Tensor, offsets: torch.Tensor, context
 
 def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, ids: Splits, offs: Splits,
                contexts: Splits, *, seed: int, fabric: Any, tracker: Tracker, log: Callable[[str], None],
+               dp: Any = None,
                facts: dict[str, Any], ckpt: Checkpoints, token_bytes: torch.Tensor | None, progress: bool,
                resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train with early stopping on val loss; restore the best weights; score test once.
@@ -283,6 +284,9 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                    leave=False)
         for b in bar:
             pos = batches[b]                                                       # (B,)
+            n_pos, share = len(pos), 1.0
+            if dp is not None:  # runtime.devices: this process's share of the batch (engine/parallel.py)
+                pos, share = dp.shard(pos)
             targets = ids["train"][pos + 1]
             ctx = stream_ctx.take(pos) if stream_ctx is not None else contexts["train"][pos]   # (B, L, d_c)
             if c2.loop == "per_token":  # the original's loop: forward + backward per position, .item() each
@@ -297,13 +301,22 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                     h = model.token_block(ctx.float(), x)                            # (B, d_e)
                     loss, pred = head_loss(model, h, targets, fused=CE_FUSED, chunk_rows=CE_CHUNK_ROWS)
                 hits = None
+                if dp is not None:  # the batch's mean loss and correct count, the same on every rank
+                    local, loss = loss * share, None
+                    both = dp.sum_(torch.stack([local.detach().float(),
+                                                (pred == targets).sum().float() * (share > 0)]))
+                    loss, hits = both[0], int(both[1])
             problem, per_step = None, {}
             if not torch.isfinite(loss):
                 problem = (f"the training loss is {float(loss.detach())}", "last step's")
             else:
-                if hits is None:  # batched: the last step's gradients stay readable until here (error message)
+                if c2.loop == "batched":  # the last step's gradients stay readable until here (error message)
                     opt.zero_grad(set_to_none=True)
-                    fabric.backward(loss)
+                    if dp is not None:
+                        fabric.backward(local)
+                        dp.sum_grads(controller.trainable_params())  # every rank: the whole batch's gradient
+                    else:
+                        fabric.backward(loss)
                 with watch("checks"):
                     controller.check_no_frozen_grads()
                 with watch("logging"):
@@ -340,10 +353,10 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                 if per_step:
                     tracker.log({"kind": "step", "phase": "phase2", "epoch": epoch, "step": step,
                                  "train/step_loss": step_loss, **per_step}, step=step)
-                tracker.live.step(done=step, items=len(pos), loss=step_loss, epoch=epoch, step_in_epoch=b + 1)
-            acc["loss_sum"] += step_loss * len(pos)
+                tracker.live.step(done=step, items=n_pos, loss=step_loss, epoch=epoch, step_in_epoch=b + 1)
+            acc["loss_sum"] += step_loss * n_pos
             acc["correct"] += hits if hits is not None else int((pred == targets).sum())
-            acc["seen"] += len(pos)
+            acc["seen"] += n_pos
             acc["batch"] = b + 1
             if ckpt.due() and b + 1 < n_batches:                                      # protocol §4: every M minutes
                 acc["seconds"] = time.time() - t_epoch

@@ -9,6 +9,7 @@ batches) with early stopping → best weights restored → test scored once.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from typing import Any
 
@@ -174,18 +175,35 @@ class LMTask:
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         cfg = LMConfig.model_validate(ctx.config)
-        if cfg.runtime.threads:
-            torch.set_num_threads(cfg.runtime.threads)
+        from freezelab.engine.parallel import start
         from freezelab.utils.device import resolve_device
+
         device = resolve_device(cfg.runtime.device)
+        precision = "bf16-mixed" if cfg.runtime.precision == "bf16" else "32-true"
+        n = cfg.runtime.devices
+        if cfg.runtime.threads or (n > 1 and device.type == "cpu"):  # N processes share the cores
+            torch.set_num_threads(cfg.runtime.threads or max(1, (os.cpu_count() or 1) // n))
+        dp = start(n, ctx.run_dir, ctx.cache_dir, accelerator=device.type, precision=precision, log=ctx.log)
+        try:
+            if dp is not None and device.type == "cuda":  # one GPU per rank
+                device = torch.device("cuda", dp.rank)
+                torch.cuda.set_device(device)
+            return self._run(ctx, cfg, device, precision, dp)
+        finally:
+            if dp is not None:
+                dp.close()
+
+    def _run(self, ctx: RunContext, cfg: LMConfig, device: torch.device, precision: str, dp: Any) -> dict[str, Any]:
         from lightning.fabric import Fabric
 
-        fabric = Fabric(accelerator=device.type, devices=1,
-                        precision="bf16-mixed" if cfg.runtime.precision == "bf16" else "32-true")
+        fabric = dp.fabric if dp is not None else Fabric(accelerator=device.type, devices=1, precision=precision)
         from freezelab.tracking.environment import environment
 
         facts = ctx.facts
         facts["environment"] = environment(str(device), cfg.runtime.precision)
+        from freezelab.engine.parallel import describe
+
+        facts["data_parallel"] = describe(dp)
         facts["selection"] = {"metric": "val/loss", "mode": "min"}
         facts["headline"] = HEADLINE
         facts["max_epochs"] = cfg.phase2.max_epochs
@@ -292,7 +310,7 @@ class LMTask:
         token_bytes = torch.from_numpy(data.token_bytes).to(device) if data.token_bytes is not None else None
         if cfg.runtime.compile:  # in place: state-dict names (checkpoints, hashes) stay those of the eager module
             model.token_block.compile()
-        result = run_phase2(model, controller, cfg, ids, offs, contexts, seed=ctx.seed, fabric=fabric,
+        result = run_phase2(model, controller, cfg, ids, offs, contexts, seed=ctx.seed, fabric=fabric, dp=dp,
                             tracker=ctx.tracker, log=ctx.log, facts=facts, ckpt=ckpt,
                             token_bytes=token_bytes, progress=ctx.progress,
                             resume=resume if resume is not None and resume["position"]["phase"] == "phase2" else None)

@@ -1,0 +1,108 @@
+"""``runtime.devices: 2`` (engine/parallel.py): two processes (gloo on CPU) split every step's batch and sum
+their gradients. The same epochs as one process within 1e-5, the frozen-tensor checks and checkpoints
+unchanged, a kill resumed to the uninterrupted two-process result, and a worker rank that dies stops the
+run with its name — then the rerun resumes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from freezelab.config.load import load_study
+from freezelab.experiment.plan import make_plan
+from freezelab.experiment.runner import run_plan
+from freezelab.tracking.files import read_json, read_jsonl
+
+pytestmark = pytest.mark.integration
+ARMS = {"frozen": {"reference": True}, "trainable": {"overrides": {"embedding.freeze": False}}}
+
+
+def _study(write_study, name: str, devices: int, **phase2) -> Path:
+    path = write_study(ARMS, name=name)
+    spec = yaml.safe_load(path.read_text())
+    spec["base"]["runtime"] = {"threads": 1, "devices": devices}
+    spec["base"]["phase2"].update(batch_size=31, **phase2)  # shards of 16 and 15; a last batch of a few
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _run(path: Path, out: Path) -> dict[str, str]:
+    study = load_study(path)
+    outcomes = run_plan(study, make_plan(study), out, isolation="process", progress=False, tensorboard=False)
+    return {o.arm: o.status for o in outcomes}
+
+
+def _epochs(out: Path, arm: str) -> list[dict]:
+    (run_dir,) = (out / "runs").glob(f"{arm}__s0__*")
+    return [{k: r[k] for k in ("epoch", "step", "train/loss", "train/acc", "val/loss")}
+            for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
+
+
+def _summary(out: Path, arm: str) -> dict:
+    (run_dir,) = (out / "runs").glob(f"{arm}__s0__*")
+    return read_json(run_dir / "summary.json")
+
+
+def _close(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b) > 1
+    for x, y in zip(a, b):
+        assert x["epoch"] == y["epoch"] and x["step"] == y["step"]
+        for k in ("train/loss", "train/acc", "val/loss"):
+            assert math.isclose(x[k], y[k], rel_tol=1e-5), (k, a, b)
+
+
+def test_two_processes_train_as_one_and_keep_every_check(write_study, tmp_path: Path) -> None:
+    one = _run(_study(write_study, "one", 1), tmp_path / "one")
+    two = _run(_study(write_study, "two", 2), tmp_path / "two")
+    assert one == two == {"frozen": "succeeded", "trainable": "succeeded"}
+    for arm in ARMS:
+        _close(_epochs(tmp_path / "one", arm), _epochs(tmp_path / "two", arm))
+        s1, s2 = _summary(tmp_path / "one", arm), _summary(tmp_path / "two", arm)
+        assert s2["data_parallel"]["devices"] == 2 and s2["data_parallel"]["backend"] == "gloo"
+        assert s1["data_parallel"] == {"devices": 1}
+        assert math.isclose(s1["test"]["test/loss"], s2["test"]["test/loss"], rel_tol=1e-5)
+        assert s2["invariants"]["frozen_unchanged"] and s2["tokens_seen"] == s1["tokens_seen"]
+        assert set(s2["files"]) == set(s1["files"])  # the same checkpoints
+        (run_dir,) = (tmp_path / "two" / "runs").glob(f"{arm}__s0__*")
+        assert "epoch 1:" in (run_dir / "logs" / "rank1.log").read_text()  # rank 1 trained, logging apart
+    frozen = _summary(tmp_path / "two", "frozen")["invariants"]["frozen_checks"]
+    assert frozen and all(c["unchanged"] for phase in frozen for c in phase["checks"])
+
+
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(write_study, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    path = _study(write_study, "kill", 2, max_epochs=4, patience=4)
+    whole = _run(path, tmp_path / "whole")
+    monkeypatch.setenv("FREEZELAB_FAULT", "after_rename:state.json@3")  # rank 0 dies after its 3rd commit
+    monkeypatch.setenv("FREEZELAB_FAULT_RANK", "0")
+    assert set(_run(path, tmp_path / "cut").values()) == {"failed"}
+    monkeypatch.delenv("FREEZELAB_FAULT")
+    assert _run(path, tmp_path / "cut") == whole == {"frozen": "succeeded", "trainable": "succeeded"}
+    for arm in ARMS:
+        (run_dir,) = (tmp_path / "cut" / "runs").glob(f"{arm}__s0__*")
+        assert "resumed after epoch" in (run_dir / "logs" / "run.log").read_text()
+        assert _epochs(tmp_path / "cut", arm) == _epochs(tmp_path / "whole", arm)  # bit for bit
+        assert _summary(tmp_path / "cut", arm)["test"] == _summary(tmp_path / "whole", arm)["test"]
+
+
+def test_a_worker_rank_that_dies_stops_the_run_naming_it_and_the_rerun_resumes(write_study, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    path = write_study({"trainable": {"reference": True, "overrides": {"embedding.freeze": False}}}, name="w")
+    spec = yaml.safe_load(path.read_text())
+    spec["base"]["runtime"] = {"threads": 1, "devices": 2}
+    spec["base"]["phase2"].update(max_epochs=4, patience=4)
+    path.write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("FREEZELAB_FAULT", "after_rename:state.json@3")  # in rank 1's scratch copy only
+    monkeypatch.setenv("FREEZELAB_FAULT_RANK", "1")
+    assert _run(path, tmp_path / "out") == {"trainable": "failed"}
+    (run_dir,) = (tmp_path / "out" / "runs").glob("trainable__s0__*")
+    log = (run_dir / "logs" / "run.log").read_text()
+    assert "data-parallel rank 1 died" in log and "logs/rank1.log" in log, log[-2000:]
+    status = read_json(run_dir / "status.json")
+    assert status["status"] == "failed" and status["error"]["code"] == "process_died", status
+    monkeypatch.delenv("FREEZELAB_FAULT")
+    assert _run(path, tmp_path / "out") == {"trainable": "succeeded"}
+    assert "resumed after epoch" in (run_dir / "logs" / "run.log").read_text()
