@@ -106,3 +106,30 @@ def test_a_worker_rank_that_dies_stops_the_run_naming_it_and_the_rerun_resumes(w
     monkeypatch.delenv("FREEZELAB_FAULT")
     assert _run(path, tmp_path / "out") == {"trainable": "succeeded"}
     assert "resumed after epoch" in (run_dir / "logs" / "run.log").read_text()
+
+
+def test_a_plugin_task_in_two_processes_trains_as_in_one(tmp_path: Path) -> None:
+    """A freezelab.Task (test_plugins.py's Tiny; its loss is a mean over the batch's items), uneven shards of
+    15-item batches, a frozen arm and one unfrozen after epoch 1: the epochs of one process within 1e-5."""
+    import copy
+
+    from tests.integration.test_plugins import STUDY, write
+
+    outs = {}
+    for n in (1, 2):
+        spec = copy.deepcopy(STUDY)
+        spec["seeds"] = [0]
+        spec["arms"] = {k: v for k, v in spec["arms"].items() if k in ("frozen_body", "lp_ft")}
+        spec["base"]["train"]["batch_size"] = 15
+        spec["base"]["runtime"] = {"threads": 1, "devices": n}
+        outs[n] = tmp_path / f"out{n}"
+        assert set(_run(write(tmp_path / f"p{n}", study=spec), outs[n]).values()) == {"succeeded"}
+    for arm in ("frozen_body", "lp_ft"):
+        (a,), (b,) = ((outs[n] / "runs").glob(f"{arm}__s0__*") for n in (1, 2))
+        rows = [[(r["epoch"], r["step"], r["train/loss"], r["val/loss"]) for r in read_jsonl(d / "metrics.jsonl")
+                 if r["kind"] == "epoch"] for d in (a, b)]
+        assert len(rows[0]) == len(rows[1]) == 3
+        for x, y in zip(*rows):
+            assert x[:2] == y[:2] and all(math.isclose(u, v, rel_tol=1e-5) for u, v in zip(x[2:], y[2:])), rows
+        s = read_json(b / "summary.json")
+        assert s["data_parallel"]["devices"] == 2 and s["invariants"]["frozen_unchanged"]

@@ -16,7 +16,8 @@ from freezelab.config.fields import HASH_NEUTRAL, Strict, checkpoint_minutes_fie
 
 # Keys that define comparability (protocol §2): an arm may change them only via allow_confound.
 PROTECTED_KEYS = ("data", "train.max_epochs", "train.batch_size", "train.eval_batch_size", "train.patience",
-                  "train.min_delta", "train.steps_per_epoch", "runtime.precision", "runtime.compile")
+                  "train.min_delta", "train.steps_per_epoch", "runtime.precision", "runtime.compile",
+                  "runtime.devices")
 
 
 class TrainConfig(Strict):
@@ -73,6 +74,11 @@ class RuntimeConfig(Strict):
     compile: bool = Field(False, json_schema_extra=HASH_NEUTRAL, description=(
         "torch.compile the task's model in place (the same losses within float rounding, tested on CPU). For "
         "GPUs; on a CPU it needs a C++ compiler and rarely pays."))
+    devices: int = Field(1, ge=1, json_schema_extra=HASH_NEUTRAL, description=(
+        "Data-parallel training in N processes (CPU: gloo; CUDA: one GPU each): each step's items are split "
+        "between them, each process's loss weighted by its share of the items and the gradients summed — exact "
+        "when the task's loss is a mean over the batch's items (engine/parallel.py). load_data, scoring and "
+        "baselines run in every process."))
     checkpoint_minutes: Optional[float] = checkpoint_minutes_field()
     log_every_steps: int = Field(10, ge=1, description="Step records (train/step_loss, lr, grad norms) every N "
                                  "steps.")

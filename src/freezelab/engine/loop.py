@@ -55,12 +55,13 @@ def epoch_order(n: int, batch_size: int, cap: int | None, *, seed: int, epoch: i
 
 
 def train(task: Task, model: nn.Module, controller: FreezeController, cfg: PluginRunConfig, splits: Splits, *,
-          seed: int, device: torch.device, ctx: RunContext, selection: str, mode: str) -> dict[str, Any]:
+          seed: int, device: torch.device, ctx: RunContext, selection: str, mode: str,
+          dp: Any = None) -> dict[str, Any]:
     """``_train`` with a frozen tensor that changed attributed to the task: freezelab never updates a frozen
     group (no gradient, lr 0), so the task's own code did."""
     try:
         return _train(task, model, controller, cfg, splits, seed=seed, device=device, ctx=ctx, selection=selection,
-                      mode=mode)
+                      mode=mode, dp=dp)
     except InvariantViolation as err:
         if err.code != "frozen_tensor_changed":
             raise
@@ -71,8 +72,10 @@ def train(task: Task, model: nn.Module, controller: FreezeController, cfg: Plugi
 
 
 def _train(task: Task, model: nn.Module, controller: FreezeController, cfg: PluginRunConfig, splits: Splits, *,
-           seed: int, device: torch.device, ctx: RunContext, selection: str, mode: str) -> dict[str, Any]:
+           seed: int, device: torch.device, ctx: RunContext, selection: str, mode: str,
+          dp: Any = None) -> dict[str, Any]:
     """Train with early stopping on ``val/<selection>``, restore the best weights, score val and test once.
+    ``dp``: this process's rank of a data-parallel run (engine/parallel.py): each step's items are split.
 
     Returns:
         Summary fields (best, test, epochs_run, steps, items_seen, train_seconds, invariants, files) and
@@ -143,14 +146,15 @@ def _train(task: Task, model: nn.Module, controller: FreezeController, cfg: Plug
         order = epoch_order(len(splits.train), t.batch_size, t.steps_per_epoch, seed=seed, epoch=epoch)
         for i in range(acc["batch"], len(order)):
             rows = order[i]
-            batch = to_device(task.collate([splits.train[int(j)] for j in rows]), device)
+            mine, share = (rows, 1.0) if dp is None else dp.shard(rows)  # runtime.devices: this process's items
+            batch = to_device(task.collate([splits.train[int(j)] for j in mine]), device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = task.loss(model, batch)
             if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
                 shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
                 raise PluginContractError(task, "loss", f"returned {shape}; return a scalar tensor computed from "
                                           "the model's output (with grad), e.g. F.cross_entropy(...).")
-            applied, norms = _step(loss, opt, controller, t.grad_clip, f(step), t.lr)
+            applied, norms, loss = _step(loss, opt, controller, t.grad_clip, f(step), t.lr, dp=dp, share=share)
             lrs = {f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups}
             if applied:
                 nonfinite_run, acc["applied"] = 0, acc["applied"] + 1
@@ -221,22 +225,30 @@ def _train(task: Task, model: nn.Module, controller: FreezeController, cfg: Plug
 
 
 def _step(loss: torch.Tensor, opt: torch.optim.Optimizer, controller: FreezeController, clip: float | None,
-          f_s: float, base_lr: float) -> tuple[bool, dict[str, float]]:
-    """Backward, checks, clip, step; (applied, gradient norm per group). A non-finite loss or norm: skipped."""
+          f_s: float, base_lr: float, *, dp: Any = None,
+          share: float = 1.0) -> tuple[bool, dict[str, float], torch.Tensor]:
+    """Backward, checks, clip, step; (applied, gradient norm per group, the batch's loss). A non-finite loss or
+    norm: skipped. Data-parallel (``dp``): this process's loss weighted by its ``share`` of the items, the batch's
+    loss and the gradients summed over the processes, so every one decides and steps alike."""
     opt.zero_grad(set_to_none=True)
-    if not bool(torch.isfinite(loss)):
-        return False, {}
-    loss.backward()
+    total = loss if dp is None else dp.sum_((loss.detach().float() * share).reshape(1))[0]
+    if not bool(torch.isfinite(total)):
+        return False, {}, total
+    if dp is None:
+        loss.backward()
+    else:
+        (loss * share).backward()
+        dp.sum_grads([p for pg in opt.param_groups for p in pg["params"]])
     controller.check_no_frozen_grads()
     norms = controller.grad_norms()
     params = [p for pg in opt.param_groups for p in pg["params"] if p.grad is not None]
-    total = torch.nn.utils.clip_grad_norm_(params, clip if clip else math.inf, error_if_nonfinite=False)
-    if not bool(torch.isfinite(total)):
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else math.inf, error_if_nonfinite=False)
+    if not bool(torch.isfinite(norm)):
         opt.zero_grad(set_to_none=True)
-        return False, norms
+        return False, norms, total
     controller.check_lrs(opt, base_lr, f_s)                                                  # I5
     opt.step()
-    return True, norms
+    return True, norms, total
 
 
 def _unfreeze(controller: FreezeController, opt: torch.optim.Optimizer, cfg: PluginRunConfig, f_s: float,

@@ -50,14 +50,15 @@ class DataParallel:
     def main(self) -> bool:
         return self.rank == 0
 
-    def shard(self, pos: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """This rank's contiguous share of a batch of positions and its weight (its share of the batch). A rank
-        left without positions (a batch smaller than the group) takes the first one with weight 0, so that
-        every rank runs the same graph."""
-        part = torch.tensor_split(pos, self.world)[self.rank]
-        if len(part) == 0:
+    def shard(self, pos: Any) -> tuple[Any, float]:
+        """This rank's contiguous share of a batch (positions, item indices: a tensor or an array) and its weight
+        (its share of the batch). A rank left without any (a batch smaller than the group) takes the first one
+        with weight 0, so that every rank runs the same graph."""
+        n = len(pos)
+        lo, hi = self.rank * n // self.world, (self.rank + 1) * n // self.world
+        if hi == lo:
             return pos[:1], 0.0
-        return part, len(part) / len(pos)
+        return pos[lo:hi], (hi - lo) / n
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over the ranks, in place. A collective broken by a worker's death stops the run as

@@ -10,6 +10,7 @@ plugin's runs exactly like a built-in task's. A method that breaks its contract 
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -106,19 +107,36 @@ class PluginRunner:
         _calling(task, "baselines", self._check_baselines, splits, cfg)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        from freezelab.tracking.environment import environment
+        from freezelab.engine.parallel import start
         from freezelab.utils.device import resolve_device
 
-        task, cfg, facts = self.task, self.config(ctx.config), ctx.facts
-        if cfg.runtime.threads:
-            torch.set_num_threads(cfg.runtime.threads)
+        cfg = self.config(ctx.config)
         device = resolve_device(cfg.runtime.device)
+        n = cfg.runtime.devices
+        if cfg.runtime.threads or (n > 1 and device.type == "cpu"):  # N processes share the cores
+            torch.set_num_threads(cfg.runtime.threads or max(1, (os.cpu_count() or 1) // n))
+        dp = start(n, ctx.run_dir, ctx.cache_dir, accelerator=device.type, precision="32-true", log=ctx.log)
+        try:
+            if dp is not None and device.type == "cuda":  # one GPU per rank
+                device = torch.device("cuda", dp.rank)
+                torch.cuda.set_device(device)
+            return self._run(ctx, cfg, device, dp)
+        finally:
+            if dp is not None:
+                dp.close()
+
+    def _run(self, ctx: RunContext, cfg: PluginRunConfig, device: torch.device, dp: Any) -> dict[str, Any]:
+        from freezelab.engine.parallel import describe
+        from freezelab.tracking.environment import environment
+
+        task, facts = self.task, ctx.facts
         selection = cfg.train.selection or task.selection_metric()
         if selection not in task.metrics:
             raise DataError(f"train.selection={selection!r} is not a metric of {type(task).__name__}; choose one "
                             f"of {sorted(task.metrics)}")
         mode = task.metrics[selection].mode
-        facts.update(environment=environment(str(device), cfg.runtime.precision), headline=headline(task),
+        facts.update(environment=environment(str(device), cfg.runtime.precision), data_parallel=describe(dp),
+                     headline=headline(task),
                      selection={"metric": f"val/{selection}", "mode": mode}, max_epochs=cfg.train.max_epochs,
                      plugin=f"{type(task).__module__}.{type(task).__name__}")
         ctx.tracker.every_steps = cfg.runtime.log_every_steps
@@ -152,7 +170,7 @@ class PluginRunner:
         ctx.log(f"model: {counts.trainable:,} trainable of {counts.total:,} parameters; groups "
                 + ", ".join(f"{g.name}{' (frozen)' if g.frozen else ''}" for g in groups))
         result = train(task, model, controller, cfg, splits, seed=ctx.seed, device=device, ctx=ctx,
-                       selection=selection, mode=mode)
+                       selection=selection, mode=mode, dp=dp)
         columns = result.pop("columns")
         write_items(ctx.run_dir, MODEL, {s: {"id": ids_of(splits, s), **cols} for s, cols in columns.items()},
                     task=task.task_name(), metrics=item_metrics(task))
