@@ -133,3 +133,24 @@ def test_a_plugin_task_in_two_processes_trains_as_in_one(tmp_path: Path) -> None
             assert x[:2] == y[:2] and all(math.isclose(u, v, rel_tol=1e-5) for u, v in zip(x[2:], y[2:])), rows
         s = read_json(b / "summary.json")
         assert s["data_parallel"]["devices"] == 2 and s["invariants"]["frozen_unchanged"]
+
+
+def test_a_failure_of_every_rank_is_recorded_as_that_failure_not_as_a_dead_rank(tmp_path: Path) -> None:
+    """The training fails the same way in both processes (every loss non-finite): the run's record is that
+    failure (non_finite, not resumable), not rank 1's exit taken for a crash."""
+    import copy
+
+    from tests.integration.test_plugins import STUDY, TINY, write
+
+    code = TINY.replace('return F.cross_entropy(model(batch["x"]), batch["y"])',
+                        'return F.cross_entropy(model(batch["x"]), batch["y"]) * float("nan")')
+    assert code != TINY
+    spec = copy.deepcopy(STUDY)
+    spec["seeds"], spec["arms"] = [0], {"finetune": {"reference": True}}
+    spec["base"]["runtime"] = {"threads": 1, "devices": 2}
+    out = tmp_path / "out"
+    assert _run(write(tmp_path / "p", code=code, study=spec), out) == {"finetune": "failed"}
+    (run_dir,) = (out / "runs").glob("finetune__s0__*")
+    status = read_json(run_dir / "status.json")
+    assert status["error"]["code"] == "non_finite", status["error"]
+    assert "rank 1 died" not in (run_dir / "logs" / "run.log").read_text()

@@ -169,12 +169,14 @@ def _worker_died(k: int, code: int, logs: Path | None, log: Any) -> None:
     os._exit(1)
 
 
-def _watch_workers(dp: DataParallel) -> None:
-    """Rank 0: a worker that dies while the run trains stops it (a collective would otherwise wait for it)."""
+def _watch_workers(dp: DataParallel, grace: float = 15.0) -> None:
+    """Rank 0: a worker that dies while the run trains stops it (a collective would otherwise wait for it).
+    A worker that failed because the run failed (every rank raises the same error) ends just before rank 0
+    reaches ``close``: within ``grace`` seconds rank 0 records that failure itself instead."""
     while not dp.closing.wait(1.0):
         for k, proc in enumerate(dp.workers, start=1):
             code = proc.poll()
-            if code not in (None, 0) and not dp.closing.is_set():
+            if code not in (None, 0) and not dp.closing.wait(grace):
                 _worker_died(k, code, dp.logs, dp.log)
 
 
