@@ -121,3 +121,12 @@ def test_storage_applies_with_the_ray_executor_only(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--storage applies with --executor ray" in " ".join(result.output.split())
     assert not (tmp_path / "store").exists() and not (tmp_path / "out").exists()
+
+
+def test_data_parallel_on_the_time_series_task_is_refused_with_the_reason(tmp_path: Path) -> None:
+    result = _invoke("run", str(ROOT / "examples" / "t5-transfer.yaml"), "--profile", "quick", "--out",
+                     str(tmp_path / "out"), "--set", "runtime.devices=2")
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "runtime.devices=2: data-parallel training is not available for the time-series task yet" in text
+    assert not (tmp_path / "out").exists()
