@@ -44,7 +44,8 @@ def in_run_figures(summary: dict[str, Any], *, peak: float) -> dict[str, Any]:
     positions, flops = int(summary["tokens_seen"]), float(summary["flops_per_token"])
     epochs = max(int(summary.get("epochs_run") or 1), 1)
     rate = positions / train
-    shares = {k: (steps.get(k, 0.0) + ends.get(k, 0.0)) / train for k in SHARES}
+    overhead = {k: steps.get(k, 0.0) + ends.get(k, 0.0) for k in SHARES}
+    shares = {k: v / train for k, v in overhead.items()}
     # per seed-study epoch: per-step shares scale with its steps, epoch-end costs come once per epoch, the
     # step-1 frozen hash (in_steps' frozen_hash) once per run of its 4 epochs
     seed = SEED_STUDY["N=500"]
@@ -56,7 +57,7 @@ def in_run_figures(summary: dict[str, Any], *, peak: float) -> dict[str, Any]:
         "positions": positions, "steps": int(summary.get("steps") or 0), "epochs": epochs,
         "training_seconds": train, "positions_per_second": rate,
         "in_run_mfu": positions * flops / train / peak,
-        "compute_mfu": positions * flops / max(train - sum(shares.values()) * train, 1e-9) / peak,
+        "compute_mfu": positions * flops / max(train - sum(overhead.values()), 1e-9) / peak,
         "overhead_shares": shares, "overhead_total": sum(shares.values()),
         "epoch_end_seconds_per_epoch": per_epoch,
         "seed_epoch_overhead_shares": {k: (per_step[k] * seed_epoch + per_epoch[k])

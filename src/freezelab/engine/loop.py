@@ -73,7 +73,7 @@ def train(task: Task, model: nn.Module, controller: FreezeController, cfg: Plugi
 
 def _train(task: Task, model: nn.Module, controller: FreezeController, cfg: PluginRunConfig, splits: Splits, *,
            seed: int, device: torch.device, ctx: RunContext, selection: str, mode: str,
-          dp: Any = None) -> dict[str, Any]:
+           dp: Any = None) -> dict[str, Any]:
     """Train with early stopping on ``val/<selection>``, restore the best weights, score val and test once.
     ``dp``: this process's rank of a data-parallel run (engine/parallel.py): each step's items are split.
 

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,6 @@ from typing import Any
 import torch
 
 RANK_ENV = "FREEZELAB_RANK"        # set in a worker rank's process (1..N-1)
-WORLD_ENV = "FREEZELAB_WORLD"
 WORKER_MODULE = "freezelab.experiment.rank_worker"  # a worker rank's process (run by name: no import)
 
 
@@ -129,8 +130,7 @@ def start(devices: int, run_dir: Path, cache_dir: Path | None, *, accelerator: s
         logs = Path(run_dir) / "logs"
         logs.mkdir(exist_ok=True)
         for k in range(1, devices):
-            env = {**os.environ, RANK_ENV: str(k), WORLD_ENV: str(devices), "LOCAL_RANK": str(k), "RANK": str(k),
-                   "PYTHONUNBUFFERED": "1"}
+            env = {**os.environ, RANK_ENV: str(k), "LOCAL_RANK": str(k), "RANK": str(k), "PYTHONUNBUFFERED": "1"}
             with open(logs / f"rank{k}.log", "a", encoding="utf-8") as out:
                 workers.append(subprocess.Popen([sys.executable, "-m", WORKER_MODULE, str(run_dir),
                                                  str(cache_dir or ""), str(k)], env=env, stdout=out,
@@ -147,6 +147,25 @@ def start(devices: int, run_dir: Path, cache_dir: Path | None, *, accelerator: s
     dp.fabric = Fabric(accelerator=accelerator, devices=devices, strategy="ddp", precision=precision)
     dp.fabric.launch()  # the process group (gloo on CPU): every rank blocks here until all have joined
     return dp
+
+
+@contextmanager
+def data_parallel(devices: int, device: torch.device, threads: int | None, ctx: Any, *,
+                  precision: str) -> Iterator[tuple[DataParallel | None, torch.device]]:
+    """A task's ``run`` inside its data-parallel group (``start``; None for one process) and the device this
+    process trains on (one GPU per rank); on a CPU the processes share the cores unless ``threads`` is set.
+    The group is left (rank 0 waits for its workers) however the run ends."""
+    if threads or (devices > 1 and device.type == "cpu"):
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // devices))
+    dp = start(devices, ctx.run_dir, ctx.cache_dir, accelerator=device.type, precision=precision, log=ctx.log)
+    try:
+        if dp is not None and device.type == "cuda":
+            device = torch.device("cuda", dp.rank)
+            torch.cuda.set_device(device)
+        yield dp, device
+    finally:
+        if dp is not None:
+            dp.close()
 
 
 def describe(dp: DataParallel | None) -> dict[str, Any]:

@@ -10,7 +10,6 @@ plugin's runs exactly like a built-in task's. A method that breaks its contract 
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -107,23 +106,13 @@ class PluginRunner:
         _calling(task, "baselines", self._check_baselines, splits, cfg)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        from freezelab.engine.parallel import start
+        from freezelab.engine.parallel import data_parallel
         from freezelab.utils.device import resolve_device
 
         cfg = self.config(ctx.config)
-        device = resolve_device(cfg.runtime.device)
-        n = cfg.runtime.devices
-        if cfg.runtime.threads or (n > 1 and device.type == "cpu"):  # N processes share the cores
-            torch.set_num_threads(cfg.runtime.threads or max(1, (os.cpu_count() or 1) // n))
-        dp = start(n, ctx.run_dir, ctx.cache_dir, accelerator=device.type, precision="32-true", log=ctx.log)
-        try:
-            if dp is not None and device.type == "cuda":  # one GPU per rank
-                device = torch.device("cuda", dp.rank)
-                torch.cuda.set_device(device)
+        with data_parallel(cfg.runtime.devices, resolve_device(cfg.runtime.device), cfg.runtime.threads, ctx,
+                           precision="32-true") as (dp, device):
             return self._run(ctx, cfg, device, dp)
-        finally:
-            if dp is not None:
-                dp.close()
 
     def _run(self, ctx: RunContext, cfg: PluginRunConfig, device: torch.device, dp: Any) -> dict[str, Any]:
         from freezelab.engine.parallel import describe

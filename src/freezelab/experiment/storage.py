@@ -107,8 +107,10 @@ class RunStore:
             self.fs.create_dir(self.root, recursive=True)
             self._write(probe, b"freezelab")
             with self.fs.open_input_stream(self._path(probe)) as f:
-                assert f.read() == b"freezelab"
+                back = f.read()
             self.fs.delete_file(self._path(probe))
+            if back != b"freezelab":
+                raise OSError(f"a probe file read back as {back[:40]!r}, not what was written")
         except Exception as err:
             raise FreezelabError(
                 f"--storage {self.uri}: cannot write there ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "

@@ -26,6 +26,3 @@ class Stopwatch:
             yield
         finally:
             self.seconds[share] = self.seconds.get(share, 0.0) + time.perf_counter() - t0
-
-    def total(self) -> float:
-        return sum(self.seconds.values())

@@ -302,7 +302,7 @@ def run_phase2(model: CVFPModel, controller: FreezeController, cfg: LMConfig, id
                     loss, pred = head_loss(model, h, targets, fused=CE_FUSED, chunk_rows=CE_CHUNK_ROWS)
                 hits = None
                 if dp is not None:  # the batch's mean loss and correct count, the same on every rank
-                    local, loss = loss * share, None
+                    local = loss * share
                     both = dp.sum_(torch.stack([local.detach().float(),
                                                 (pred == targets).sum().float() * (share > 0)]))
                     loss, hits = both[0], int(both[1])

@@ -9,7 +9,6 @@ batches) with early stopping → best weights restored → test scored once.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from typing import Any
 
@@ -175,23 +174,13 @@ class LMTask:
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         cfg = LMConfig.model_validate(ctx.config)
-        from freezelab.engine.parallel import start
+        from freezelab.engine.parallel import data_parallel
         from freezelab.utils.device import resolve_device
 
-        device = resolve_device(cfg.runtime.device)
         precision = "bf16-mixed" if cfg.runtime.precision == "bf16" else "32-true"
-        n = cfg.runtime.devices
-        if cfg.runtime.threads or (n > 1 and device.type == "cpu"):  # N processes share the cores
-            torch.set_num_threads(cfg.runtime.threads or max(1, (os.cpu_count() or 1) // n))
-        dp = start(n, ctx.run_dir, ctx.cache_dir, accelerator=device.type, precision=precision, log=ctx.log)
-        try:
-            if dp is not None and device.type == "cuda":  # one GPU per rank
-                device = torch.device("cuda", dp.rank)
-                torch.cuda.set_device(device)
+        with data_parallel(cfg.runtime.devices, resolve_device(cfg.runtime.device), cfg.runtime.threads, ctx,
+                           precision=precision) as (dp, device):
             return self._run(ctx, cfg, device, precision, dp)
-        finally:
-            if dp is not None:
-                dp.close()
 
     def _run(self, ctx: RunContext, cfg: LMConfig, device: torch.device, precision: str, dp: Any) -> dict[str, Any]:
         from lightning.fabric import Fabric
