@@ -16,16 +16,17 @@ import yaml
 TINY_WIDTH = 16
 
 
-def save_tiny(family: str, path: Path, *, seed: int = 0, layers: int = 2) -> Path:
+def save_tiny(family: str, path: Path, *, seed: int = 0, layers: int = 2, dropout: float | None = None) -> Path:
     """Save a tiny random model of one family with ``save_pretrained`` (T5 as the full seq2seq model, as
-    hub checkpoints are) and return its folder."""
+    hub checkpoints are) and return its folder. ``dropout``: T5's dropout_rate (None: its default, 0.1)."""
     import torch
     from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(seed)
     if family == "t5":
         model = T5ForConditionalGeneration(T5Config(vocab_size=96, d_model=TINY_WIDTH, d_ff=32, d_kv=8, num_heads=2,
-                                                    num_layers=layers, num_decoder_layers=1))
+                                                    num_layers=layers, num_decoder_layers=1,
+                                                    **({} if dropout is None else {"dropout_rate": dropout})))
     elif family == "bert":
         model = BertModel(BertConfig(vocab_size=96, hidden_size=TINY_WIDTH, num_hidden_layers=layers,
                                      num_attention_heads=2, intermediate_size=32, max_position_embeddings=64))

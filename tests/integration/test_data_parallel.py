@@ -154,3 +154,70 @@ def test_a_failure_of_every_rank_is_recorded_as_that_failure_not_as_a_dead_rank(
     status = read_json(run_dir / "status.json")
     assert status["error"]["code"] == "non_finite", status["error"]
     assert "rank 1 died" not in (run_dir / "logs" / "run.log").read_text()
+
+
+# ----------------------------------------------------------------------------- the time-series task
+TS_ARMS = {"frozen_then_unfrozen": {"reference": True, "overrides": {"backbone.train": "frozen_then_unfrozen",
+                                                                    "backbone.unfreeze_epoch": 1}},
+           "finetune": {"overrides": {"backbone.train": "finetune"}}}
+
+
+def _ts_study(tmp_path: Path, backbone: Path, name: str, devices: int, arms: dict = TS_ARMS) -> Path:
+    from tests.ts_fixtures import tiny_ts_base, write_ts_study
+
+    base = tiny_ts_base(backbone, **{"train.batch_size": 15, "train.max_epochs": 3,  # shards of 7 and 8
+                                     "loss.consistency_weight": 0.5, "runtime.devices": devices})
+    return write_ts_study(tmp_path / f"{name}.yaml", base, arms, name=name)
+
+
+def _ts_epochs(out: Path, arm: str) -> list[dict]:
+    (run_dir,) = (out / "runs").glob(f"{arm}__s0__*")
+    return [{k: v for k, v in r.items() if k.startswith(("train/loss", "val/mse", "val/corr")) or k == "step"}
+            for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
+
+
+def test_the_time_series_task_in_two_processes_trains_as_in_one(tmp_path: Path) -> None:
+    """A dropout-free T5 backbone, uneven shards, the consistency term on, an arm unfrozen after epoch 1: every
+    epoch's loss (and per-TF loss), val metrics and the test score of one process within 1e-5; the frozen
+    checks hold and the checkpoints are the same files."""
+    from tests.ts_fixtures import save_tiny
+
+    backbone = save_tiny("t5", tmp_path / "t5-no-dropout", dropout=0.0)
+    outs = {n: tmp_path / f"out{n}" for n in (1, 2)}
+    for n, out in outs.items():
+        assert set(_run(_ts_study(tmp_path, backbone, f"ts{n}", n), out).values()) == {"succeeded"}
+    for arm in TS_ARMS:
+        one, two = _ts_epochs(outs[1], arm), _ts_epochs(outs[2], arm)
+        assert len(one) == len(two) == 3 and all(set(x) == set(y) for x, y in zip(one, two))
+        assert any(k.startswith("train/loss/") for k in one[0])  # per-TF losses compared as well
+        for x, y in zip(one, two):
+            assert x["step"] == y["step"] and all(math.isclose(x[k], y[k], rel_tol=1e-5, abs_tol=1e-7) for k in x), (
+                one, two)
+        s1, s2 = _summary(outs[1], arm), _summary(outs[2], arm)
+        assert s2["data_parallel"]["devices"] == 2 and s1["data_parallel"] == {"devices": 1}
+        assert math.isclose(s1["test"]["test/mse"], s2["test"]["test/mse"], rel_tol=1e-5)
+        assert s2["invariants"]["frozen_unchanged"] and s2["windows_seen"] == s1["windows_seen"]
+        assert set(s2["files"]) == set(s1["files"])
+    checks = _summary(outs[2], "frozen_then_unfrozen")["invariants"]["frozen_checks"]
+    assert checks and all(c["unchanged"] for phase in checks for c in phase["checks"])
+
+
+def test_a_killed_two_process_time_series_run_with_dropout_resumes_to_the_uninterrupted_result(
+        tmp_path: Path, monkeypatch) -> None:
+    """T5's default dropout on (each process draws its masks per step): killed after its second commit, the
+    rerun's epochs and test score equal the uninterrupted two-process run's bit for bit."""
+    from tests.ts_fixtures import save_tiny
+
+    backbone = save_tiny("t5", tmp_path / "t5")
+    arms = {"finetune": {"reference": True, "overrides": {"backbone.train": "finetune"}}}
+    path = _ts_study(tmp_path, backbone, "ts-kill", 2, arms)
+    assert _run(path, tmp_path / "whole") == {"finetune": "succeeded"}
+    monkeypatch.setenv("FREEZELAB_FAULT", "after_rename:state.json@2")
+    monkeypatch.setenv("FREEZELAB_FAULT_RANK", "0")
+    assert _run(path, tmp_path / "cut") == {"finetune": "failed"}
+    monkeypatch.delenv("FREEZELAB_FAULT")
+    assert _run(path, tmp_path / "cut") == {"finetune": "succeeded"}
+    (run_dir,) = (tmp_path / "cut" / "runs").glob("finetune__s0__*")
+    assert "resumed after epoch 2" in (run_dir / "logs" / "run.log").read_text()
+    assert _ts_epochs(tmp_path / "cut", "finetune") == _ts_epochs(tmp_path / "whole", "finetune")
+    assert _summary(tmp_path / "cut", "finetune")["test"] == _summary(tmp_path / "whole", "finetune")["test"]

@@ -123,10 +123,11 @@ def test_storage_applies_with_the_ray_executor_only(tmp_path: Path) -> None:
     assert not (tmp_path / "store").exists() and not (tmp_path / "out").exists()
 
 
-def test_data_parallel_on_the_time_series_task_is_refused_with_the_reason(tmp_path: Path) -> None:
+def test_data_parallel_with_fp16_on_the_time_series_task_is_refused_with_the_fix(tmp_path: Path) -> None:
     result = _invoke("run", str(ROOT / "examples" / "t5-transfer.yaml"), "--profile", "quick", "--out",
-                     str(tmp_path / "out"), "--set", "runtime.devices=2")
+                     str(tmp_path / "out"), "--set", "runtime.devices=2", "--set", "runtime.precision=fp16")
     assert result.exit_code == 2
     text = " ".join(result.output.split())
-    assert "runtime.devices=2: data-parallel training is not available for the time-series task yet" in text
+    assert "runtime.devices=2 is not available with runtime.precision: fp16" in text
+    assert "use runtime.precision: bf16 or fp32" in text
     assert not (tmp_path / "out").exists()

@@ -14,7 +14,14 @@ from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.base import RunContext
 from freezelab.tasks.timeseries import batches as B
 from freezelab.tasks.timeseries import scoring
-from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
+from freezelab.tasks.timeseries.losses import (
+    consistency_index,
+    consistency_loss,
+    loss_counts,
+    masked_huber,
+    shard_index,
+    shard_loss,
+)
 from freezelab.tasks.timeseries.masking import MaskSet
 from freezelab.tasks.timeseries.task import TSTask
 from freezelab.tracking.tracker import Tracker
@@ -235,6 +242,42 @@ def test_consistency_is_zero_for_perfect_predictions(tiny_backbones):
     assert float(consistency_loss(noisy, batch.targets, index, data.stats.scale_bp)) > 0.01
     visible_noise = {f: t + 0.5 * torch.from_numpy(~blanked[f])[..., None] for f, t in batch.targets.items()}
     assert float(consistency_loss(visible_noise, batch.targets, index, data.stats.scale_bp)) < 1e-8  # inputs read
+
+
+def test_data_parallel_shares_of_the_loss_add_up_to_the_whole_batch_loss_and_gradient(tiny_backbones):
+    """runtime.devices: the shards' shares (each over the whole batch's counts) sum to masked_huber + λ·consistency
+    of the whole batch, value and gradient, with uneven shards and a shard where a TF has nothing masked."""
+    from freezelab.tasks.timeseries.config import TSConfig
+
+    cfg = TSConfig.model_validate(tiny_ts_base(tiny_backbones["bert"]))
+    data = B.load_data(cfg, log=lambda m: None)
+    batch = B.make_batch(data, data.part("train"), np.arange(23), seed=0, epoch=1, with_n_sub=True)
+    batch.masks["d"][:9] = False                     # shard 0 (rows 0-8): no d target and no valid (h4, d) bar
+    batch.hidden["d"][:9] = False
+    index = consistency_index(batch.open_times, batch.close_times, batch.n_sub, batch.blanked)
+    gen = torch.Generator().manual_seed(0)
+    pred = {f: (t + 0.7 * torch.randn(t.shape, generator=gen)).requires_grad_() for f, t in batch.targets.items()}
+    weights, lam = {"h1": 1.0, "h4": 2.0, "d": 0.5}, 0.3
+    whole, per_tf = masked_huber(pred, batch.targets, batch.masks, weights=weights)
+    whole = whole + lam * consistency_loss(pred, batch.targets, index, data.stats.scale_bp)
+    expected = torch.autograd.grad(whole, list(pred.values()))
+    counts = loss_counts(batch.masks, index)
+    assert counts[0]["d"] and counts[1][1] and not loss_counts({}, shard_index(index, 0, 9))[1][1]
+    total, tf_sums, grads = 0.0, {}, {f: [] for f in pred}
+    for lo, hi in ((0, 9), (9, 10), (10, 23)):
+        part = {f: p[lo:hi].detach().requires_grad_() for f, p in pred.items()}
+        share, shares = shard_loss(part, {f: t[lo:hi] for f, t in batch.targets.items()},
+                                   {f: m[lo:hi] for f, m in batch.masks.items()}, shard_index(index, lo, hi),
+                                   data.stats.scale_bp, counts, weights=weights, consistency_weight=lam)
+        for f, g in zip(part, torch.autograd.grad(share, list(part.values()))):  # every TF in every shard's graph
+            grads[f].append(g)
+        total += float(share.detach())
+        for f, v in shares.items():
+            tf_sums[f] = tf_sums.get(f, 0.0) + float(v)
+    assert total == pytest.approx(float(whole.detach()), rel=1e-6)
+    assert tf_sums == pytest.approx(per_tf, rel=1e-6)
+    for f, g in zip(pred, expected):
+        assert torch.allclose(torch.cat(grads[f]), g, rtol=1e-5, atol=1e-8), f
 
 
 def test_eval_masks_are_fixed_and_baselines_use_them(tiny_backbones):

@@ -97,6 +97,13 @@ class Batch:
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
 
+    def rows(self, lo: int, hi: int) -> Batch:
+        """Windows lo:hi of this batch (a data-parallel process's shard); the counts stay the whole batch's."""
+        cut = lambda d: None if d is None else {f: a[lo:hi] for f, a in d.items()}
+        return Batch(cut(self.inputs), cut(self.flags), cut(self.targets), cut(self.masks), cut(self.minutes),
+                     cut(self.open_times), cut(self.close_times), cut(self.n_sub), self.fallback_refs,
+                     self.n_dropped, cut(self.hidden), cut(self.padding), cut(self.ref_units))
+
     def to(self, device: torch.device) -> Batch:
         move = lambda d: {f: t.to(device, non_blocking=True) for f, t in d.items()}
         return Batch(move(self.inputs), move(self.flags), move(self.targets), move(self.masks), move(self.minutes),

@@ -208,8 +208,9 @@ class TSRuntimeConfig(Strict):
         "torch.compile the model (training and evaluation; the same losses within float rounding, tested on CPU). "
         "For GPUs; on a CPU it needs a C++ compiler and rarely pays."))
     devices: int = Field(1, ge=1, json_schema_extra=HASH_NEUTRAL, description=(
-        "Data-parallel training in N processes: the LM and plugin tasks have it (docs/scale.md); the time-series "
-        "task refuses N > 1 for now."))
+        "Data-parallel training in N processes, each step's windows split between them (docs/scale.md): the "
+        "same losses as one process within float rounding where the backbone has no dropout; with dropout each "
+        "process draws its own masks. Not with runtime.precision: fp16."))
     fp16_init_scale: float = Field(2.0**16, gt=0, description="Initial GradScaler scale (fp16).")
     fp16_max_skip_fraction: float = Field(0.05, ge=0, le=1, description="FAILED(fp16_scale_collapse) above this "
                                           "share of overflow-skipped steps in an epoch.")
@@ -270,11 +271,10 @@ class TSConfig(Strict):
             problems.append(f"model.channels has duplicates: {self.model.channels}")
         if self.runtime.precision == "fp16" and self.runtime.fp16_init_scale < 1:
             problems.append("runtime.fp16_init_scale must be >= 1")
-        if self.runtime.devices > 1:
-            problems.append(f"runtime.devices={self.runtime.devices}: data-parallel training is not available for the "
-                            "time-series task yet (its loss is a mean over each timeframe's masked entries, so the "
-                            "processes would need the batch's global counts); use runtime.devices: 1, and run arms "
-                            "and seeds side by side with --executor ray")
+        if self.runtime.devices > 1 and self.runtime.precision == "fp16":
+            problems.append(f"runtime.devices={self.runtime.devices} is not available with runtime.precision: fp16 "
+                            "(fp16 loss scaling is not supported across processes); use runtime.precision: bf16 or "
+                            "fp32, or runtime.devices: 1")
         if problems:
             raise ValueError("; ".join(problems))
         return self

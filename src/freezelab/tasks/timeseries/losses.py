@@ -91,22 +91,81 @@ def consistency_loss(pred: dict[str, torch.Tensor], target: dict[str, torch.Tens
         A scalar (0 when no pair has a valid coarse bar).
     """
     losses = []
-    for f, g, member, first, last, valid, blank_f in index:
-        if not valid.any():
+    for entry in index:
+        if not entry[5].any():
             continue
-        dev = pred[f].device
-        hide = torch.from_numpy(blank_f).to(dev)[..., None]                              # (B, K_f, 1)
-        y = torch.where(hide, pred[f], target[f]) * scale_bp[f]                          # (B, K_f, 4) bp
-        mem = torch.from_numpy(member).to(dev)[..., None]                                # (B, K_f, K_g, 1)
-        big = torch.finfo(y.dtype).max
-        high = torch.where(mem, y[:, :, None, 1:2], -big).amax(dim=1)                    # (B, K_g, 1)
-        low = torch.where(mem, y[:, :, None, 2:3], big).amin(dim=1)                      # (B, K_g, 1)
-        fi, la = torch.from_numpy(first).to(dev), torch.from_numpy(last).to(dev)
-        opn = torch.gather(y[..., 0], 1, fi)[..., None]                                  # (B, K_g, 1)
-        cls = torch.gather(y[..., 3], 1, la)[..., None]
-        agg = torch.cat([opn, high, low, cls], dim=-1) / scale_bp[g]                     # (B, K_g, 4) g units
-        v = torch.from_numpy(valid).to(dev)
-        losses.append(F.huber_loss(agg[v], target[g][v], delta=delta))
+        agg, truth = _pair_terms(pred, target, entry, scale_bp)
+        losses.append(F.huber_loss(agg, truth, delta=delta))
     if not losses:
         return sum(p.sum() for p in pred.values()) * 0.0
     return torch.stack(losses).mean()
+
+
+def _pair_terms(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], entry: tuple,
+                scale_bp: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One TF pair's (aggregated ỹ_f, true g bar) at its valid coarse bars, both (n_valid, 4) in g's units."""
+    f, g, member, first, last, valid, blank_f = entry
+    dev = pred[f].device
+    hide = torch.from_numpy(blank_f).to(dev)[..., None]                              # (B, K_f, 1)
+    y = torch.where(hide, pred[f], target[f]) * scale_bp[f]                          # (B, K_f, 4) bp
+    mem = torch.from_numpy(member).to(dev)[..., None]                                # (B, K_f, K_g, 1)
+    big = torch.finfo(y.dtype).max
+    high = torch.where(mem, y[:, :, None, 1:2], -big).amax(dim=1)                    # (B, K_g, 1)
+    low = torch.where(mem, y[:, :, None, 2:3], big).amin(dim=1)                      # (B, K_g, 1)
+    fi, la = torch.from_numpy(first).to(dev), torch.from_numpy(last).to(dev)
+    opn = torch.gather(y[..., 0], 1, fi)[..., None]                                  # (B, K_g, 1)
+    cls = torch.gather(y[..., 3], 1, la)[..., None]
+    agg = torch.cat([opn, high, low, cls], dim=-1) / scale_bp[g]                     # (B, K_g, 4) g units
+    v = torch.from_numpy(valid).to(dev)
+    return agg[v], target[g][v]
+
+
+# ----------------------------------------------------------------------------- data parallel (runtime.devices)
+def loss_counts(masks: dict[str, torch.Tensor], index: list[tuple] | None) -> tuple[dict[str, int], list[int]]:
+    """The entries each term of a whole batch's loss averages over: per TF its masked (bar, field) entries, per
+    consistency pair its valid (coarse bar, field) entries (``index``: None without the consistency term)."""
+    return ({f: 4 * int(m.sum()) for f, m in masks.items()},
+            [4 * int(entry[5].sum()) for entry in index or []])
+
+
+def shard_index(index: list[tuple] | None, lo: int, hi: int) -> list[tuple] | None:
+    """``consistency_index`` of rows lo:hi of its batch."""
+    return None if index is None else [(f, g, *(a[lo:hi] for a in arrays)) for f, g, *arrays in index]
+
+
+def shard_loss(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+               index: list[tuple] | None, scale_bp: dict[str, float], counts: tuple[dict[str, int], list[int]], *,
+               delta: float = 1.0, weights: dict[str, float] | None = None,
+               consistency_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One process's share of a whole batch's loss under data parallelism (engine/parallel.py).
+
+    Each term is this shard's sum over its entries divided by the whole batch's count (``loss_counts``), so
+    the shares of all processes add up to ``masked_huber`` (+ λ_c · ``consistency_loss``) of the whole batch,
+    and so do their gradients. Which terms exist (a TF with masked entries, a pair with valid coarse bars) is
+    decided by the whole batch's counts, so every process builds the same graph even where its own shard
+    has no entry of a term (that term adds a zero gradient there).
+
+    Args:
+        pred, target, masks: of this shard, as in ``masked_huber``.
+        index: ``consistency_index`` of this shard (``shard_index``), or None without the consistency term.
+        scale_bp, delta, weights: as in ``masked_huber`` and ``consistency_loss``.
+        counts: ``loss_counts`` of the whole batch.
+        consistency_weight: λ_c.
+
+    Returns:
+        (this shard's share of the loss, {tf: its share of that TF's masked Huber}); the per-TF shares, summed
+        over the processes, are ``masked_huber``'s per-TF values.
+    """
+    tf_n, pair_n = counts
+    present = [f for f in pred if tf_n[f] > 0]
+    w = {f: 1.0 if weights is None else float(weights[f]) for f in present}
+    shares = {f: F.huber_loss(pred[f], target[f], reduction="none", delta=delta)[masks[f]].float().sum() / tf_n[f]
+              for f in present}
+    total = (sum(w[f] * shares[f] for f in present) / sum(w.values()) if present
+             else sum(p.sum() for p in pred.values()) * 0.0)
+    pairs = [(entry, n) for entry, n in zip(index or [], pair_n) if n > 0]
+    if pairs and consistency_weight > 0:
+        cons = sum(F.huber_loss(*_pair_terms(pred, target, entry, scale_bp), reduction="none",
+                                delta=delta).float().sum() / n for entry, n in pairs)
+        total = total + consistency_weight * cons / len(pairs)
+    return total, {f: s.detach() for f, s in shares.items()}

@@ -103,19 +103,25 @@ class TSTask:
         return facts
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        from freezelab.engine.parallel import data_parallel
+        from freezelab.utils.device import resolve_device
+
+        cfg = TSConfig.model_validate(ctx.config)
+        with data_parallel(cfg.runtime.devices, resolve_device(cfg.runtime.device), cfg.runtime.threads, ctx,
+                           precision="32-true") as (dp, device):  # the loop's own autocast, not Fabric's
+            return self._run(ctx, cfg, device, dp)
+
+    def _run(self, ctx: RunContext, cfg: TSConfig, device: torch.device, dp: Any) -> dict[str, Any]:
+        from freezelab.engine.parallel import describe
         from freezelab.tasks.timeseries.batches import budget, load_data
         from freezelab.tasks.timeseries.masking_audit import audit_masks, masking_problems
         from freezelab.tasks.timeseries.scoring import score_baselines
         from freezelab.tasks.timeseries.train import selection_mode, train_run
         from freezelab.tracking.environment import environment
 
-        cfg = TSConfig.model_validate(ctx.config)
-        if cfg.runtime.threads:
-            torch.set_num_threads(cfg.runtime.threads)
-        from freezelab.utils.device import resolve_device
-        device = resolve_device(cfg.runtime.device)
         facts = ctx.facts
         facts["environment"] = environment(str(device), cfg.runtime.precision)
+        facts["data_parallel"] = describe(dp)
         facts["selection"] = {"metric": cfg.train.selection_metric, "mode": selection_mode(cfg)}
         facts["headline"] = HEADLINE
         facts["max_epochs"] = cfg.train.max_epochs
@@ -157,6 +163,6 @@ class TSTask:
 
         result = train_run(model, controller, cfg, data, seed=ctx.seed, device=device, tracker=ctx.tracker,
                            log=ctx.log, facts=facts, run_dir=ctx.run_dir, baselines=facts["baselines"],
-                           progress=ctx.progress)
+                           progress=ctx.progress, dp=dp)
         return {**{k: v for k, v in facts.items() if k not in ("epoch", "step")}, **result,
                 "windows_per_second": result["windows_seen"] / max(result["train_seconds"], 1e-9)}

@@ -27,7 +27,14 @@ from freezelab.errors import ConfigError, NumericFailure
 from freezelab.freeze.invariants import PhaseSnapshots, frozen_unchanged
 from freezelab.freeze.param_groups import FreezeController
 from freezelab.tasks.timeseries import batches as B
-from freezelab.tasks.timeseries.losses import consistency_index, consistency_loss, masked_huber
+from freezelab.tasks.timeseries.losses import (
+    consistency_index,
+    consistency_loss,
+    loss_counts,
+    masked_huber,
+    shard_index,
+    shard_loss,
+)
 from freezelab.tasks.timeseries.masking import LEAKY_SCHEMES, assert_no_masked_leak
 from freezelab.tasks.timeseries.masking_audit import check_batch_leak
 from freezelab.tasks.timeseries.scoring import add_skill, evaluate, score_best
@@ -118,8 +125,14 @@ def check_leak(batch: B.Batch, time_aligned: bool = True) -> None:
 
 def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, data: B.TSData, *, seed: int,
               device: torch.device, tracker: Tracker, log: Callable[[str], None], facts: dict[str, Any],
-              run_dir: Path, baselines: dict[str, dict[str, float]], progress: bool = False) -> dict[str, Any]:
+              run_dir: Path, baselines: dict[str, dict[str, float]], progress: bool = False,
+              dp: Any = None) -> dict[str, Any]:
     """Train with early stopping on the selection metric, restore the best weights, score test once.
+
+    ``dp`` (``runtime.devices`` > 1, engine/parallel.py): every process builds each whole batch (the same
+    windows and masks everywhere), trains on its contiguous share of the windows with its share of the whole
+    batch's loss (``losses.shard_loss``), and the gradients and loss are summed over the processes, so every
+    decision (skip, clip, early stop) is the same everywhere. Dropout draws per (process, step).
 
     Raises:
         InvariantViolation: a frozen tensor changed, lr overridden, masked input leaked, all tensors dead.
@@ -212,7 +225,12 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                 masked[fn] += float(batch.masks[fn].float().mean())
             cidx = (consistency_index(batch.open_times, batch.close_times, batch.n_sub, batch.blanked)
                     if with_n_sub else None)
-            b = batch.to(device)
+            if dp is not None:  # this process's windows; dropout masks of its own, the same after a resume
+                r, share = dp.shard(range(len(batch)))
+                torch.manual_seed(derive_seed(seed, "dropout", f"rank{dp.rank}", str(step)) % 2**63)
+                b = batch.rows(r.start, r.stop).to(device)
+            else:
+                b = batch.to(device)
             if ramp_done < ramp_steps:  # linear warm-up of the just-unfrozen groups, as part of their scale
                 ramp_done += 1
                 for name, s_bb in bb_scales.items():
@@ -220,9 +238,13 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                 controller.sync_lrs(opt, f(step))
             with prec.autocast():
                 pred = model(b.inputs, b.flags, b.minutes)                    # {tf: (B, K, 4)}
-            loss, per_tf = _loss(pred, b, cidx, cfg, data.stats.scale_bp)
+            if dp is None:
+                loss, per_tf = _loss(pred, b, cidx, cfg, data.stats.scale_bp)
+                local = loss
+            else:
+                local, loss, per_tf = _shard_loss(pred, b, batch, cidx, r, share, cfg, data.stats.scale_bp, dp)
             finite, loss_ok, norms = _optimizer_step(loss, opt, controller, prec, o.grad_clip, f(step), o.lr,
-                                                     decayed, o.weight_decay)
+                                                     decayed, o.weight_decay, local=local, dp=dp)
             lrs = {f"lr/{pg['name']}": pg["lr"] for pg in opt.param_groups}  # the lrs this step used
             if finite:
                 nonfinite_run, applied = 0, applied + 1
@@ -329,10 +351,27 @@ def _loss(pred: dict[str, torch.Tensor], b: B.Batch, cidx: list | None, cfg: Any
     return loss, per_tf
 
 
+def _shard_loss(pred: dict[str, torch.Tensor], b: B.Batch, batch: B.Batch, cidx: list | None, r: range,
+                share: float, cfg: Any, scale_bp: dict[str, float],
+                dp: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Data parallel: (this process's share of the loss, the whole batch's loss, its per-TF Huber values), the
+    last two summed over the processes in one collective. A process without windows (a batch smaller than
+    the group) ran one window with weight 0."""
+    local, shares = shard_loss(pred, b.targets, b.masks, shard_index(cidx, r.start, r.stop), scale_bp,
+                               loss_counts(batch.masks, cidx), delta=cfg.loss.huber_delta,
+                               weights=cfg.loss.tf_weights, consistency_weight=cfg.loss.consistency_weight)
+    if share == 0:
+        local, shares = local * 0.0, {fn: s * 0.0 for fn, s in shares.items()}
+    summed = dp.sum_(torch.stack([local.detach().float(), *shares.values()]))
+    return local, summed[0], dict(zip(shares, summed[1:].tolist()))
+
+
 def _optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, controller: FreezeController, prec: Precision,
                     grad_clip: float, f_s: float, base_lr: float, decayed: set[int],
-                    weight_decay: float) -> tuple[bool, bool, dict[str, float]]:
-    """Backward, checks, unscale, clip and step (or skip) for one batch.
+                    weight_decay: float, *, local: torch.Tensor | None = None,
+                    dp: Any = None) -> tuple[bool, bool, dict[str, float]]:
+    """Backward, checks, unscale, clip and step (or skip) for one batch. Data parallel: ``loss`` is the whole
+    batch's, ``local`` this process's share, whose gradients are summed over the processes.
 
     Returns:
         (step applied, loss finite, unscaled pre-clip gradient norm per group).
@@ -343,7 +382,9 @@ def _optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, controller: 
     opt.zero_grad(set_to_none=True)                            # all parameters, frozen ones included
     if not bool(torch.isfinite(loss)):
         return False, False, {}
-    prec.backward(loss)
+    prec.backward(loss if local is None else local)
+    if dp is not None:
+        dp.sum_grads(controller.trainable_params())            # every process: the whole batch's gradient
     controller.check_no_frozen_grads()
     prec.unscale(opt)                                          # nothing below ever sees scaled gradients
     norms = controller.grad_norms()
