@@ -283,5 +283,5 @@ class TSConfig(Strict):
 # Keys that define comparability (protocol §2): data, windows, masks, the evaluation and the budget
 # (epochs, steps, batch size, eval cadence, early stopping), precision and loader/thread settings.
 PROTECTED_KEYS: tuple[str, ...] = ("data", "windows", "masking", "train", "runtime.precision", "runtime.compile",
-                                   "runtime.threads",
+                                   "runtime.threads", "runtime.devices",
                                    "runtime.fp16_init_scale", "runtime.fp16_max_skip_fraction")

@@ -11,6 +11,9 @@ observed value at visible ones, mapped to bp with the shared ref (z · s_f); agg
 high max, low min, close last); Huber against B's true value in g's normalised units (bp / s_g). B is never
 visible, so the term never teaches the model to copy an input. Padding never enters (there is none), and the
 target is always the real coarser bar, never raw base-TF values.
+
+Data parallel (``runtime.devices``): ``shard_loss`` is one process's share of the same loss, each term's sum
+over its windows divided by the whole batch's count (``loss_counts``), so the shares add up to the whole.
 """
 
 from __future__ import annotations
