@@ -135,6 +135,37 @@ def test_a_plugin_task_in_two_processes_trains_as_in_one(tmp_path: Path) -> None
         assert s["data_parallel"]["devices"] == 2 and s["invariants"]["frozen_unchanged"]
 
 
+def test_a_killed_two_process_plugin_run_with_dropout_resumes_to_the_uninterrupted_result(tmp_path: Path,
+                                                                                           monkeypatch) -> None:
+    """The plugin's model with a dropout layer and shards of 7 and 8 items (the processes' generators do not
+    move in step): killed after its second commit, the rerun's epochs equal the uninterrupted run's bit for
+    bit — every process draws its dropout masks per (rank, step), not from rank 0's saved generator."""
+    import copy
+
+    from tests.integration.test_plugins import STUDY, TINY, write
+
+    code = TINY.replace("nn.Tanh(), nn.Linear(8, 2))", "nn.Tanh(), nn.Linear(8, 2), nn.Dropout(0.3))")
+    assert code != TINY
+    spec = copy.deepcopy(STUDY)
+    spec["seeds"], spec["arms"] = [0], {"finetune": {"reference": True}}
+    spec["base"]["train"]["batch_size"] = 15
+    spec["base"]["runtime"] = {"threads": 1, "devices": 2}
+    path = write(tmp_path / "p", code=code, study=spec)
+    assert _run(path, tmp_path / "whole") == {"finetune": "succeeded"}
+    monkeypatch.setenv("FREEZELAB_FAULT", "after_rename:state.json@2")
+    monkeypatch.setenv("FREEZELAB_FAULT_RANK", "0")
+    assert _run(path, tmp_path / "cut") == {"finetune": "failed"}
+    monkeypatch.delenv("FREEZELAB_FAULT")
+    assert _run(path, tmp_path / "cut") == {"finetune": "succeeded"}
+    rows = {}
+    for name in ("whole", "cut"):
+        (run_dir,) = (tmp_path / name / "runs").glob("finetune__s0__*")
+        rows[name] = [(r["epoch"], r["train/loss"], r["val/loss"]) for r in read_jsonl(run_dir / "metrics.jsonl")
+                      if r["kind"] == "epoch"]
+    assert "resumed after epoch 2" in (run_dir / "logs" / "run.log").read_text()
+    assert len(rows["whole"]) == 3 and rows["cut"] == rows["whole"]
+
+
 def test_a_failure_of_every_rank_is_recorded_as_that_failure_not_as_a_dead_rank(tmp_path: Path) -> None:
     """The training fails the same way in both processes (every loss non-finite): the run's record is that
     failure (non_finite, not resumable), not rank 1's exit taken for a crash."""

@@ -130,10 +130,13 @@ def test_until_decided_bad_input_is_one_clear_line_and_exit_2(tmp_path, monkeypa
     assert not (tmp_path / "out" / "runs").exists()
 
 
-LR_ARMS = {  # probe wants lr ~1 (small feature scale), finetune ~0.1 (a large lr saturates its sharp body)
+# probe wants lr ~1 (small feature scale), finetune ~0.1 (a large lr saturates its sharp body). Both verdicts
+# are clear of 0 under every MKL kernel family (SSE4.2, AVX2, AVX-512, AMX machines: MKL_ENABLE_INSTRUCTIONS),
+# whose float rounding differs; a sharper finetune body (20) made the tuned verdict flip between machines.
+LR_ARMS = {
     "probe": {"reference": True, "overrides": {"freeze.frozen": ["body"], "options": {"width": 8, "sharp": 6.0,
                                                                                       "scale": 0.25}}},
-    "finetune": {"overrides": {"options": {"width": 8, "sharp": 20.0, "scale": 1.0}}}}
+    "finetune": {"overrides": {"options": {"width": 8, "sharp": 5.0, "scale": 1.0}}}}
 
 
 def _verdict(out: Path) -> str:

@@ -147,6 +147,8 @@ def _train(task: Task, model: nn.Module, controller: FreezeController, cfg: Plug
         for i in range(acc["batch"], len(order)):
             rows = order[i]
             mine, share = (rows, 1.0) if dp is None else dp.shard(rows)  # runtime.devices: this process's items
+            if dp is not None:
+                dp.reseed(seed, step)  # dropout masks of its own, the same after a resume
             batch = to_device(task.collate([splits.train[int(j)] for j in mine]), device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = task.loss(model, batch)

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from freezelab.utils.seeding import derive_seed
+
 RANK_ENV = "FREEZELAB_RANK"        # set in a worker rank's process (1..N-1)
 WORKER_MODULE = "freezelab.experiment.rank_worker"  # a worker rank's process (run by name: no import)
 
@@ -60,6 +62,12 @@ class DataParallel:
         if hi == lo:
             return pos[:1], 0.0
         return pos[lo:hi], (hi - lo) / n
+
+    def reseed(self, seed: int, step: int) -> None:
+        """Seed the global generator (dropout) for this rank's next step: each process draws its own masks
+        (not the other shards' masks again), and a resumed run draws the uninterrupted run's (a worker's RNG
+        state would otherwise come from rank 0's checkpoint)."""
+        torch.manual_seed(derive_seed(seed, "dropout", f"rank{self.rank}", str(step)) % 2**63)
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over the ranks, in place. A collective broken by a worker's death stops the run as

@@ -227,7 +227,7 @@ def train_run(model: torch.nn.Module, controller: FreezeController, cfg: Any, da
                     if with_n_sub else None)
             if dp is not None:  # this process's windows; dropout masks of its own, the same after a resume
                 r, share = dp.shard(range(len(batch)))
-                torch.manual_seed(derive_seed(seed, "dropout", f"rank{dp.rank}", str(step)) % 2**63)
+                dp.reseed(seed, step)
                 b = batch.rows(r.start, r.stop).to(device)
             else:
                 b = batch.to(device)
