@@ -123,6 +123,23 @@ def test_storage_applies_with_the_ray_executor_only(tmp_path: Path) -> None:
     assert not (tmp_path / "store").exists() and not (tmp_path / "out").exists()
 
 
+def test_a_second_head_on_a_storage_in_use_exits_2_before_anything_runs(tmp_path: Path) -> None:
+    import json
+    import time
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "head.json").write_text(json.dumps({"token": "t", "host": "other-node", "pid": 7, "out_dir": "/o",
+                                                 "heartbeat": time.time()}))
+    result = _invoke("run", str(ROOT / "examples" / "embedding-freeze.yaml"), "--profile", "quick", "--out",
+                     str(tmp_path / "out"), "--executor", "ray", "--storage", str(store))
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "another freezelab head drives this storage (host other-node, pid 7" in text
+    assert sorted(p.name for p in store.iterdir()) == ["head.json"]  # nothing pushed, the lease left alone
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_data_parallel_with_fp16_on_the_time_series_task_is_refused_with_the_fix(tmp_path: Path) -> None:
     result = _invoke("run", str(ROOT / "examples" / "t5-transfer.yaml"), "--profile", "quick", "--out",
                      str(tmp_path / "out"), "--set", "runtime.devices=2", "--set", "runtime.precision=fp16")

@@ -1,6 +1,7 @@
 """The run-folder store behind ``run --executor ray --storage URI`` (experiment/storage.py): mirror copies
 both ways, the local lock and temporary files never travel, manifests travel after what they vouch for,
-and a store that cannot be written is named before anything runs."""
+a store that cannot be written is named before anything runs, and so is a second head driving the same
+store."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from freezelab.errors import FreezelabError
-from freezelab.experiment.storage import RunStore, Syncer
+from freezelab.experiment.storage import HeadLease, RunStore, Syncer
 
 
 def _folder(root: Path) -> Path:
@@ -146,3 +147,59 @@ def test_the_storage_always_holds_a_whole_commit_even_when_a_push_is_cut_off(tmp
     monkeypatch.undo()
     store.push(local, "runs/r")  # the next push completes it
     assert set(store.files("runs/r")) == {"checkpoints/state.json", "checkpoints/state.safetensors"}
+
+
+# ----------------------------------------------------------------------------- one head per storage
+def _lease_file(store: RunStore, **record) -> None:
+    import json
+
+    store._write(HeadLease.FILE, json.dumps(record).encode())
+
+
+def test_a_second_head_on_the_same_storage_is_refused_until_the_first_releases(tmp_path: Path) -> None:
+    store = RunStore(str(tmp_path / "store"))
+    first = HeadLease(store, tmp_path / "out-a")
+    with first:
+        with pytest.raises(FreezelabError) as err:
+            HeadLease(store, tmp_path / "out-b").acquire()
+        text = " ".join(str(err.value).split())
+        assert "another freezelab head drives this storage" in text and str(tmp_path / "out-a") in text
+        assert "head.json" in text and "Nothing has run yet" in text
+        first.renew()  # its own lease: renewing never refuses it
+    HeadLease(store, tmp_path / "out-b").acquire()  # released at the end of the first
+
+
+def test_a_lease_without_a_heartbeat_or_of_a_dead_process_here_is_taken_over_with_a_warning(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store = RunStore(str(tmp_path / "store"))
+    said: list[str] = []
+    _lease_file(store, token="x", host="elsewhere", pid=1, out_dir="/o", heartbeat=time.time() - 1000)
+    HeadLease(store, tmp_path / "out", seconds=120, log=said.append).acquire()
+    assert said and "more than 120 s old" in said[-1]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    me = HeadLease(store, tmp_path / "out", log=said.append)
+    _lease_file(store, token="y", host=me.me["host"], pid=gone.pid, out_dir="/o", heartbeat=time.time())
+    me.acquire()
+    assert f"its process {gone.pid} on this host has ended" in said[-1]
+    _lease_file(store, token="z", host="elsewhere", pid=1, out_dir="/o", heartbeat=time.time())  # alive elsewhere
+    with pytest.raises(FreezelabError, match="another freezelab head"):
+        HeadLease(store, tmp_path / "out").acquire()
+    me.release()  # not its lease any more: left in place
+    assert HeadLease(store, tmp_path / "x")._read()["token"] == "z"
+
+
+def test_the_heartbeat_is_renewed_while_the_head_waits(tmp_path: Path, monkeypatch) -> None:
+    store = RunStore(str(tmp_path / "store"))
+    lease = HeadLease(store, tmp_path / "out", seconds=40)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    lease.acquire()
+    clock[0] += 5
+    lease.renew()                                    # within a quarter of the lease: not rewritten
+    assert lease._read()["heartbeat"] == 1000.0
+    clock[0] += 6
+    lease.renew()
+    assert lease._read()["heartbeat"] == 1011.0

@@ -11,8 +11,10 @@ resumes it from its last checkpoint (on a shared folder, or in the storage).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -80,70 +82,76 @@ def run_plan_ray(study: Study, plan: list[RunSpec], out_dir: Path, *, address: s
     out_dir = Path(out_dir).resolve()
     write_study_record(study, out_dir, command, plan)
     store = None
+    lease: Any = contextlib.nullcontext()
     if storage is not None:
-        from freezelab.experiment.storage import RunStore
+        from freezelab.experiment.storage import HeadLease, RunStore
         from freezelab.experiment.storage import sync_seconds as default_sync
 
         sync_seconds = default_sync() if sync_seconds is None else sync_seconds
         store = RunStore(storage)
         store.check()
-        for spec in plan:  # the storage holds the runs: what it has (a finished or interrupted run) comes first
-            store.pull(f"runs/{spec.run_id}", spec.run_dir(out_dir))
-    run_dirs = [prepare_run(spec, out_dir, task=study.spec.task, command=command, profile=study.profile,
-                            task_dir=study.path.parent) for spec in plan]
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise FreezelabError(
-                f"--ray-address {address}: no Ray cluster answers there ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:200]}). Start one with `ray start --head` (then --ray-address auto), "
-                "pass the address of a running cluster, or drop --ray-address to start a local Ray instance. "
-                "Nothing has run yet.") from err
-    try:
-        outcomes: list[RunOutcome | None] = [None] * len(plan)
-        resources = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": 0}
-        if store is None:
-            remote = ray.remote(**resources)(_task)
-            pending = {remote.remote(spec, str(d), str(out_dir / "cache"), retry_failed, tensorboard): i
-                       for i, (spec, d) in enumerate(zip(plan, run_dirs))}
-        else:
-            pending = {}
-            remote = ray.remote(**resources)(_task_via_storage)
-            for i, (spec, d) in enumerate(zip(plan, run_dirs)):
-                if verified_summary(spec, d)[0] is not None:  # finished: nothing to send anywhere
-                    outcomes[i] = RunOutcome(spec.run_id, spec.arm, spec.seed, "skipped", "already succeeded")
-                    continue
-                store.push(d, f"runs/{spec.run_id}")
-                pending[remote.remote(spec, storage, retry_failed, tensorboard, sync_seconds)] = i
-        display = StudyProgress(f"{study.spec.name} (ray)", list(zip(plan, run_dirs)), console=console,
-                                enabled=progress)
-        with display:  # one line per active run, from the runs' progress files
-            for i, outcome in enumerate(outcomes):
-                if outcome is not None:
-                    display.finished(plan[i], run_dirs[i], outcome)
-                    publish_run(run_dirs[i], out_dir, tensorboard=tensorboard, sinks=sinks, console=display.console)
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=display.refresh)
-                if store is not None:  # the live lines read each run's progress file, pushed by its task
-                    for i in pending.values():
-                        _quietly(lambda i=i: store.pull(f"runs/{plan[i].run_id}", run_dirs[i], only=[PROGRESS_FILE]))
-                display.poll()
-                for ref in done:
-                    i = pending.pop(ref)
-                    try:
-                        outcomes[i] = ray.get(ref)
-                    except ray.exceptions.RayError as err:
-                        outcomes[i] = _lost(plan[i], err)
-                    if store is not None:
-                        store.pull(f"runs/{plan[i].run_id}", run_dirs[i])
-                    display.finished(plan[i], run_dirs[i], outcomes[i])
-                    publish_run(run_dirs[i], out_dir, tensorboard=tensorboard, sinks=sinks, console=display.console)
-    finally:
+        lease = HeadLease(store, out_dir, log=(console or Console(stderr=True)).print)
+    with lease:  # one head per storage (storage.HeadLease): refused here, before anything runs
+        if store is not None:
+            for spec in plan:  # the storage holds the runs: what it has (a finished or interrupted run) comes first
+                store.pull(f"runs/{spec.run_id}", spec.run_dir(out_dir))
+        run_dirs = [prepare_run(spec, out_dir, task=study.spec.task, command=command, profile=study.profile,
+                                task_dir=study.path.parent) for spec in plan]
+        started_here = not ray.is_initialized()
         if started_here:
-            ray.shutdown()
-    return [o for o in outcomes if o is not None]
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise FreezelabError(
+                    f"--ray-address {address}: no Ray cluster answers there ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0][:200]}). Start one with `ray start --head` (then --ray-address auto), "
+                    "pass the address of a running cluster, or drop --ray-address to start a local Ray instance. "
+                    "Nothing has run yet.") from err
+        try:
+            outcomes: list[RunOutcome | None] = [None] * len(plan)
+            resources = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": 0}
+            if store is None:
+                remote = ray.remote(**resources)(_task)
+                pending = {remote.remote(spec, str(d), str(out_dir / "cache"), retry_failed, tensorboard): i
+                           for i, (spec, d) in enumerate(zip(plan, run_dirs))}
+            else:
+                pending = {}
+                remote = ray.remote(**resources)(_task_via_storage)
+                for i, (spec, d) in enumerate(zip(plan, run_dirs)):
+                    if verified_summary(spec, d)[0] is not None:  # finished: nothing to send anywhere
+                        outcomes[i] = RunOutcome(spec.run_id, spec.arm, spec.seed, "skipped", "already succeeded")
+                        continue
+                    store.push(d, f"runs/{spec.run_id}")
+                    pending[remote.remote(spec, storage, retry_failed, tensorboard, sync_seconds)] = i
+            display = StudyProgress(f"{study.spec.name} (ray)", list(zip(plan, run_dirs)), console=console,
+                                    enabled=progress)
+            with display:  # one line per active run, from the runs' progress files
+                for i, outcome in enumerate(outcomes):
+                    if outcome is not None:
+                        display.finished(plan[i], run_dirs[i], outcome)
+                        publish_run(run_dirs[i], out_dir, tensorboard=tensorboard, sinks=sinks, console=display.console)
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=1, timeout=display.refresh)
+                    if store is not None:  # the live lines read each run's progress file, pushed by its task
+                        _quietly(lease.renew)
+                        for i in pending.values():
+                            _quietly(lambda i=i: store.pull(f"runs/{plan[i].run_id}", run_dirs[i],
+                                                            only=[PROGRESS_FILE]))
+                    display.poll()
+                    for ref in done:
+                        i = pending.pop(ref)
+                        try:
+                            outcomes[i] = ray.get(ref)
+                        except ray.exceptions.RayError as err:
+                            outcomes[i] = _lost(plan[i], err)
+                        if store is not None:
+                            store.pull(f"runs/{plan[i].run_id}", run_dirs[i])
+                        display.finished(plan[i], run_dirs[i], outcomes[i])
+                        publish_run(run_dirs[i], out_dir, tensorboard=tensorboard, sinks=sinks, console=display.console)
+        finally:
+            if started_here:
+                ray.shutdown()
+        return [o for o in outcomes if o is not None]
 
 
 def _quietly(step) -> None:

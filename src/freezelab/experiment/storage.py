@@ -21,10 +21,12 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
 from freezelab.errors import FreezelabError
@@ -283,3 +285,94 @@ class Syncer:
         self._stop.set()
         self._thread.join()
         self.store.push(self.local_dir, self.rel)  # the final state; a failure here fails the task loudly
+
+
+class HeadLease:
+    """One head drives a storage at a time: two would dispatch the same runs twice and their tasks would
+    push over each other's commits. The head writes ``URI/head.json`` (who it is, a heartbeat renewed while it
+    waits for its tasks) and deletes it at the end; another head that finds a live one refuses to start. A
+    lease whose heartbeat is older than ``seconds``, or one left by a process of this host that is gone (a
+    killed head, rerun as its message says), is taken over with a warning. Object stores have no
+    create-if-absent here, so two heads started within the same second can both win: the lease guards
+    against the usual mistake (a second terminal, a colleague), not against a deliberate race."""
+
+    FILE = "head.json"
+
+    def __init__(self, store: RunStore, out_dir: Path, *, seconds: float = 120.0,
+                 log: Callable[[str], None] = print) -> None:
+        self.store, self.seconds, self.log = store, seconds, log
+        self.me = {"token": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+                   "out_dir": str(out_dir)}
+        self._renewed = 0.0
+
+    def __enter__(self) -> HeadLease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _read(self) -> dict | None:
+        try:
+            with self.store.fs.open_input_stream(self.store._path(self.FILE)) as f:
+                record = json.loads(f.read())
+            return record if isinstance(record, dict) else None
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # unreadable: treated as absent (it guards nothing then)
+            return None
+
+    def _gone(self, other: dict, now: float) -> str | None:
+        """Why ``other``'s lease no longer holds (None: it holds)."""
+        beat = other.get("heartbeat")
+        if not isinstance(beat, (int, float)) or now - beat > self.seconds:
+            return f"its last heartbeat is more than {self.seconds:g} s old"
+        if other.get("host") == self.me["host"] and isinstance(other.get("pid"), int) and not _alive(other["pid"]):
+            return f"its process {other['pid']} on this host has ended"
+        return None
+
+    def acquire(self) -> None:
+        """Take the lease, or raise FreezelabError naming the head that holds it and what to do."""
+        now = time.time()
+        other = self._read()
+        if other is not None and other.get("token") != self.me["token"]:
+            why = self._gone(other, now)
+            if why is None:
+                raise FreezelabError(
+                    f"--storage {self.store.uri}: another freezelab head drives this storage (host "
+                    f"{other.get('host')}, pid {other.get('pid')}, output folder {other.get('out_dir')}; last "
+                    f"heartbeat {now - other['heartbeat']:.0f} s ago); two heads would run the same runs twice. "
+                    f"Wait for it to end, or, if it is gone, run again after {self.seconds:g} s without its "
+                    f"heartbeat, or delete {self.store._path(self.FILE)}. Nothing has run yet.")
+            self.log(f"warning: taking over the storage's head lease of {other.get('host')} pid "
+                     f"{other.get('pid')} ({why})")
+        self._write(now)
+
+    def _write(self, now: float) -> None:
+        self.store._write(self.FILE, json.dumps({**self.me, "heartbeat": now}).encode())
+        self._renewed = now
+
+    def renew(self) -> None:
+        """Refresh the heartbeat (at most every quarter of the lease)."""
+        now = time.time()
+        if now - self._renewed >= self.seconds / 4:
+            self._write(now)
+
+    def release(self) -> None:
+        """Delete the lease if it is still this head's."""
+        other = self._read()
+        if other is not None and other.get("token") == self.me["token"]:
+            try:
+                self.store.fs.delete_file(self.store._path(self.FILE))
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
