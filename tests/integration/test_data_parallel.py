@@ -46,6 +46,17 @@ def _summary(out: Path, arm: str) -> dict:
     return read_json(run_dir / "summary.json")
 
 
+def _whole_then_killed_and_resumed(path: Path, tmp_path: Path, monkeypatch) -> None:
+    """The study's one arm ``finetune`` run whole (tmp_path/whole), then killed in rank 0 after its second
+    commit and run again (tmp_path/cut)."""
+    assert _run(path, tmp_path / "whole") == {"finetune": "succeeded"}
+    monkeypatch.setenv("FREEZELAB_FAULT", "after_rename:state.json@2")
+    monkeypatch.setenv("FREEZELAB_FAULT_RANK", "0")
+    assert _run(path, tmp_path / "cut") == {"finetune": "failed"}
+    monkeypatch.delenv("FREEZELAB_FAULT")
+    assert _run(path, tmp_path / "cut") == {"finetune": "succeeded"}
+
+
 def _close(a: list[dict], b: list[dict]) -> None:
     assert len(a) == len(b) > 1
     for x, y in zip(a, b):
@@ -151,12 +162,7 @@ def test_a_killed_two_process_plugin_run_with_dropout_resumes_to_the_uninterrupt
     spec["base"]["train"]["batch_size"] = 15
     spec["base"]["runtime"] = {"threads": 1, "devices": 2}
     path = write(tmp_path / "p", code=code, study=spec)
-    assert _run(path, tmp_path / "whole") == {"finetune": "succeeded"}
-    monkeypatch.setenv("FREEZELAB_FAULT", "after_rename:state.json@2")
-    monkeypatch.setenv("FREEZELAB_FAULT_RANK", "0")
-    assert _run(path, tmp_path / "cut") == {"finetune": "failed"}
-    monkeypatch.delenv("FREEZELAB_FAULT")
-    assert _run(path, tmp_path / "cut") == {"finetune": "succeeded"}
+    _whole_then_killed_and_resumed(path, tmp_path, monkeypatch)
     rows = {}
     for name in ("whole", "cut"):
         (run_dir,) = (tmp_path / name / "runs").glob("finetune__s0__*")
@@ -242,12 +248,7 @@ def test_a_killed_two_process_time_series_run_with_dropout_resumes_to_the_uninte
     backbone = save_tiny("t5", tmp_path / "t5")
     arms = {"finetune": {"reference": True, "overrides": {"backbone.train": "finetune"}}}
     path = _ts_study(tmp_path, backbone, "ts-kill", 2, arms)
-    assert _run(path, tmp_path / "whole") == {"finetune": "succeeded"}
-    monkeypatch.setenv("FREEZELAB_FAULT", "after_rename:state.json@2")
-    monkeypatch.setenv("FREEZELAB_FAULT_RANK", "0")
-    assert _run(path, tmp_path / "cut") == {"finetune": "failed"}
-    monkeypatch.delenv("FREEZELAB_FAULT")
-    assert _run(path, tmp_path / "cut") == {"finetune": "succeeded"}
+    _whole_then_killed_and_resumed(path, tmp_path, monkeypatch)
     (run_dir,) = (tmp_path / "cut" / "runs").glob("finetune__s0__*")
     assert "resumed after epoch 2" in (run_dir / "logs" / "run.log").read_text()
     assert _ts_epochs(tmp_path / "cut", "finetune") == _ts_epochs(tmp_path / "whole", "finetune")
